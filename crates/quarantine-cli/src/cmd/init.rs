@@ -1,0 +1,17 @@
+//! `quarantine init`: create a store, or confirm an existing one.
+
+use quarantine_store::{InitOutcome, Store};
+
+use super::{CmdResult, Context};
+use crate::exit::Status;
+
+pub fn run(ctx: &Context) -> CmdResult {
+    let (_, outcome) = Store::init(&ctx.store_path)?;
+    match outcome {
+        InitOutcome::Created => println!("created a quarantine store in {}", ctx.store_path.display()),
+        InitOutcome::AlreadyAStore => {
+            println!("{} is already a quarantine store; nothing to do", ctx.store_path.display())
+        }
+    }
+    Ok(Status::Success)
+}

@@ -1,0 +1,65 @@
+//! One module per subcommand. Each returns a `Status` or a `CmdError`; `exit.rs` maps them to exit codes.
+
+mod hold;
+mod init;
+mod show;
+mod verify;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quarantine_store::config::Config;
+use quarantine_store::Store;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(transparent)]
+    Store(#[from] quarantine_store::Error),
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CmdError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CmdError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub type CmdResult = Result<Status, CmdError>;
+
+/// The global options every command resolves the same way.
+pub struct Context {
+    pub config: Config,
+    pub store_path: PathBuf,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> Result<Context, CmdError> {
+        let (config, _) = Config::discover(cli.config.as_deref())?;
+        let store_path = config.store_path(cli.store.as_deref());
+        Ok(Context { config, store_path })
+    }
+
+    /// Opens the store for an admin command; waits up to 60 s for a busy index.
+    pub fn open(&self) -> Result<Store, CmdError> {
+        Ok(Store::open(&self.store_path, Duration::from_secs(60))?)
+    }
+}
+
+pub fn dispatch(cli: Cli) -> CmdResult {
+    let ctx = Context::new(&cli)?;
+    match cli.command {
+        Command::Init => init::run(&ctx),
+        Command::Hold(a) => hold::run(&ctx, a),
+        Command::Show(a) => show::run(&ctx, a),
+        Command::Verify(a) => verify::run(&ctx, a),
+    }
+}

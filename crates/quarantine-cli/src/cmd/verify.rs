@@ -1,0 +1,37 @@
+//! `quarantine verify [--deep]`: exit 1 on any missing or corrupt blob, so cron and monitoring can act on it.
+
+use super::{CmdResult, Context};
+use crate::cli::VerifyArgs;
+use crate::exit::Status;
+use crate::output::TermProgress;
+
+pub fn run(ctx: &Context, a: VerifyArgs) -> CmdResult {
+    let store = ctx.open()?;
+    let report = store.verify(a.deep, &TermProgress::new())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
+    } else {
+        for p in &report.missing {
+            println!("MISSING  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
+        }
+        for p in &report.corrupt {
+            println!("CORRUPT  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
+        }
+        for o in &report.orphans {
+            println!("orphan   {}", o.display());
+        }
+        for t in &report.stale_tmp {
+            println!("stale    {}", t.display());
+        }
+        println!(
+            "{} blob(s) checked{}, {} missing, {} corrupt, {} orphan(s), {} stale temp file(s)",
+            report.blobs_checked,
+            if a.deep { " deeply" } else { "" },
+            report.missing.len(),
+            report.corrupt.len(),
+            report.orphans.len(),
+            report.stale_tmp.len()
+        );
+    }
+    Ok(if report.is_clean() { Status::Success } else { Status::Failure })
+}

@@ -1,0 +1,111 @@
+//! Exit codes, in one place. `hold` exits 0 or 75 whatever happens (DESIGN section 4): Postfix's pipe(8) bounces
+//! on 1, 2, 74 and 101 (a Rust panic) but defers on 75, so every failure of `hold` — a bad flag, a panic, a busy
+//! index — must become 75 and leave the mail in the MTA's queue. Every other command: 0 success, 1 failure,
+//! 2 usage error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+pub const EX_TEMPFAIL: u8 = 75;
+
+/// What a command returns to `run`.
+pub enum Status {
+    Success,
+    /// A check that found problems (verify) or work that was not completed (release): exit 1, the command has
+    /// already said why.
+    Failure,
+}
+
+pub fn run() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let holding = is_hold_invocation(&args);
+    if holding {
+        // The hook prints one line; `catch_unwind` below turns the unwinding into 75.
+        std::panic::set_hook(Box::new(|info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            eprintln!("quarantine hold: internal error{at}: {msg} (message not held; the MTA will retry)");
+        }));
+    }
+    let result = std::panic::catch_unwind(move || run_inner(args, holding));
+    match result {
+        Ok(code) => code,
+        Err(_) if holding => ExitCode::from(EX_TEMPFAIL),
+        Err(_) => ExitCode::from(101),
+    }
+}
+
+fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if holding {
+                eprintln!("quarantine hold: {} (message not held; the MTA will retry)", one_line(&e.to_string()));
+                return ExitCode::from(EX_TEMPFAIL);
+            }
+            // clap prints usage and exits 2 for errors.
+            e.exit();
+        }
+    };
+    let is_hold = matches!(cli.command, Command::Hold(_));
+    match crate::cmd::dispatch(cli) {
+        Ok(Status::Success) => ExitCode::SUCCESS,
+        Ok(Status::Failure) => ExitCode::from(1),
+        Err(e) if is_hold => {
+            eprintln!("quarantine hold: {e:#} (message not held; the MTA will retry)");
+            ExitCode::from(EX_TEMPFAIL)
+        }
+        Err(e) => {
+            if !is_broken_pipe(&e) {
+                eprintln!("quarantine: {e:#}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn is_broken_pipe(e: &crate::cmd::CmdError) -> bool {
+    matches!(e, crate::cmd::CmdError::Store(quarantine_store::Error::Output(io)) if io.kind() == std::io::ErrorKind::BrokenPipe)
+        || matches!(e, crate::cmd::CmdError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Finds the subcommand name the way clap will: the first argument that is not a global option or its value.
+/// Done before parsing, because a parse error of `hold` must already exit 75.
+fn is_hold_invocation(args: &[std::ffi::OsString]) -> bool {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        match s.as_ref() {
+            "--store" | "--config" => {
+                it.next();
+            }
+            _ if s.starts_with("--store=") || s.starts_with("--config=") => {}
+            _ if s.starts_with('-') => {}
+            _ => return s == "hold",
+        }
+    }
+    false
+}
+
+/// clap's error text without the usage block and tips, on one line (an MTA logs only one).
+fn one_line(text: &str) -> String {
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.trim_start().starts_with("tip:"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    words.join(" ").trim_start_matches("error: ").to_string()
+}

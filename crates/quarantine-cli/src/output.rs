@@ -1,0 +1,81 @@
+//! Printing helpers shared by the commands: safe text for terminals, and progress bars.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Makes untrusted text (headers of hostile mail) safe to print on a terminal: control characters (C0, DEL, C1)
+/// and bidirectional overrides become visible escapes, so no header can clear the screen, set the title or reverse
+/// the text around it.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let cp = c as u32;
+        let dangerous = c.is_control() || (0x202A..=0x202E).contains(&cp) || (0x2066..=0x2069).contains(&cp);
+        if dangerous {
+            match c {
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                _ if cp < 0x100 => out.push_str(&format!("\\x{cp:02x}")),
+                _ => out.push_str(&format!("\\u{{{cp:04x}}}")),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// indicatif on a terminal, silence in cron. The bar is created on `start`, when the total is known.
+pub struct TermProgress {
+    bar: std::sync::OnceLock<ProgressBar>,
+    enabled: bool,
+}
+
+impl TermProgress {
+    pub fn new() -> TermProgress {
+        TermProgress { bar: std::sync::OnceLock::new(), enabled: std::io::stderr().is_terminal() }
+    }
+}
+
+impl quarantine_store::Progress for TermProgress {
+    fn start(&self, what: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        let _ = self.bar.set(bar);
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.bar.get() {
+            b.inc(n);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.get() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_terminal_controls() {
+        assert_eq!(escape("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(escape("\x1b]0;title\x07"), "\\x1b]0;title\\x07");
+        assert_eq!(escape("x\0y"), "x\\x00y");
+        assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(escape("\u{9b}31m"), "\\x9b31m");
+        assert_eq!(escape("café ünï"), "café ünï");
+    }
+}

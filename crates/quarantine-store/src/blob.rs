@@ -1,0 +1,173 @@
+//! Content-addressed blobs: `blobs/ab/cd/<64 hex>` holds one zstd frame (content checksum on) of the original
+//! bytes, named by the BLAKE3 of those original bytes, so `zstd -d < blob` gives the message back and the
+//! compression level never changes an identity. New blobs are staged in `tmp/` under a random name (two holds of
+//! the same bytes never share a temp file), fsynced, and renamed into place by [`BlobStore::publish`], which the
+//! caller runs inside its index write transaction.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+
+use crate::durable::{self, Owner};
+use crate::error::{Error, Result};
+
+/// zstd level 3 is zstd's default: good ratio on mail at a few hundred MB/s, so compression is never the
+/// bottleneck of a hold that waits on two fsyncs anyway.
+const ZSTD_LEVEL: i32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    owner: Owner,
+}
+
+/// A blob written and fsynced under `tmp/`, not yet visible under `blobs/`.
+#[derive(Debug)]
+pub struct StagedBlob {
+    pub hash: String,
+    pub size: u64,
+    /// The first bytes of the message, kept for header parsing (bounded, see [`BlobStore::stage`]).
+    pub prefix: Vec<u8>,
+    tmp_path: PathBuf,
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        // After a successful publish the temp name no longer exists; on any failure path this removes our
+        // staging file. Best effort: a leftover is reported by verify and swept by purge after a grace period.
+        let _ = fs::remove_file(&self.tmp_path);
+    }
+}
+
+impl BlobStore {
+    pub fn new(root: &Path, owner: Owner) -> BlobStore {
+        BlobStore { blobs: root.join("blobs"), tmp: root.join("tmp"), owner }
+    }
+
+    pub fn blobs_dir(&self) -> &Path {
+        &self.blobs
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn path_of(&self, hash: &str) -> PathBuf {
+        self.blobs.join(&hash[0..2]).join(&hash[2..4]).join(hash)
+    }
+
+    pub fn exists(&self, hash: &str) -> Result<bool> {
+        let p = self.path_of(hash);
+        match fs::symlink_metadata(&p) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", p)(e)),
+        }
+    }
+
+    /// Streams `input` to EOF into a new temp file, hashing the original bytes and compressing them as they
+    /// arrive, then fsyncs the file. Keeps up to `keep_prefix` leading bytes in memory for header parsing, so a
+    /// 20 MB message never sits in memory whole.
+    pub fn stage(&self, input: &mut dyn Read, keep_prefix: usize) -> Result<StagedBlob> {
+        let name: u64 = rand::thread_rng().gen();
+        let tmp_path = self.tmp.join(format!("{name:016x}.{}.tmp", std::process::id()));
+        let file = durable::create_new(&tmp_path, &self.owner)?;
+        let mut staged = StagedBlob { hash: String::new(), size: 0, prefix: Vec::new(), tmp_path };
+
+        let mut enc = zstd::stream::Encoder::new(BufWriter::with_capacity(128 * 1024, file), ZSTD_LEVEL)
+            .map_err(Error::io("start compressing", &staged.tmp_path))?;
+        enc.include_checksum(true).map_err(Error::io("configure zstd", &staged.tmp_path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Input(e)),
+            };
+            let chunk = &buf[..n];
+            hasher.update(chunk);
+            if staged.prefix.len() < keep_prefix {
+                let take = (keep_prefix - staged.prefix.len()).min(n);
+                staged.prefix.extend_from_slice(&chunk[..take]);
+            }
+            enc.write_all(chunk).map_err(Error::io("write", &staged.tmp_path))?;
+            staged.size += n as u64;
+        }
+        let file = enc
+            .finish()
+            .map_err(Error::io("write", &staged.tmp_path))?
+            .into_inner()
+            .map_err(|e| Error::io("write", &staged.tmp_path)(e.into_error()))?;
+        durable::fsync_file(&file, &staged.tmp_path)?;
+        staged.hash = hasher.finalize().to_hex().to_string();
+        Ok(staged)
+    }
+
+    /// Makes a staged blob visible under its hash name: drops the temp file if that blob already exists (dedup),
+    /// else renames it into place and fsyncs the directory. Must run while the caller holds the index write lock,
+    /// so that purge's GC cannot unlink the blob between this check and the caller's commit.
+    pub fn publish(&self, mut staged: StagedBlob) -> Result<()> {
+        let final_path = self.path_of(&staged.hash);
+        if self.exists(&staged.hash)? {
+            return Ok(()); // StagedBlob's Drop removes the temp file
+        }
+        let dir = final_path.parent().expect("blob path has a parent");
+        durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
+        durable::ensure_dir(dir, &self.owner)?;
+        durable::rename_durable(&staged.tmp_path, &final_path)?;
+        staged.tmp_path = PathBuf::new();
+        Ok(())
+    }
+
+    /// Reads a whole blob back, checking it against its name. Corrupt or truncated data is an error and is never
+    /// returned as if it were the original.
+    pub fn read_verified(&self, hash: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.stream_verified(hash, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decompresses a blob into `out` while hashing it; returns the original size. The caller must not trust
+    /// what reached `out` unless this returns Ok (use [`BlobStore::read_verified`] when bytes go to a person).
+    pub fn stream_verified(&self, hash: &str, out: &mut dyn Write) -> Result<u64> {
+        let path = self.path_of(hash);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingBlob { hash: hash.to_string(), path })
+            }
+            Err(e) => return Err(Error::io("open", path)(e)),
+        };
+        let corrupt = |detail: String| Error::CorruptBlob { hash: hash.to_string(), detail };
+        let mut dec = zstd::stream::Decoder::new(file).map_err(|e| corrupt(e.to_string()))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = match dec.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(corrupt(format!("decompression failed: {e}"))),
+            };
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(Error::Output)?;
+            size += n as u64;
+        }
+        let got = hasher.finalize().to_hex();
+        if got.as_str() != hash {
+            return Err(corrupt(format!("content hashes to {got}")));
+        }
+        Ok(size)
+    }
+}
+
+/// True for a 64-character lowercase hex string, the only names allowed under `blobs/`.
+pub fn is_hash(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

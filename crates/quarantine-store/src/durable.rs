@@ -1,0 +1,95 @@
+//! Every durable filesystem write of the store goes through here, so one fsync discipline applies everywhere:
+//! create with 0600/0700, fsync the file, rename, fsync the directory. An fsync error is returned, never retried:
+//! after a failed fsync the kernel may have dropped the dirty pages, so a second fsync that succeeds proves nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+pub const DIR_MODE: u32 = 0o700;
+pub const FILE_MODE: u32 = 0o600;
+
+/// The uid and gid every file in the store must carry, so that an admin command run as root never leaves a file
+/// the MTA's account cannot open (DESIGN section 2).
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub fn of(path: &Path) -> Result<Owner> {
+        let meta = fs::metadata(path).map_err(Error::io("stat", path))?;
+        Ok(Owner { uid: meta.uid(), gid: meta.gid() })
+    }
+
+    /// Gives `path` to this owner if it is not already theirs. Only root can do that; anyone else who created a
+    /// file under another account's store gets a clear error instead of a store the MTA cannot write.
+    pub fn apply(&self, path: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(path).map_err(Error::io("stat", path))?;
+        if meta.uid() == self.uid && meta.gid() == self.gid {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).map_err(|e| Error::Io {
+            op: "chown to the store's owner (run this command as the store's owner or as root)",
+            path: path.to_path_buf(),
+            source: e,
+        })
+    }
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(Error::io("open directory", dir))?;
+    f.sync_all().map_err(Error::io("fsync directory", dir))
+}
+
+/// Creates `dir` (mode 0700, given to `owner`) if missing and makes its entry durable in the parent.
+/// Returns whether it was created.
+pub fn ensure_dir(dir: &Path, owner: &Owner) -> Result<bool> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => {
+            owner.apply(dir)?;
+            fsync_dir(dir)?;
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if fs::metadata(dir).map_err(Error::io("stat", dir))?.is_dir() {
+                Ok(false)
+            } else {
+                Err(Error::Io {
+                    op: "expected a directory",
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                })
+            }
+        }
+        Err(e) => Err(Error::io("create directory", dir)(e)),
+    }
+}
+
+/// Creates a new file that must not exist yet (O_EXCL), mode 0600.
+pub fn create_new(path: &Path, owner: &Owner) -> Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(Error::io("create", path))?;
+    owner.apply(path)?;
+    Ok(f)
+}
+
+pub fn fsync_file(f: &File, path: &Path) -> Result<()> {
+    f.sync_all().map_err(Error::io("fsync", path))
+}
+
+/// Atomically moves a fully written, fsynced file into place and makes the new name durable.
+pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(Error::io("rename into place", to))?;
+    fsync_dir(to.parent().expect("a blob path has a parent"))
+}

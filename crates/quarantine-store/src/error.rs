@@ -1,0 +1,61 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the store, with the path or id a person needs to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {op}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the message: {0}")]
+    Input(#[source] std::io::Error),
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+    #[error("index {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0} is not a quarantine store (run `quarantine init` to create one)")]
+    NotAStore(PathBuf),
+    #[error("{0} is not empty and is not a quarantine store; refusing to initialise it")]
+    NotEmpty(PathBuf),
+    #[error("index schema version {found} is newer than this quarantine understands ({known}); upgrade quarantine")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("no message with id {0}")]
+    NoSuchMessage(String),
+    #[error("blob {hash} is missing from {path}")]
+    MissingBlob { hash: String, path: PathBuf },
+    #[error("blob {hash} is corrupt: {detail}")]
+    CorruptBlob { hash: String, detail: String },
+    #[error("invalid address {addr:?}: {why}")]
+    BadAddress { addr: String, why: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("config {path}: {detail}")]
+    Config { path: PathBuf, detail: String },
+    #[error("the deadline passed before the message was committed")]
+    DeadlinePassed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    /// True when the index was locked by another writer for longer than the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Error::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}

@@ -1,0 +1,39 @@
+//! Message ids: 10 characters of Crockford base32 (no I, L, O, U), random, so they are short enough to read out
+//! over the phone and carry no information about the mail.
+
+use rand::Rng;
+
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+pub const ID_LEN: usize = 10;
+
+pub fn new_id() -> String {
+    let mut rng = rand::thread_rng();
+    (0..ID_LEN).map(|_| ALPHABET[rng.gen_range(0..32)] as char).collect()
+}
+
+/// Canonical form of an id typed by a person: upper case, with the look-alike letters Crockford allows mapped.
+pub fn normalise(input: &str) -> String {
+    input
+        .trim()
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_canonical() {
+        for _ in 0..100 {
+            let id = new_id();
+            assert_eq!(id.len(), ID_LEN);
+            assert_eq!(normalise(&id.to_lowercase()), id);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `quarantine-store` owns a mail quarantine store: content-addressed zstd blobs named by the BLAKE3 of the
+//! original bytes, an SQLite index of envelopes, headers, verdicts and per-recipient release state, and the
+//! operations on them (hold, show, verify; search, release and purge build on these).
+//!
+//! # Invariants
+//! - A row that references a blob is committed only after the blob is renamed into place and its directory is
+//!   fsynced: a live row never points at a missing blob.
+//! - Blob bytes are checked against their name whenever they are read for a person or a relay.
+//! - Every file and directory in the store is 0600/0700 and belongs to the store directory's owner.
+//!
+//! The CLI (`quarantine-cli`) only parses arguments and prints; everything that touches the store is here.
+
+pub mod address;
+pub mod blob;
+pub mod config;
+pub mod duration;
+pub mod durable;
+pub mod error;
+pub mod headers;
+pub mod hold;
+pub mod ids;
+pub mod index;
+pub mod message;
+pub mod progress;
+pub mod store;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use hold::{HoldOutcome, HoldRequest};
+pub use message::{MessageRecord, Recipient};
+pub use progress::{Progress, Silent};
+pub use store::{InitOutcome, Store};
+pub use verify::VerifyReport;

@@ -1,0 +1,123 @@
+//! Opening and creating a store directory (DESIGN section 2).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::blob::BlobStore;
+use crate::durable::{self, Owner};
+use crate::error::{Error, Result};
+use crate::index;
+
+pub const INDEX_FILE: &str = "index.sqlite";
+
+/// An open store: its directory, blob tree and index connection.
+pub struct Store {
+    pub(crate) root: PathBuf,
+    pub(crate) index_path: PathBuf,
+    pub(crate) conn: Connection,
+    pub(crate) blobs: BlobStore,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum InitOutcome {
+    Created,
+    AlreadyAStore,
+}
+
+impl Store {
+    /// Creates a store in `root` (which may exist if empty). Harmless on an existing store; refuses any other
+    /// non-empty directory, so `init` can never scatter files over someone's data.
+    pub fn init(root: &Path) -> Result<(Store, InitOutcome)> {
+        match fs::DirBuilder::new().recursive(true).create(root) {
+            Ok(()) => {}
+            Err(e) => return Err(Error::io("create directory", root)(e)),
+        }
+        let index_path = root.join(INDEX_FILE);
+        let outcome = if index_path.exists() {
+            if !is_store_index(&index_path)? {
+                return Err(Error::NotEmpty(root.to_path_buf()));
+            }
+            InitOutcome::AlreadyAStore
+        } else {
+            let mut entries = fs::read_dir(root).map_err(Error::io("list", root))?;
+            if entries.next().is_some() {
+                return Err(Error::NotEmpty(root.to_path_buf()));
+            }
+            InitOutcome::Created
+        };
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root, fs::Permissions::from_mode(durable::DIR_MODE)).map_err(Error::io("chmod", root))?;
+        let owner = Owner::of(root)?;
+        if outcome == InitOutcome::Created {
+            durable::create_new(&index_path, &owner)?;
+        }
+        let store = Store::open_at(root, Duration::from_secs(60), owner)?;
+        durable::ensure_dir(store.blobs.blobs_dir(), &owner)?;
+        durable::ensure_dir(store.blobs.tmp_dir(), &owner)?;
+        durable::fsync_dir(root)?;
+        Ok((store, outcome))
+    }
+
+    /// Opens an existing store, migrating its index forward if needed. `busy` bounds how long any statement waits
+    /// for another writer's lock.
+    pub fn open(root: &Path, busy: Duration) -> Result<Store> {
+        let index_path = root.join(INDEX_FILE);
+        if !index_path.is_file() || !is_store_index(&index_path)? {
+            return Err(Error::NotAStore(root.to_path_buf()));
+        }
+        let owner = Owner::of(root)?;
+        Store::open_at(root, busy, owner)
+    }
+
+    fn open_at(root: &Path, busy: Duration, owner: Owner) -> Result<Store> {
+        let index_path = root.join(INDEX_FILE);
+        let mut conn = index::open(&index_path, false, busy)?;
+        index::migrate(&mut conn, &index_path)?;
+        // SQLite gives -wal/-shm the database file's owner when run as root; the index file itself we check here.
+        owner.apply(&index_path)?;
+        Ok(Store { root: root.to_path_buf(), index_path, blobs: BlobStore::new(root, owner), conn })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn index_path(&self) -> &Path {
+        &self.index_path
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The index connection, for read queries by sibling modules and tests.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn sql_err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        index::sql_err(&self.index_path)
+    }
+}
+
+/// True if `path` is an SQLite file carrying our application id (an empty file, as `init` leaves it before the
+/// first migration, counts too).
+fn is_store_index(path: &Path) -> Result<bool> {
+    let meta = fs::metadata(path).map_err(Error::io("stat", path))?;
+    if meta.len() == 0 {
+        return Ok(true);
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(index::sql_err(path))?;
+    match index::application_id(&conn, path) {
+        Ok(id) => Ok(id == index::APPLICATION_ID),
+        Err(_) => Ok(false),
+    }
+}
+
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
