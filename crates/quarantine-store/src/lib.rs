@@ -22,7 +22,9 @@ pub mod ids;
 pub mod index;
 pub mod message;
 pub mod progress;
+pub mod select;
 pub mod store;
+pub mod timeexpr;
 pub mod verify;
 
 pub use error::{Error, Result};

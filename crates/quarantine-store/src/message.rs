@@ -57,8 +57,10 @@ pub fn rfc3339_us(us: i64) -> String {
         .unwrap_or_else(|| us.to_string())
 }
 
-pub(crate) const MESSAGE_COLUMNS: &str = "id, hash, size, received_us, env_from, verdict, scanner, reason, queue_id,
-    hdr_from, hdr_to, hdr_cc, subject, message_id, hdr_date, parse_note, purged_us, purged_by, purge_reason";
+/// The columns `message_from_row` reads, over `messages m`.
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.hash, m.size, m.received_us, m.env_from, m.verdict, m.scanner,
+    m.reason, m.queue_id, m.hdr_from, m.hdr_to, m.hdr_cc, m.subject, m.message_id, m.hdr_date, m.parse_note,
+    m.purged_us, m.purged_by, m.purge_reason";
 
 pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
     let received_us: i64 = r.get(3)?;
@@ -106,7 +108,7 @@ impl Store {
         let e = self.sql_err();
         let rec = self
             .conn
-            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"))
+            .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?1"))
             .map_err(&e)?
             .query_row([&id], message_from_row)
             .optional()

@@ -2,6 +2,7 @@
 
 mod hold;
 mod init;
+pub mod selectors;
 mod show;
 mod verify;
 

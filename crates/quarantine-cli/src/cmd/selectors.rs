@@ -1,0 +1,31 @@
+//! Turns the SELECTORS flags into the library's `Selector`, resolving times against the clock and `TZ`.
+
+use quarantine_store::select::Selector;
+use quarantine_store::timeexpr;
+
+use super::CmdError;
+use crate::cli::SelectorArgs;
+
+pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
+    let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CmdError> {
+        v.as_deref()
+            .map(|s| timeexpr::parse_now(s).map(|t| t.timestamp_micros()).map_err(|e| CmdError::Usage(format!("{flag}: {e}"))))
+            .transpose()
+    };
+    let sel = Selector {
+        ids: a.id.clone(),
+        rcpts: a.rcpt.clone(),
+        froms: a.from.clone(),
+        header_froms: a.header_from.clone(),
+        subjects: a.subject.clone(),
+        message_ids: a.message_id.clone(),
+        verdicts: a.verdict.clone(),
+        scanners: a.scanner.clone(),
+        attachments: a.attachment.clone(),
+        since_us: time("--since", &a.since)?,
+        until_us: time("--until", &a.until)?,
+        states: a.state.iter().map(|s| s.to_ascii_lowercase()).collect(),
+    };
+    sel.validate().map_err(|e| CmdError::Usage(e.to_string()))?;
+    Ok(sel)
+}

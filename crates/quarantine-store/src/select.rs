@@ -1,0 +1,242 @@
+//! SELECTORS (DESIGN section 5), shared by search, export, release and purge: AND across kinds, OR within one
+//! repeated kind. Addresses compare case-insensitively. Compiled to one SQL `WHERE` clause over `messages m`, with
+//! recipient, sender, Message-ID and verdict+time selections written so they are index seeks.
+
+use rusqlite::types::Value;
+use serde::Serialize;
+
+use crate::address;
+use crate::error::{Error, Result};
+use crate::ids;
+
+pub const STATES: &[&str] = &["held", "releasing", "released", "failed", "purged"];
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Selector {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// Envelope recipients (Bcc recipients included).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rcpts: Vec<String>,
+    /// Envelope senders; `<>` or `""` selects the null sender.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub froms: Vec<String>,
+    /// Case-insensitive substrings of the From header.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header_froms: Vec<String>,
+    /// Case-insensitive substrings of the decoded Subject.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub message_ids: Vec<String>,
+    /// Exact verdicts, or globs (`*`, `?`, `[...]`) such as `PMX:*`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scanners: Vec<String>,
+    /// Case-insensitive substrings of attachment file names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+    /// Received at or after (unix microseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_us: Option<i64>,
+    /// Received before (unix microseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_us: Option<i64>,
+    /// Messages with at least one recipient in one of these states; `purged` selects tombstones. Without it,
+    /// only live (not purged) messages match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<String>,
+}
+
+/// A `WHERE` clause over `messages m` and its parameters.
+pub struct Sql {
+    pub clause: String,
+    pub params: Vec<Value>,
+}
+
+impl Selector {
+    /// True when nothing narrows the selection (release and purge then demand `--all`).
+    pub fn is_empty(&self) -> bool {
+        *self == Selector::default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for s in &self.states {
+            if !STATES.contains(&s.as_str()) {
+                return Err(Error::Invalid(format!("invalid state {s:?}: use one of {}", STATES.join(", "))));
+            }
+        }
+        if let (Some(a), Some(b)) = (self.since_us, self.until_us) {
+            if a >= b {
+                return Err(Error::Invalid("--since is not before --until: nothing can match".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_sql(&self) -> Sql {
+        let mut parts: Vec<String> = Vec::new();
+        let mut params: Vec<Value> = Vec::new();
+        let mut any = |parts: &mut Vec<String>, items: &[String], one: &dyn Fn(usize) -> String, f: &dyn Fn(&str) -> String| {
+            if items.is_empty() {
+                return;
+            }
+            let ors: Vec<String> = items
+                .iter()
+                .map(|it| {
+                    params.push(Value::Text(f(it)));
+                    one(params.len())
+                })
+                .collect();
+            parts.push(format!("({})", ors.join(" OR ")));
+        };
+        let same = |s: &str| s.to_string();
+        let lower = |s: &str| s.to_lowercase();
+        any(&mut parts, &self.ids, &|i| format!("m.id = ?{i}"), &|s| ids::normalise(s));
+        any(
+            &mut parts,
+            &self.rcpts,
+            &|i| format!("m.id IN (SELECT message FROM recipients WHERE address_lc = ?{i})"),
+            &|s| address::fold(strip_brackets(s)),
+        );
+        any(&mut parts, &self.froms, &|i| format!("m.env_from_lc = ?{i}"), &|s| address::fold(strip_brackets(s)));
+        any(&mut parts, &self.header_froms, &|i| format!("instr(lower(m.hdr_from), ?{i}) > 0"), &lower);
+        any(&mut parts, &self.subjects, &|i| format!("instr(lower(m.subject), ?{i}) > 0"), &lower);
+        any(&mut parts, &self.message_ids, &|i| format!("m.message_id = ?{i}"), &|s| strip_brackets(s).to_string());
+        let (globs, exact): (Vec<String>, Vec<String>) = self.verdicts.iter().cloned().partition(|v| is_glob(v));
+        match (globs.is_empty(), exact.is_empty()) {
+            (true, true) => {}
+            (true, false) => any(&mut parts, &exact, &|i| format!("m.verdict = ?{i}"), &same),
+            (false, true) => any(&mut parts, &globs, &|i| format!("m.verdict GLOB ?{i}"), &same),
+            // Mixed: exact values as one-item GLOBs of themselves would misread `[`; keep both kinds in one OR.
+            (false, false) => {
+                any(&mut parts, &exact, &|i| format!("m.verdict = ?{i}"), &same);
+                let exact_clause = parts.pop().expect("just pushed");
+                any(&mut parts, &globs, &|i| format!("m.verdict GLOB ?{i}"), &same);
+                let glob_clause = parts.pop().expect("just pushed");
+                parts.push(format!("({exact_clause} OR {glob_clause})"));
+            }
+        }
+        any(&mut parts, &self.scanners, &|i| format!("m.scanner = ?{i}"), &same);
+        any(
+            &mut parts,
+            &self.attachments,
+            &|i| format!("m.id IN (SELECT message FROM attachments WHERE instr(lower(name), ?{i}) > 0)"),
+            &lower,
+        );
+        if let Some(t) = self.since_us {
+            params.push(Value::Integer(t));
+            parts.push(format!("m.received_us >= ?{}", params.len()));
+        }
+        if let Some(t) = self.until_us {
+            params.push(Value::Integer(t));
+            parts.push(format!("m.received_us < ?{}", params.len()));
+        }
+        let want_purged = self.states.iter().any(|s| s == "purged");
+        let live_states: Vec<&String> = self.states.iter().filter(|s| *s != "purged").collect();
+        let mut state_ors: Vec<String> = Vec::new();
+        if want_purged {
+            state_ors.push("m.purged_us IS NOT NULL".into());
+        }
+        if !live_states.is_empty() {
+            let mut qs = Vec::new();
+            for s in live_states {
+                params.push(Value::Text(s.clone()));
+                qs.push(format!("?{}", params.len()));
+            }
+            state_ors.push(format!(
+                "(m.purged_us IS NULL AND m.id IN (SELECT message FROM recipients WHERE state IN ({})))",
+                qs.join(", ")
+            ));
+        }
+        if state_ors.is_empty() {
+            parts.push("m.purged_us IS NULL".into());
+        } else {
+            parts.push(format!("({})", state_ors.join(" OR ")));
+        }
+        Sql { clause: parts.join(" AND "), params }
+    }
+}
+
+fn strip_brackets(s: &str) -> &str {
+    let t = s.trim();
+    t.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(t)
+}
+
+fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+impl crate::store::Store {
+    /// Messages matching `sel`, newest first, at most `limit`, with recipients and attachments filled in.
+    pub fn select(&self, sel: &Selector, limit: Option<u64>) -> Result<Vec<crate::MessageRecord>> {
+        let sql = sel.to_sql();
+        let e = self.sql_err();
+        let mut q = format!(
+            "SELECT {} FROM messages m WHERE {} ORDER BY m.received_us DESC, m.rowid DESC",
+            crate::message::MESSAGE_COLUMNS,
+            sql.clause
+        );
+        if let Some(n) = limit {
+            q.push_str(&format!(" LIMIT {n}"));
+        }
+        let mut stmt = self.conn.prepare(&q).map_err(&e)?;
+        let mut out: Vec<crate::MessageRecord> = stmt
+            .query_map(rusqlite::params_from_iter(sql.params.iter()), crate::message::message_from_row)
+            .map_err(&e)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(&e)?;
+        for rec in &mut out {
+            self.fill_details(rec)?;
+        }
+        Ok(out)
+    }
+
+    /// How many messages match `sel`.
+    pub fn count(&self, sel: &Selector) -> Result<u64> {
+        let sql = sel.to_sql();
+        let e = self.sql_err();
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM messages m WHERE {}", sql.clause),
+                rusqlite::params_from_iter(sql.params.iter()),
+                |r| r.get(0),
+            )
+            .map_err(&e)?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_selector_is_live_messages_only() {
+        let s = Selector::default();
+        assert!(s.is_empty());
+        assert_eq!(s.to_sql().clause, "m.purged_us IS NULL");
+    }
+
+    #[test]
+    fn and_across_or_within() {
+        let s = Selector {
+            rcpts: vec!["A@x".into(), "<b@x>".into()],
+            verdicts: vec!["PMX:*".into(), "SPAM".into()],
+            ..Default::default()
+        };
+        let sql = s.to_sql();
+        assert!(sql.clause.contains(" AND "), "{}", sql.clause);
+        assert_eq!(sql.params[0], Value::Text("a@x".into()));
+        assert_eq!(sql.params[1], Value::Text("b@x".into()));
+        assert!(sql.clause.contains("m.verdict = ?") && sql.clause.contains("m.verdict GLOB ?"), "{}", sql.clause);
+    }
+
+    #[test]
+    fn bad_state_is_named() {
+        let s = Selector { states: vec!["gone".into()], ..Default::default() };
+        assert!(s.validate().unwrap_err().to_string().contains("\"gone\""));
+    }
+}
