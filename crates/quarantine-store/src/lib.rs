@@ -11,6 +11,7 @@
 //! The CLI (`quarantine-cli`) only parses arguments and prints; everything that touches the store is here.
 
 pub mod address;
+pub mod audit;
 pub mod blob;
 pub mod config;
 pub mod duration;
