@@ -41,6 +41,16 @@ pub enum Command {
     #[command(after_help = "Exit status: 0 when every live message's blob is present (and intact with --deep), \
         1 when any is missing or corrupt. Orphan blobs and stale temp files are listed but are not errors.")]
     Verify(VerifyArgs),
+    /// Purge messages by age, selectors, or the config's retention policy; then remove unreferenced blobs.
+    #[command(after_help = "Examples:\n  quarantine purge --older-than 30d --dry-run\n  \
+        quarantine purge --yes                     # cron: the config's [retention] policy\n  \
+        quarantine purge --verdict SPAM --older-than 14d --reason \"retention\"\n\n\
+        Messages with a release in progress are never purged. A frozen store refuses (see freeze).")]
+    Purge(PurgeArgs),
+    /// Stop every purge (e.g. during a false-positive incident) until `thaw`.
+    Freeze(FreezeArgs),
+    /// Allow purging again after `freeze`.
+    Thaw(ThawArgs),
 }
 
 #[derive(Debug, Args)]
@@ -143,4 +153,54 @@ pub struct SelectorArgs {
     /// are not shown.
     #[arg(long = "state", value_name = "STATE")]
     pub state: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Purge messages received longer ago than this (90m, 6h, 30d, 1w), combined with any selectors.
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    #[command(flatten)]
+    pub selectors: SelectorArgs,
+    /// With no selector: purge every message (not the retention policy).
+    #[arg(long)]
+    pub all: bool,
+    /// Print the plan (messages, recipients, bytes) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Why, recorded in each tombstone and in the audit log.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Who, for the audit log (default $SUDO_USER, else $USER).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Orphan blobs and temp files younger than this survive (default 24h, or the config's orphan_grace).
+    #[arg(long, value_name = "DURATION")]
+    pub orphan_grace: Option<String>,
+    /// VACUUM the index afterwards to return its free pages to the filesystem (locks the store while it runs).
+    #[arg(long)]
+    pub vacuum: bool,
+    /// Print the plan and the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FreezeArgs {
+    /// Why (shown by stats, purge and the audit log).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ThawArgs {
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
 }

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod index;
 pub mod message;
 pub mod progress;
+pub mod purge;
 pub mod select;
 pub mod store;
 pub mod timeexpr;

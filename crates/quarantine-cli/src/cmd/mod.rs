@@ -2,6 +2,7 @@
 
 mod hold;
 mod init;
+mod purge;
 pub mod selectors;
 mod show;
 mod verify;
@@ -62,5 +63,8 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Hold(a) => hold::run(&ctx, a),
         Command::Show(a) => show::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
+        Command::Purge(a) => purge::run(&ctx, a),
+        Command::Freeze(a) => purge::freeze(&ctx, a),
+        Command::Thaw(a) => purge::thaw(&ctx, a),
     }
 }

@@ -1,0 +1,144 @@
+//! `quarantine purge`: retention purge, plan then execute. `freeze`/`thaw` stop and allow it.
+
+use std::time::Duration;
+
+use quarantine_store::audit;
+use quarantine_store::duration;
+use quarantine_store::purge::{PurgePlan, PurgeRule, RetentionPolicy, DEFAULT_ORPHAN_GRACE};
+use quarantine_store::store::now_us;
+
+use super::{selectors, CmdError, CmdResult, Context};
+use crate::cli::{FreezeArgs, PurgeArgs, ThawArgs};
+use crate::exit::Status;
+use crate::output::{confirm, human_bytes, interactive, TermProgress};
+
+pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
+    let mut sel = selectors::resolve(&a.selectors)?;
+    let rules = if let Some(age) = &a.older_than {
+        let age = duration::parse(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
+        let cutoff = now_us() - age.as_micros() as i64;
+        sel.until_us = Some(sel.until_us.map_or(cutoff, |u| u.min(cutoff)));
+        vec![PurgeRule { label: format!("selection older than {}", a.older_than.as_deref().unwrap_or("")), selector: sel, exclude_verdicts: vec![] }]
+    } else if !sel.is_empty() || a.all {
+        vec![PurgeRule { label: if a.all { "everything".into() } else { "selection".into() }, selector: sel, exclude_verdicts: vec![] }]
+    } else {
+        let policy = retention_policy(ctx)?;
+        if policy.is_empty() {
+            return Err(CmdError::Usage(
+                "no selector, no --older-than and no retention policy in the config: refusing to purge \
+                 (set [retention] in the config, give --older-than or selectors, or --all to purge everything)"
+                    .into(),
+            ));
+        }
+        policy.rules(now_us())
+    };
+    let grace = match a.orphan_grace.as_deref().or(ctx.config.orphan_grace.as_deref()) {
+        Some(g) => duration::parse(g).map_err(|e| CmdError::Usage(format!("--orphan-grace: {e}")))?,
+        None => DEFAULT_ORPHAN_GRACE,
+    };
+
+    let mut store = ctx.open()?;
+    let plan = store.purge_plan(rules)?;
+    print_plan(&plan, a.json);
+    if a.dry_run {
+        return Ok(Status::Success);
+    }
+    if let Some(f) = &plan.frozen {
+        eprintln!(
+            "quarantine: refusing to purge: the store is frozen since {} by {} ({}); `quarantine thaw` lifts it",
+            f.at, f.actor, f.reason
+        );
+        return Ok(Status::Failure);
+    }
+    if plan.messages > 0 && !a.yes && interactive() && !confirm(&format!("Purge {} message(s)?", plan.messages))? {
+        eprintln!("nothing purged");
+        return Ok(Status::Success);
+    }
+    let actor = audit::actor(a.actor.as_deref());
+    let progress = TermProgress::new();
+    let report = store.purge(&plan, &actor, a.reason.as_deref(), &progress)?;
+    let sweep = store.sweep_orphans(grace)?;
+    if a.vacuum {
+        store.vacuum()?;
+    }
+    if a.json {
+        println!("{}", serde_json::json!({ "purged": report, "orphans": sweep }));
+    } else {
+        println!(
+            "purged {} message(s) ({} recipient(s)); removed {} blob(s), freed {}; {} orphan blob(s) and {} temp file(s) removed, {} orphan(s) younger than the grace kept{}",
+            report.messages,
+            report.recipients,
+            report.gc.blobs_removed,
+            human_bytes(report.gc.bytes_freed),
+            sweep.orphans_removed,
+            sweep.tmp_removed,
+            sweep.orphans_young,
+            if report.skipped_releasing > 0 {
+                format!("; skipped {} with a release in progress", report.skipped_releasing)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(Status::Success)
+}
+
+fn print_plan(plan: &PurgePlan, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "plan": plan }));
+        return;
+    }
+    for r in &plan.rules {
+        println!("rule: {}", r.label);
+    }
+    println!(
+        "would purge {} message(s), {} recipient(s), {} of originals",
+        plan.messages,
+        plan.recipients,
+        human_bytes(plan.bytes)
+    );
+    if plan.skipped_releasing > 0 {
+        println!("skipping {} message(s) with a release in progress", plan.skipped_releasing);
+    }
+    if let Some(f) = &plan.frozen {
+        println!("FROZEN since {} by {}: {} (purge refuses until `quarantine thaw`)", f.at, f.actor, f.reason);
+    }
+}
+
+fn retention_policy(ctx: &Context) -> Result<RetentionPolicy, CmdError> {
+    let mut policy = RetentionPolicy::default();
+    if let Some(r) = &ctx.config.retention {
+        let parse = |k: &str, v: &str| -> Result<Duration, CmdError> {
+            duration::parse(v).map_err(|e| CmdError::Usage(format!("config retention {k}: {e}")))
+        };
+        if let Some(d) = &r.default {
+            policy.default = Some(parse("default", d)?);
+        }
+        for (verdict, d) in &r.verdict {
+            policy.per_verdict.insert(verdict.clone(), parse(verdict, d)?);
+        }
+    }
+    Ok(policy)
+}
+
+pub fn freeze(ctx: &Context, a: FreezeArgs) -> CmdResult {
+    let mut store = ctx.open()?;
+    let actor = audit::actor(a.actor.as_deref());
+    if store.freeze(&a.reason, &actor)? {
+        println!("frozen: purge refuses until `quarantine thaw`");
+    } else if let Some(f) = store.frozen()? {
+        println!("already frozen since {} by {}: {}", f.at, f.actor, f.reason);
+    }
+    Ok(Status::Success)
+}
+
+pub fn thaw(ctx: &Context, a: ThawArgs) -> CmdResult {
+    let mut store = ctx.open()?;
+    let actor = audit::actor(a.actor.as_deref());
+    if store.thaw(&actor, a.reason.as_deref())? {
+        println!("thawed: purge runs again");
+    } else {
+        println!("the store was not frozen");
+    }
+    Ok(Status::Success)
+}

@@ -1,0 +1,484 @@
+//! Retention purge and blob GC (DESIGN section 7).
+//!
+//! # Protocol
+//! 1. Rows first: in short write transactions (a few hundred messages each, so holds keep flowing), live messages
+//!    that match become tombstones (`purged_us` set, recipients `purged`), and every hash that lost its last live
+//!    reference goes into `gc_queue`. The audit row is written in the same transaction.
+//! 2. Then blobs: in write transactions of a bounded number of hashes, each queued hash is unlinked only if no live
+//!    row references it *now*, its directory fsynced, and its queue row dropped. `hold` takes the same write lock
+//!    and deletes its hash from the queue, so a blob a committed row references is never deleted.
+//!
+//! A crash between the two steps leaves queued hashes, which the next purge (or `gc`) finishes; a crash after an
+//! unlink but before its commit leaves a queue row for a missing file, which is harmless.
+//!
+//! Messages with a recipient in `releasing` are never purged: a release may be on the wire.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use crate::audit::{self, AuditEntry};
+use crate::blob::is_hash;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::select::Selector;
+use crate::store::{now_us, Store};
+
+/// Messages tombstoned per write transaction: small enough that a hold never waits long behind a purge.
+const ROW_BATCH: usize = 500;
+/// Upper bound on the time one GC transaction holds the write lock.
+const GC_BATCH_TIME: Duration = Duration::from_millis(100);
+const GC_BATCH_MAX: usize = 512;
+pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// One rule of a purge: a selection, minus some verdicts (used by the retention policy's default age).
+#[derive(Clone, Debug, Serialize)]
+pub struct PurgeRule {
+    pub selector: Selector,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_verdicts: Vec<String>,
+    /// For display: "SPAM older than 14d", "default older than 30d", or the selection.
+    pub label: String,
+}
+
+/// Retention ages from the config: a default and per-verdict ages.
+#[derive(Clone, Debug, Default)]
+pub struct RetentionPolicy {
+    pub default: Option<Duration>,
+    pub per_verdict: BTreeMap<String, Duration>,
+}
+
+impl RetentionPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.per_verdict.is_empty()
+    }
+
+    /// The rules this policy means at `now_us`.
+    pub fn rules(&self, now_us: i64) -> Vec<PurgeRule> {
+        let cutoff = |d: &Duration| now_us - d.as_micros() as i64;
+        let mut rules: Vec<PurgeRule> = self
+            .per_verdict
+            .iter()
+            .map(|(v, d)| PurgeRule {
+                selector: Selector { verdicts: vec![v.clone()], until_us: Some(cutoff(d)), ..Default::default() },
+                exclude_verdicts: Vec::new(),
+                label: format!("verdict {v} older than {}", human(d)),
+            })
+            .collect();
+        if let Some(d) = &self.default {
+            rules.push(PurgeRule {
+                selector: Selector { until_us: Some(cutoff(d)), ..Default::default() },
+                exclude_verdicts: self.per_verdict.keys().cloned().collect(),
+                label: format!("other verdicts older than {}", human(d)),
+            });
+        }
+        rules
+    }
+}
+
+fn human(d: &Duration) -> String {
+    let s = d.as_secs();
+    if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PurgePlan {
+    pub rules: Vec<PurgeRule>,
+    /// Only messages received at or before this instant are touched, so mail arriving during the purge is safe.
+    pub as_of_us: i64,
+    pub messages: u64,
+    pub recipients: u64,
+    /// Sum of the original sizes.
+    pub bytes: u64,
+    /// Matching messages left alone because a release is in progress.
+    pub skipped_releasing: u64,
+    pub frozen: Option<Freeze>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PurgeReport {
+    pub messages: u64,
+    pub recipients: u64,
+    pub skipped_releasing: u64,
+    pub gc: GcReport,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    /// Queued hashes that a hold referenced again before they could be removed.
+    pub blobs_kept: u64,
+    pub orphans_removed: u64,
+    pub orphans_young: u64,
+    pub tmp_removed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Freeze {
+    pub reason: String,
+    pub actor: String,
+    pub at: String,
+}
+
+fn rule_sql(rule: &PurgeRule, as_of_us: i64) -> (String, Vec<Value>) {
+    let sql = rule.selector.to_sql();
+    let mut clause = sql.clause;
+    let mut params = sql.params;
+    // Tombstones and in-flight releases are never candidates, whatever the selector asked for.
+    clause.push_str(" AND m.purged_us IS NULL");
+    clause.push_str(" AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message = m.id AND r.state = 'releasing')");
+    params.push(Value::Integer(as_of_us));
+    clause.push_str(&format!(" AND m.received_us <= ?{}", params.len()));
+    if !rule.exclude_verdicts.is_empty() {
+        let mut qs = Vec::new();
+        for v in &rule.exclude_verdicts {
+            params.push(Value::Text(v.clone()));
+            qs.push(format!("?{}", params.len()));
+        }
+        clause.push_str(&format!(" AND m.verdict NOT IN ({})", qs.join(", ")));
+    }
+    (clause, params)
+}
+
+impl Store {
+    pub fn frozen(&self) -> Result<Option<Freeze>> {
+        let e = self.sql_err();
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM settings WHERE key = 'frozen'", [], |r| r.get(0))
+            .optional()
+            .map_err(&e)?;
+        Ok(v.map(|v| {
+            serde_json::from_str(&v).unwrap_or(Freeze { reason: v, actor: String::new(), at: String::new() })
+        }))
+    }
+
+    /// Stops every purge until `thaw`. Returns false if the store was already frozen (the first reason stays).
+    pub fn freeze(&mut self, reason: &str, actor: &str) -> Result<bool> {
+        let e = crate::index::sql_err(&self.index_path);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        let f = Freeze { reason: reason.into(), actor: actor.into(), at: crate::message::rfc3339_us(now_us()) };
+        let n = tx
+            .execute(
+                "INSERT OR IGNORE INTO settings (key, value) VALUES ('frozen', ?1)",
+                [serde_json::to_string(&f).expect("plain struct")],
+            )
+            .map_err(&e)?;
+        if n == 1 {
+            audit::record(
+                &tx,
+                &AuditEntry {
+                    actor,
+                    action: "freeze",
+                    selection: serde_json::Value::Null,
+                    counts: serde_json::json!({}),
+                    reason: Some(reason),
+                },
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)?;
+        Ok(n == 1)
+    }
+
+    /// Lifts a freeze. Returns false if the store was not frozen.
+    pub fn thaw(&mut self, actor: &str, reason: Option<&str>) -> Result<bool> {
+        let e = crate::index::sql_err(&self.index_path);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+        let n = tx.execute("DELETE FROM settings WHERE key = 'frozen'", []).map_err(&e)?;
+        if n == 1 {
+            audit::record(
+                &tx,
+                &AuditEntry {
+                    actor,
+                    action: "thaw",
+                    selection: serde_json::Value::Null,
+                    counts: serde_json::json!({}),
+                    reason,
+                },
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)?;
+        Ok(n == 1)
+    }
+
+    /// Counts what `rules` would purge now. Read-only: `--dry-run` prints this and stops.
+    pub fn purge_plan(&self, rules: Vec<PurgeRule>) -> Result<PurgePlan> {
+        let e = self.sql_err();
+        let as_of_us = now_us();
+        let mut plan = PurgePlan { as_of_us, frozen: self.frozen()?, ..Default::default() };
+        for rule in &rules {
+            let (clause, params) = rule_sql(rule, as_of_us);
+            let (m, b): (i64, i64) = self
+                .conn
+                .query_row(
+                    &format!("SELECT count(*), coalesce(sum(m.size), 0) FROM messages m WHERE {clause}"),
+                    params_from_iter(params.iter()),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(&e)?;
+            let rc: i64 = self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM recipients WHERE message IN (SELECT m.id FROM messages m WHERE {clause})"
+                    ),
+                    params_from_iter(params.iter()),
+                    |r| r.get(0),
+                )
+                .map_err(&e)?;
+            // Same selection without the releasing exclusion, to say how many were skipped.
+            let sql = rule.selector.to_sql();
+            let skipped: i64 = self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM messages m WHERE {} AND m.purged_us IS NULL AND EXISTS
+                         (SELECT 1 FROM recipients r WHERE r.message = m.id AND r.state = 'releasing')",
+                        sql.clause
+                    ),
+                    params_from_iter(sql.params.iter()),
+                    |r| r.get(0),
+                )
+                .map_err(&e)?;
+            plan.messages += m as u64;
+            plan.bytes += b as u64;
+            plan.recipients += rc as u64;
+            plan.skipped_releasing += skipped as u64;
+        }
+        plan.rules = rules;
+        Ok(plan)
+    }
+
+    /// Executes a plan: tombstones in batches, then GC of the blobs they released. Refuses a frozen store.
+    pub fn purge(&mut self, plan: &PurgePlan, actor: &str, reason: Option<&str>, progress: &dyn Progress) -> Result<PurgeReport> {
+        if let Some(f) = self.frozen()? {
+            return Err(Error::Invalid(format!(
+                "the store is frozen since {} by {}: {:?}; run `quarantine thaw` to allow purging",
+                f.at, f.actor, f.reason
+            )));
+        }
+        let index_path = self.index_path.clone();
+        let e = crate::index::sql_err(&index_path);
+        let mut report = PurgeReport { skipped_releasing: plan.skipped_releasing, ..Default::default() };
+        progress.start("purging", plan.messages);
+        for rule in &plan.rules {
+            let (clause, params) = rule_sql(rule, plan.as_of_us);
+            let select = format!("SELECT m.id, m.hash FROM messages m WHERE {clause} LIMIT {ROW_BATCH}");
+            loop {
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+                // Re-selected under the lock: a release may have claimed a message since the plan was made.
+                let batch: Vec<(String, String)> = tx
+                    .prepare_cached(&select)
+                    .map_err(&e)?
+                    .query_map(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(&e)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(&e)?;
+                if batch.is_empty() {
+                    break;
+                }
+                let now = now_us();
+                let mut recipients = 0u64;
+                let mut hashes = BTreeSet::new();
+                {
+                    let mut tomb = tx
+                        .prepare_cached(
+                            "UPDATE messages SET purged_us = ?2, purged_by = ?3, purge_reason = ?4 WHERE id = ?1",
+                        )
+                        .map_err(&e)?;
+                    let mut rcpt = tx
+                        .prepare_cached("UPDATE recipients SET state = 'purged' WHERE message = ?1")
+                        .map_err(&e)?;
+                    for (id, hash) in &batch {
+                        tomb.execute(params![id, now, actor, reason]).map_err(&e)?;
+                        recipients += rcpt.execute([id]).map_err(&e)? as u64;
+                        hashes.insert(hash.as_str());
+                    }
+                    let mut queue = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO gc_queue (hash, queued_us)
+                             SELECT ?1, ?2 WHERE NOT EXISTS
+                               (SELECT 1 FROM messages WHERE hash = ?1 AND purged_us IS NULL)",
+                        )
+                        .map_err(&e)?;
+                    for h in &hashes {
+                        queue.execute(params![h, now]).map_err(&e)?;
+                    }
+                }
+                audit::record(
+                    &tx,
+                    &AuditEntry {
+                        actor,
+                        action: "purge",
+                        selection: serde_json::to_value(rule).expect("plain struct"),
+                        counts: serde_json::json!({ "messages": batch.len(), "recipients": recipients }),
+                        reason,
+                    },
+                )
+                .map_err(&e)?;
+                tx.commit().map_err(&e)?;
+                report.messages += batch.len() as u64;
+                report.recipients += recipients;
+                progress.advance(batch.len() as u64);
+            }
+        }
+        progress.finish();
+        report.gc = self.gc(progress)?;
+        if report.messages >= 10_000 {
+            // Give the WAL's pages back after a large purge; harmless if a reader keeps it from truncating fully.
+            let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        }
+        Ok(report)
+    }
+
+    /// Unlinks queued blobs that no live row references, a bounded batch per write transaction.
+    pub fn gc(&mut self, progress: &dyn Progress) -> Result<GcReport> {
+        let e = crate::index::sql_err(&self.index_path);
+        let mut report = GcReport::default();
+        let queued: i64 = self.conn.query_row("SELECT count(*) FROM gc_queue", [], |r| r.get(0)).map_err(&e)?;
+        progress.start("removing blobs", queued as u64);
+        let mut after = String::new();
+        loop {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+            let hashes: Vec<String> = tx
+                .prepare_cached("SELECT hash FROM gc_queue WHERE hash > ?1 ORDER BY hash LIMIT ?2")
+                .map_err(&e)?
+                .query_map(params![after, GC_BATCH_MAX as i64], |r| r.get(0))
+                .map_err(&e)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(&e)?;
+            let Some(last) = hashes.last() else { break };
+            after = last.clone();
+            let started = Instant::now();
+            let mut dirs = BTreeSet::new();
+            let mut done = Vec::new();
+            for h in &hashes {
+                let live: bool = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE hash = ?1 AND purged_us IS NULL)")
+                    .map_err(&e)?
+                    .query_row([h], |r| r.get(0))
+                    .map_err(&e)?;
+                if live {
+                    report.blobs_kept += 1;
+                } else if is_hash(h) {
+                    let path = self.blobs.path_of(h);
+                    match fs::metadata(&path) {
+                        Ok(m) => {
+                            fs::remove_file(&path).map_err(Error::io("unlink", &path))?;
+                            report.blobs_removed += 1;
+                            report.bytes_freed += m.len();
+                            dirs.insert(path.parent().expect("blob has a parent").to_path_buf());
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(err) => return Err(Error::io("stat", path)(err)),
+                    }
+                }
+                done.push(h);
+                if started.elapsed() > GC_BATCH_TIME {
+                    after = h.to_string();
+                    break;
+                }
+            }
+            for d in &dirs {
+                crate::durable::fsync_dir(d)?;
+            }
+            {
+                let mut del = tx.prepare_cached("DELETE FROM gc_queue WHERE hash = ?1").map_err(&e)?;
+                for h in &done {
+                    del.execute([h]).map_err(&e)?;
+                }
+            }
+            tx.commit().map_err(&e)?;
+            progress.advance(done.len() as u64);
+        }
+        progress.finish();
+        Ok(report)
+    }
+
+    /// Removes orphan blobs (on disk, no live row) whose file is older than `grace`, and temp files older than
+    /// `grace`. An orphan younger than the grace may belong to a hold about to commit, so it stays.
+    pub fn sweep_orphans(&mut self, grace: Duration) -> Result<GcReport> {
+        let e = crate::index::sql_err(&self.index_path);
+        let mut report = GcReport::default();
+        let live: BTreeSet<String> = self
+            .conn
+            .prepare("SELECT DISTINCT hash FROM messages WHERE purged_us IS NULL")
+            .map_err(&e)?
+            .query_map([], |r| r.get(0))
+            .map_err(&e)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(&e)?;
+        let live_refs: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
+        let candidates: Vec<PathBuf> = self.orphan_blobs(&live_refs)?;
+        let now = SystemTime::now();
+        let old_enough = |p: &PathBuf| {
+            fs::symlink_metadata(p)
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() >= grace)
+                .unwrap_or(false)
+        };
+        for chunk in candidates.chunks(GC_BATCH_MAX) {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+            let mut dirs = BTreeSet::new();
+            for p in chunk {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                // Re-checked under the write lock: a hold may have committed a row for it since the scan.
+                let live: bool = is_hash(name)
+                    && tx
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE hash = ?1 AND purged_us IS NULL)")
+                        .map_err(&e)?
+                        .query_row([name], |r| r.get(0))
+                        .map_err(&e)?;
+                if live {
+                    continue;
+                }
+                if !old_enough(p) {
+                    report.orphans_young += 1;
+                    continue;
+                }
+                match fs::remove_file(p) {
+                    Ok(()) => {
+                        report.orphans_removed += 1;
+                        dirs.insert(p.parent().expect("has parent").to_path_buf());
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(Error::io("unlink", p)(err)),
+                }
+            }
+            for d in &dirs {
+                crate::durable::fsync_dir(d)?;
+            }
+            tx.commit().map_err(&e)?;
+        }
+        for t in self.stale_tmp_files(grace)? {
+            match fs::remove_file(&t) {
+                Ok(()) => report.tmp_removed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io("unlink", t)(err)),
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl Store {
+    /// Rewrites the index without its free pages. Takes the write lock for the whole run: holds wait (and may
+    /// time out into a retry), so this is opt-in.
+    pub fn vacuum(&self) -> Result<()> {
+        self.conn.execute_batch("VACUUM").map_err(self.sql_err())
+    }
+}
