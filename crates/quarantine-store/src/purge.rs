@@ -65,14 +65,21 @@ impl RetentionPolicy {
             .per_verdict
             .iter()
             .map(|(v, d)| PurgeRule {
-                selector: Selector { verdicts: vec![v.clone()], until_us: Some(cutoff(d)), ..Default::default() },
+                selector: Selector {
+                    verdicts: vec![v.clone()],
+                    until_us: Some(cutoff(d)),
+                    ..Default::default()
+                },
                 exclude_verdicts: Vec::new(),
                 label: format!("verdict {v} older than {}", human(d)),
             })
             .collect();
         if let Some(d) = &self.default {
             rules.push(PurgeRule {
-                selector: Selector { until_us: Some(cutoff(d)), ..Default::default() },
+                selector: Selector {
+                    until_us: Some(cutoff(d)),
+                    ..Default::default()
+                },
                 exclude_verdicts: self.per_verdict.keys().cloned().collect(),
                 label: format!("other verdicts older than {}", human(d)),
             });
@@ -157,19 +164,32 @@ impl Store {
         let e = self.sql_err();
         let v: Option<String> = self
             .conn
-            .query_row("SELECT value FROM settings WHERE key = 'frozen'", [], |r| r.get(0))
+            .query_row("SELECT value FROM settings WHERE key = 'frozen'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(&e)?;
         Ok(v.map(|v| {
-            serde_json::from_str(&v).unwrap_or(Freeze { reason: v, actor: String::new(), at: String::new() })
+            serde_json::from_str(&v).unwrap_or(Freeze {
+                reason: v,
+                actor: String::new(),
+                at: String::new(),
+            })
         }))
     }
 
     /// Stops every purge until `thaw`. Returns false if the store was already frozen (the first reason stays).
     pub fn freeze(&mut self, reason: &str, actor: &str) -> Result<bool> {
         let e = crate::index::sql_err(&self.index_path);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        let f = Freeze { reason: reason.into(), actor: actor.into(), at: crate::message::rfc3339_us(now_us()) };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let f = Freeze {
+            reason: reason.into(),
+            actor: actor.into(),
+            at: crate::message::rfc3339_us(now_us()),
+        };
         let n = tx
             .execute(
                 "INSERT OR IGNORE INTO settings (key, value) VALUES ('frozen', ?1)",
@@ -196,8 +216,13 @@ impl Store {
     /// Lifts a freeze. Returns false if the store was not frozen.
     pub fn thaw(&mut self, actor: &str, reason: Option<&str>) -> Result<bool> {
         let e = crate::index::sql_err(&self.index_path);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        let n = tx.execute("DELETE FROM settings WHERE key = 'frozen'", []).map_err(&e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let n = tx
+            .execute("DELETE FROM settings WHERE key = 'frozen'", [])
+            .map_err(&e)?;
         if n == 1 {
             audit::record(
                 &tx,
@@ -219,13 +244,19 @@ impl Store {
     pub fn purge_plan(&self, rules: Vec<PurgeRule>) -> Result<PurgePlan> {
         let e = self.sql_err();
         let as_of_us = now_us();
-        let mut plan = PurgePlan { as_of_us, frozen: self.frozen()?, ..Default::default() };
+        let mut plan = PurgePlan {
+            as_of_us,
+            frozen: self.frozen()?,
+            ..Default::default()
+        };
         for rule in &rules {
             let (clause, params) = rule_sql(rule, as_of_us);
             let (m, b): (i64, i64) = self
                 .conn
                 .query_row(
-                    &format!("SELECT count(*), coalesce(sum(m.size), 0) FROM messages m WHERE {clause}"),
+                    &format!(
+                        "SELECT count(*), coalesce(sum(m.size), 0) FROM messages m WHERE {clause}"
+                    ),
                     params_from_iter(params.iter()),
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -264,7 +295,13 @@ impl Store {
     }
 
     /// Executes a plan: tombstones in batches, then GC of the blobs they released. Refuses a frozen store.
-    pub fn purge(&mut self, plan: &PurgePlan, actor: &str, reason: Option<&str>, progress: &dyn Progress) -> Result<PurgeReport> {
+    pub fn purge(
+        &mut self,
+        plan: &PurgePlan,
+        actor: &str,
+        reason: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<PurgeReport> {
         if let Some(f) = self.frozen()? {
             return Err(Error::Invalid(format!(
                 "the store is frozen since {} by {}: {:?}; run `quarantine thaw` to allow purging",
@@ -273,18 +310,27 @@ impl Store {
         }
         let index_path = self.index_path.clone();
         let e = crate::index::sql_err(&index_path);
-        let mut report = PurgeReport { skipped_releasing: plan.skipped_releasing, ..Default::default() };
+        let mut report = PurgeReport {
+            skipped_releasing: plan.skipped_releasing,
+            ..Default::default()
+        };
         progress.start("purging", plan.messages);
         for rule in &plan.rules {
             let (clause, params) = rule_sql(rule, plan.as_of_us);
-            let select = format!("SELECT m.id, m.hash FROM messages m WHERE {clause} LIMIT {ROW_BATCH}");
+            let select =
+                format!("SELECT m.id, m.hash FROM messages m WHERE {clause} LIMIT {ROW_BATCH}");
             loop {
-                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(&e)?;
                 // Re-selected under the lock: a release may have claimed a message since the plan was made.
                 let batch: Vec<(String, String)> = tx
                     .prepare_cached(&select)
                     .map_err(&e)?
-                    .query_map(params_from_iter(params.iter()), |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_map(params_from_iter(params.iter()), |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .map_err(&e)?
                     .collect::<rusqlite::Result<_>>()
                     .map_err(&e)?;
@@ -349,11 +395,17 @@ impl Store {
     pub fn gc(&mut self, progress: &dyn Progress) -> Result<GcReport> {
         let e = crate::index::sql_err(&self.index_path);
         let mut report = GcReport::default();
-        let queued: i64 = self.conn.query_row("SELECT count(*) FROM gc_queue", [], |r| r.get(0)).map_err(&e)?;
+        let queued: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM gc_queue", [], |r| r.get(0))
+            .map_err(&e)?;
         progress.start("removing blobs", queued as u64);
         let mut after = String::new();
         loop {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&e)?;
             let hashes: Vec<String> = tx
                 .prepare_cached("SELECT hash FROM gc_queue WHERE hash > ?1 ORDER BY hash LIMIT ?2")
                 .map_err(&e)?
@@ -397,7 +449,9 @@ impl Store {
                 crate::durable::fsync_dir(d)?;
             }
             {
-                let mut del = tx.prepare_cached("DELETE FROM gc_queue WHERE hash = ?1").map_err(&e)?;
+                let mut del = tx
+                    .prepare_cached("DELETE FROM gc_queue WHERE hash = ?1")
+                    .map_err(&e)?;
                 for h in &done {
                     del.execute([h]).map_err(&e)?;
                 }
@@ -432,7 +486,10 @@ impl Store {
                 .unwrap_or(false)
         };
         for chunk in candidates.chunks(GC_BATCH_MAX) {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&e)?;
             let mut dirs = BTreeSet::new();
             for p in chunk {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
