@@ -17,22 +17,14 @@ impl Store {
     fn new() -> Store {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
-        let out = Command::new(BIN)
-            .arg("--store")
-            .arg(&path)
-            .arg("init")
-            .output()
-            .unwrap();
+        let out = Command::new(BIN).arg("--store").arg(&path).arg("init").output().unwrap();
         assert!(out.status.success(), "{out:?}");
         Store { _dir: dir, path }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--store")
-            .arg(&self.path)
-            .args(args)
-            .env_remove("QUARANTINE_CONFIG");
+        c.arg("--store").arg(&self.path).args(args).env_remove("QUARANTINE_CONFIG");
         c
     }
 
@@ -41,27 +33,14 @@ impl Store {
     }
 
     fn hold_with(&self, mut c: Command, bytes: &[u8]) -> Output {
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(bytes).unwrap();
         child.wait_with_output().unwrap()
     }
 
     fn hold(&self, verdict: &str, bytes: &[u8]) -> String {
         let out = self.hold_with(
-            self.cmd(&[
-                "hold",
-                "--verdict",
-                verdict,
-                "--from",
-                "a@example.org",
-                "--",
-                "b@example.net",
-            ]),
+            self.cmd(&["hold", "--verdict", verdict, "--from", "a@example.org", "--", "b@example.net"]),
             bytes,
         );
         assert!(out.status.success(), "hold failed: {out:?}");
@@ -71,17 +50,15 @@ impl Store {
     /// Holds as if it happened `ago` in the past (faketime shifts the clock hold reads).
     fn hold_aged(&self, verdict: &str, ago: &str, bytes: &[u8]) -> String {
         let mut c = Command::new("faketime");
-        c.args(["-f", &format!("-{ago}"), BIN, "--store"])
-            .arg(&self.path)
-            .args([
-                "hold",
-                "--verdict",
-                verdict,
-                "--from",
-                "a@example.org",
-                "--",
-                "b@example.net",
-            ]);
+        c.args(["-f", &format!("-{ago}"), BIN, "--store"]).arg(&self.path).args([
+            "hold",
+            "--verdict",
+            verdict,
+            "--from",
+            "a@example.org",
+            "--",
+            "b@example.net",
+        ]);
         let out = self.hold_with(c, bytes);
         assert!(out.status.success(), "faketime hold failed: {out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -104,22 +81,14 @@ impl Store {
     }
 
     fn sql(&self, q: &str) -> String {
-        let out = Command::new("sqlite3")
-            .arg(self.path.join("index.sqlite"))
-            .arg(q)
-            .output()
-            .unwrap();
+        let out = Command::new("sqlite3").arg(self.path.join("index.sqlite")).arg(q).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     fn verify_deep_ok(&self) {
         let out = self.run(&["verify", "--deep"]);
-        assert!(
-            out.status.success(),
-            "verify --deep failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "verify --deep failed: {}", String::from_utf8_lossy(&out.stdout));
     }
 }
 
@@ -155,11 +124,7 @@ fn shared_blob_survives_until_its_last_message_goes() {
     assert_eq!(s.blob_files().len(), 1);
     ok(&s.run(&["purge", "--id", &a, "--yes"]));
     assert_eq!(s.state(&a), "purged");
-    assert_eq!(
-        s.blob_files().len(),
-        1,
-        "blob still referenced by {b} must stay"
-    );
+    assert_eq!(s.blob_files().len(), 1, "blob still referenced by {b} must stay");
     let raw = s.run(&["show", &b, "--raw"]);
     ok(&raw);
     assert_eq!(raw.stdout, msg("shared"));
@@ -173,16 +138,7 @@ fn shared_blob_survives_until_its_last_message_goes() {
 fn tombstones_keep_who_when_and_why() {
     let s = Store::new();
     let id = s.hold("SPAM", &msg("tomb"));
-    ok(&s.run(&[
-        "purge",
-        "--id",
-        &id,
-        "--yes",
-        "--reason",
-        "helpdesk ticket 42",
-        "--actor",
-        "carol",
-    ]));
+    ok(&s.run(&["purge", "--id", &id, "--yes", "--reason", "helpdesk ticket 42", "--actor", "carol"]));
     let j = s.json(&id);
     assert_eq!(j["state"], "purged");
     assert_eq!(j["purged_by"], "carol");
@@ -214,30 +170,22 @@ fn refuses_without_selector_or_policy() {
 fn retention_policy_per_verdict_with_real_ages() {
     let s = Store::new();
     let cfg = s._dir.path().join("config.toml");
-    std::fs::write(&cfg, "[retention]\ndefault = \"30d\"\n[retention.verdict]\nSPAM = \"14d\"\n\"PMX:VIRUS\" = \"90d\"\n")
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        "[retention]\ndefault = \"30d\"\n[retention.verdict]\nSPAM = \"14d\"\n\"PMX:VIRUS\" = \"90d\"\n",
+    )
+    .unwrap();
     let spam_old = s.hold_aged("SPAM", "20d", &msg("spam old"));
     let spam_new = s.hold_aged("SPAM", "10d", &msg("spam new"));
     let virus_old = s.hold_aged("PMX:VIRUS", "60d", &msg("virus 60d"));
     let virus_older = s.hold_aged("PMX:VIRUS", "100d", &msg("virus 100d"));
     let other_old = s.hold_aged("Heuristics.Phishing", "40d", &msg("phish 40d"));
     let other_new = s.hold("Heuristics.Phishing", &msg("phish now"));
-    let dry = s
-        .cmd(&["purge", "--dry-run"])
-        .env("QUARANTINE_CONFIG", &cfg)
-        .output()
-        .unwrap();
+    let dry = s.cmd(&["purge", "--dry-run"]).env("QUARANTINE_CONFIG", &cfg).output().unwrap();
     ok(&dry);
-    assert!(
-        String::from_utf8_lossy(&dry.stdout).contains("would purge 3 message(s)"),
-        "{dry:?}"
-    );
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("would purge 3 message(s)"), "{dry:?}");
     assert_eq!(s.state(&spam_old), "held", "dry run changes nothing");
-    ok(&s
-        .cmd(&["purge", "--yes"])
-        .env("QUARANTINE_CONFIG", &cfg)
-        .output()
-        .unwrap());
+    ok(&s.cmd(&["purge", "--yes"]).env("QUARANTINE_CONFIG", &cfg).output().unwrap());
     for (id, want) in [
         (&spam_old, "purged"),
         (&spam_new, "held"),
@@ -271,15 +219,10 @@ fn releasing_recipients_are_never_purged() {
     let s = Store::new();
     let busy = s.hold("SPAM", &msg("on the wire"));
     let idle = s.hold("SPAM", &msg("idle"));
-    s.sql(&format!(
-        "UPDATE recipients SET state = 'releasing' WHERE message = '{busy}'"
-    ));
+    s.sql(&format!("UPDATE recipients SET state = 'releasing' WHERE message = '{busy}'"));
     let out = s.run(&["purge", "--verdict", "SPAM", "--yes"]);
     ok(&out);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("skipped 1"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("skipped 1"), "{out:?}");
     assert_eq!(s.state(&busy), "releasing");
     assert_eq!(s.state(&idle), "purged");
     assert_eq!(s.run(&["show", &busy, "--raw"]).stdout, msg("on the wire"));
@@ -300,10 +243,7 @@ fn frozen_store_refuses_until_thawed() {
     ok(&s.run(&["thaw"]));
     ok(&s.run(&["purge", "--verdict", "SPAM", "--yes"]));
     assert_eq!(s.state(&id), "purged");
-    assert_eq!(
-        s.sql("SELECT group_concat(action, ',') FROM audit"),
-        "freeze,thaw,purge"
-    );
+    assert_eq!(s.sql("SELECT group_concat(action, ',') FROM audit"), "freeze,thaw,purge");
 }
 
 #[test]
@@ -318,23 +258,13 @@ fn orphans_and_temp_files_survive_the_grace_period() {
     let tmp = s.path.join("tmp/0123.999.tmp");
     std::fs::write(&tmp, b"partial").unwrap();
     ok(&s.run(&["purge", "--id", "NOSUCHID00", "--yes"]));
-    assert!(
-        orphan.exists(),
-        "young orphan must survive the default 24h grace"
-    );
+    assert!(orphan.exists(), "young orphan must survive the default 24h grace");
     assert!(tmp.exists());
     let verify = s.run(&["verify"]);
     ok(&verify);
-    assert!(
-        String::from_utf8_lossy(&verify.stdout).contains(&hex),
-        "verify lists the orphan"
-    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains(&hex), "verify lists the orphan");
     for p in [&orphan, &tmp] {
-        let st = Command::new("touch")
-            .args(["-d", "2 days ago"])
-            .arg(p)
-            .status()
-            .unwrap();
+        let st = Command::new("touch").args(["-d", "2 days ago"]).arg(p).status().unwrap();
         assert!(st.success());
     }
     ok(&s.run(&["purge", "--id", "NOSUCHID00", "--yes"]));
@@ -360,14 +290,7 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
                 let out = Command::new(BIN)
                     .arg("--store")
                     .arg(&path)
-                    .args([
-                        "purge",
-                        "--verdict",
-                        "CHURN",
-                        "--yes",
-                        "--orphan-grace",
-                        "0s",
-                    ])
+                    .args(["purge", "--verdict", "CHURN", "--yes", "--orphan-grace", "0s"])
                     .stdin(Stdio::null())
                     .output()
                     .unwrap();
@@ -387,22 +310,13 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
                 let body = msg(&format!("lane {lane} generation {}", i / 4));
                 let verdict = if i % 4 == 3 { "KEEP" } else { "CHURN" };
                 let out = s.hold_with(
-                    s.cmd(&[
-                        "hold",
-                        "--verdict",
-                        verdict,
-                        "--from",
-                        "a@example.org",
-                        "--",
-                        "b@example.net",
-                    ]),
+                    s.cmd(&["hold", "--verdict", verdict, "--from", "a@example.org", "--", "b@example.net"]),
                     &body,
                 );
                 match out.status.code() {
-                    Some(0) if verdict == "KEEP" => acknowledged.push((
-                        String::from_utf8(out.stdout).unwrap().trim().to_string(),
-                        body,
-                    )),
+                    Some(0) if verdict == "KEEP" => {
+                        acknowledged.push((String::from_utf8(out.stdout).unwrap().trim().to_string(), body))
+                    }
                     // 75 is allowed: the sweep with grace 0 may remove a live hold's temp file; the MTA retries.
                     Some(0) | Some(75) => {}
                     other => panic!("hold exited {other:?}: {out:?}"),
@@ -422,24 +336,14 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
     let holds = r0.0 + r1.0;
     let acknowledged: Vec<_> = r0.1.into_iter().chain(r1.1).collect();
     assert!(purges >= 3, "only {purges} purge runs overlapped the holds");
-    assert!(
-        acknowledged.len() >= 20,
-        "only {} KEEP holds",
-        acknowledged.len()
-    );
+    assert!(acknowledged.len() >= 20, "only {} KEEP holds", acknowledged.len());
     for (id, body) in &acknowledged {
         let raw = s.run(&["show", id, "--raw"]);
-        assert!(
-            raw.status.success(),
-            "acknowledged {id} unreadable: {raw:?}"
-        );
+        assert!(raw.status.success(), "acknowledged {id} unreadable: {raw:?}");
         assert_eq!(&raw.stdout, body, "{id}");
     }
     s.verify_deep_ok();
-    eprintln!(
-        "{holds} holds ({} KEEP acknowledged) raced {purges} purges",
-        acknowledged.len()
-    );
+    eprintln!("{holds} holds ({} KEEP acknowledged) raced {purges} purges", acknowledged.len());
 }
 
 /// SIGKILL at random moments during purge: never a live row without its blob.
@@ -447,10 +351,7 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
 fn killed_purges_never_leave_a_row_without_its_blob() {
     let s = Store::new();
     for i in 0..150 {
-        s.hold(
-            if i % 2 == 0 { "SPAM" } else { "CHURN" },
-            &msg(&format!("kill {}", i % 100)),
-        );
+        s.hold(if i % 2 == 0 { "SPAM" } else { "CHURN" }, &msg(&format!("kill {}", i % 100)));
     }
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for _round in 0..25 {
@@ -458,16 +359,7 @@ fn killed_purges_never_leave_a_row_without_its_blob() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let mut child = s
-            .cmd(&[
-                "purge",
-                "--verdict",
-                "CHURN",
-                "--verdict",
-                "SPAM",
-                "--yes",
-                "--orphan-grace",
-                "0s",
-            ])
+            .cmd(&["purge", "--verdict", "CHURN", "--verdict", "SPAM", "--yes", "--orphan-grace", "0s"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -479,27 +371,11 @@ fn killed_purges_never_leave_a_row_without_its_blob() {
         s.verify_deep_ok();
         // Refill a few so later rounds have work.
         for j in 0..6 {
-            s.hold(
-                "CHURN",
-                &msg(&format!("refill {}", (seed as usize + j) % 50)),
-            );
+            s.hold("CHURN", &msg(&format!("refill {}", (seed as usize + j) % 50)));
         }
     }
-    ok(&s.run(&[
-        "purge",
-        "--verdict",
-        "CHURN",
-        "--verdict",
-        "SPAM",
-        "--yes",
-        "--orphan-grace",
-        "0s",
-    ]));
+    ok(&s.run(&["purge", "--verdict", "CHURN", "--verdict", "SPAM", "--yes", "--orphan-grace", "0s"]));
     s.verify_deep_ok();
-    assert_eq!(
-        s.blob_files().len(),
-        0,
-        "a completed purge after the kills removes every blob"
-    );
+    assert_eq!(s.blob_files().len(), 0, "a completed purge after the kills removes every blob");
     assert_eq!(s.sql("SELECT count(*) FROM gc_queue"), "0");
 }

@@ -15,25 +15,17 @@ use crate::output::{confirm, human_bytes, interactive, TermProgress};
 pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     let mut sel = selectors::resolve(&a.selectors)?;
     let rules = if let Some(age) = &a.older_than {
-        let age =
-            duration::parse(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
+        let age = duration::parse(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
         let cutoff = now_us() - age.as_micros() as i64;
         sel.until_us = Some(sel.until_us.map_or(cutoff, |u| u.min(cutoff)));
         vec![PurgeRule {
-            label: format!(
-                "selection older than {}",
-                a.older_than.as_deref().unwrap_or("")
-            ),
+            label: format!("selection older than {}", a.older_than.as_deref().unwrap_or("")),
             selector: sel,
             exclude_verdicts: vec![],
         }]
     } else if !sel.is_empty() || a.all {
         vec![PurgeRule {
-            label: if a.all {
-                "everything".into()
-            } else {
-                "selection".into()
-            },
+            label: if a.all { "everything".into() } else { "selection".into() },
             selector: sel,
             exclude_verdicts: vec![],
         }]
@@ -48,14 +40,8 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         }
         policy.rules(now_us())
     };
-    let grace = match a
-        .orphan_grace
-        .as_deref()
-        .or(ctx.config.orphan_grace.as_deref())
-    {
-        Some(g) => {
-            duration::parse(g).map_err(|e| CmdError::Usage(format!("--orphan-grace: {e}")))?
-        }
+    let grace = match a.orphan_grace.as_deref().or(ctx.config.orphan_grace.as_deref()) {
+        Some(g) => duration::parse(g).map_err(|e| CmdError::Usage(format!("--orphan-grace: {e}")))?,
         None => DEFAULT_ORPHAN_GRACE,
     };
 
@@ -72,11 +58,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         );
         return Ok(Status::Failure);
     }
-    if plan.messages > 0
-        && !a.yes
-        && interactive()
-        && !confirm(&format!("Purge {} message(s)?", plan.messages))?
-    {
+    if plan.messages > 0 && !a.yes && interactive() && !confirm(&format!("Purge {} message(s)?", plan.messages))? {
         eprintln!("nothing purged");
         return Ok(Status::Success);
     }
@@ -88,10 +70,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         store.vacuum()?;
     }
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({ "purged": report, "orphans": sweep })
-        );
+        println!("{}", serde_json::json!({ "purged": report, "orphans": sweep }));
     } else {
         println!(
             "purged {} message(s) ({} recipient(s)); removed {} blob(s), freed {}; {} orphan blob(s) and {} temp file(s) removed, {} orphan(s) younger than the grace kept{}",
@@ -127,16 +106,10 @@ fn print_plan(plan: &PurgePlan, json: bool) {
         human_bytes(plan.bytes)
     );
     if plan.skipped_releasing > 0 {
-        println!(
-            "skipping {} message(s) with a release in progress",
-            plan.skipped_releasing
-        );
+        println!("skipping {} message(s) with a release in progress", plan.skipped_releasing);
     }
     if let Some(f) = &plan.frozen {
-        println!(
-            "FROZEN since {} by {}: {} (purge refuses until `quarantine thaw`)",
-            f.at, f.actor, f.reason
-        );
+        println!("FROZEN since {} by {}: {} (purge refuses until `quarantine thaw`)", f.at, f.actor, f.reason);
     }
 }
 
@@ -150,9 +123,7 @@ fn retention_policy(ctx: &Context) -> Result<RetentionPolicy, CmdError> {
             policy.default = Some(parse("default", d)?);
         }
         for (verdict, d) in &r.verdict {
-            policy
-                .per_verdict
-                .insert(verdict.clone(), parse(verdict, d)?);
+            policy.per_verdict.insert(verdict.clone(), parse(verdict, d)?);
         }
     }
     Ok(policy)
