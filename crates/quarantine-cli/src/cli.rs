@@ -37,6 +37,28 @@ pub enum Command {
     Hold(HoldArgs),
     /// Show one message: envelope, verdict, parsed headers, recipients and their release state.
     Show(ShowArgs),
+    /// Find held messages by recipient, sender, subject, Message-ID, verdict, time...; newest first.
+    #[command(after_help = "Examples:\n  \
+        quarantine search --rcpt alice@example.edu --since yesterday\n  \
+        quarantine search --verdict 'PMX:*' --since 00:00 --limit 20\n  \
+        quarantine search --subject invoice --header-from acme --json\n\n\
+        A table by default: on a terminal at most --limit rows (50 unless given), cut to its width, with a line \
+        saying how many more match; piped, every match (the width follows $COLUMNS if set). --json (JSON Lines) and \
+        --csv print every match unless --limit is given. No match: exit 0 and \"no messages match\" (on stderr \
+        with --json or --csv, so their output stays empty or just the CSV header).")]
+    Search(crate::cmd::search::SearchArgs),
+    /// Write held originals to files: <id>.eml + <id>.json each, or one mboxrd file.
+    #[command(after_help = "Examples:\n  \
+        quarantine export Q7K2M9ABCD --to /tmp/for-alice\n  \
+        quarantine export --verdict PMX:VIRUS --since 00:00 --to /srv/samples --format mbox --reason \"vendor FP report\"\n\n\
+        Existing files are never overwritten. Every original is checked against its hash before it is written; \
+        a corrupt one is reported and skipped, and the export exits 1 at the end. Each export is recorded in the \
+        audit log (see `quarantine log`).")]
+    Export(crate::cmd::export::ExportArgs),
+    /// Totals: messages and bytes per verdict and per day, recipients per state, dedup, compression, disk use.
+    Stats(crate::cmd::stats::StatsArgs),
+    /// The audit trail: every import, release, purge and export, oldest first.
+    Log(crate::cmd::log::LogArgs),
     /// Check that every held message's blob exists (and with --deep, that it is intact).
     #[command(after_help = "Exit status: 0 when every live message's blob is present (and intact with --deep), \
         1 when any is missing or corrupt. Orphan blobs and stale temp files are listed but are not errors.")]
@@ -51,6 +73,44 @@ pub enum Command {
     Freeze(FreezeArgs),
     /// Allow purging again after `freeze`.
     Thaw(ThawArgs),
+    /// Re-deliver held originals to their envelope recipients over SMTP or a sendmail command, once each.
+    #[command(after_help = "Examples:\n  \
+        quarantine release --verdict PMX:VIRUS --since 00:00 --dry-run\n  \
+        quarantine release --verdict PMX:VIRUS --since 00:00 --relay smtp://127.0.0.1:10025 --reason \"FP storm\"\n  \
+        quarantine release --id Q7K2M9ABCD --rcpt alice@example.edu\n  \
+        quarantine release --id Q7K2M9ABCD --to security@example.edu     # a copy; no state changes\n\n\
+        --rcpt selects messages and also limits the release to those recipients. Re-running a release sends only \
+        what is still held. Exit status: 0 when everything selected was delivered (or already was), 1 when \
+        anything was deferred, failed, left in doubt or not sent, 2 for a usage error.")]
+    Release(crate::cmd::release::ReleaseArgs),
+    /// Batch-hold existing quarantines and mailboxes: Maildir, mbox, eml files, amavisd-new quarantine files.
+    #[command(after_help = "Examples:\n  \
+        quarantine import --format amavis --verdict SPAM --scanner amavis /var/lib/amavis/virusmails\n  \
+        quarantine import --format maildir --verdict SPAM /home/alice/Maildir/.Junk\n  \
+        quarantine import --format mbox --verdict PMX:VIRUS --rcpt alice@example.edu old-quarantine.mbox\n\n\
+        Envelope: --from/--rcpt, else amavis X-Envelope-From/-To, the mbox From line, Return-Path, \
+        Delivered-To or X-Original-To, else the To/Cc headers (noted). A message with no recipient, or that \
+        cannot be read, is reported and skipped. Messages count as imported only once their batch is \
+        committed; re-running the same import adds nothing, and a killed import resumes without duplicates.\n\
+        Exit status: 0 when everything found was imported or already held, 1 when anything was skipped or the \
+        store failed part way.")]
+    Import(crate::cmd::import::ImportArgs),
+    /// Exit 0 when a hold would succeed now; 75 with the reason when it would not (for monitoring and filters).
+    #[command(after_help = "Checks: the store is a store, its index opens and its write lock can be taken, a \
+        file can be created, fsynced and removed in tmp/, and the filesystem has --min-free bytes available. \
+        Run it as the account hold runs as.")]
+    Check(crate::cmd::check::CheckArgs),
+    /// Check the config file (every problem with its key and line) or show the effective settings and their source.
+    Config(crate::cmd::config::ConfigArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    #[command(after_help = "Examples:\n  \
+        quarantine completions bash > /usr/share/bash-completion/completions/quarantine\n  \
+        quarantine completions zsh > /usr/share/zsh/vendor-completions/_quarantine\n  \
+        quarantine completions fish > /usr/share/fish/vendor_completions.d/quarantine.fish")]
+    Completions(crate::cmd::completions::CompletionsArgs),
+    /// Write the man pages (quarantine.1 and one per subcommand) to DIR; used by scripts/package.
+    #[command(hide = true)]
+    Manpages(crate::cmd::manpages::ManpagesArgs),
 }
 
 #[derive(Debug, Args)]

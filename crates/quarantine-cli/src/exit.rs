@@ -17,6 +17,9 @@ pub enum Status {
     /// A check that found problems (verify) or work that was not completed (release): exit 1, the command has
     /// already said why.
     Failure,
+    /// `check`: a hold would not succeed now. Exit 75 (EX_TEMPFAIL), what `hold` itself would exit with; the
+    /// command has already said why.
+    TempFail,
 }
 
 pub fn run() -> ExitCode {
@@ -32,7 +35,7 @@ pub fn run() -> ExitCode {
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-            eprintln!("quarantine hold: internal error{at}: {msg} (message not held; the MTA will retry)");
+            say!("quarantine hold: internal error{at}: {msg} (message not held; the MTA will retry)");
         }));
     }
     let result = std::panic::catch_unwind(move || run_inner(args, holding));
@@ -53,7 +56,7 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             if holding {
-                eprintln!("quarantine hold: {} (message not held; the MTA will retry)", one_line(&e.to_string()));
+                say!("quarantine hold: {} (message not held; the MTA will retry)", one_line(&e.to_string()));
                 return ExitCode::from(EX_TEMPFAIL);
             }
             // clap prints usage and exits 2 for errors.
@@ -61,16 +64,23 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
         }
     };
     let is_hold = matches!(cli.command, Command::Hold(_));
+    let is_check = matches!(cli.command, Command::Check(_));
     match crate::cmd::dispatch(cli) {
         Ok(Status::Success) => ExitCode::SUCCESS,
         Ok(Status::Failure) => ExitCode::from(1),
+        Ok(Status::TempFail) => ExitCode::from(EX_TEMPFAIL),
         Err(e) if is_hold => {
-            eprintln!("quarantine hold: {e:#} (message not held; the MTA will retry)");
+            say!("quarantine hold: {e:#} (message not held; the MTA will retry)");
+            ExitCode::from(EX_TEMPFAIL)
+        }
+        // A config `hold` cannot read fails `hold` too: `check` says so with hold's code.
+        Err(e) if is_check && !matches!(e, crate::cmd::CmdError::Usage(_)) => {
+            say!("quarantine check: {e:#}");
             ExitCode::from(EX_TEMPFAIL)
         }
         Err(e) => {
             if !is_broken_pipe(&e) {
-                eprintln!("quarantine: {e:#}");
+                say!("quarantine: {e:#}");
             }
             ExitCode::from(e.exit_code())
         }

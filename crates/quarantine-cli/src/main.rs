@@ -1,5 +1,14 @@
 //! The `quarantine` binary: parses arguments, calls `quarantine-store`, prints. See `cli.rs`.
 
+/// `eprintln!` that cannot panic: when whoever reads stderr has gone away, `hold` must still exit 75 (a panic in
+/// the panic hook would abort, and an MTA bounces on a signal it did not send).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod cmd;
 mod exit;

@@ -65,20 +65,6 @@ impl quarantine_store::Progress for TermProgress {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_terminal_controls() {
-        assert_eq!(escape("a\x1b[2Jb"), "a\\x1b[2Jb");
-        assert_eq!(escape("\x1b]0;title\x07"), "\\x1b]0;title\\x07");
-        assert_eq!(escape("x\0y"), "x\\x00y");
-        assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
-        assert_eq!(escape("\u{9b}31m"), "\\x9b31m");
-        assert_eq!(escape("café ünï"), "café ünï");
-    }
-}
 
 /// Asks a yes/no question on the terminal. Only called when stdin is a terminal: cron never waits on a prompt.
 pub fn confirm(question: &str) -> std::io::Result<bool> {
@@ -108,5 +94,20 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_terminal_controls() {
+        assert_eq!(escape("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(escape("\x1b]0;title\x07"), "\\x1b]0;title\\x07");
+        assert_eq!(escape("x\0y"), "x\\x00y");
+        assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(escape("\u{9b}31m"), "\\x9b31m");
+        assert_eq!(escape("café ünï"), "café ünï");
     }
 }

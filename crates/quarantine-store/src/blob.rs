@@ -32,6 +32,23 @@ pub struct StagedBlob {
     /// The first bytes of the message, kept for header parsing (bounded, see [`BlobStore::stage`]).
     pub prefix: Vec<u8>,
     tmp_path: PathBuf,
+    /// The temp file while it is not yet fsynced ([`BlobStore::stage_unsynced`]); `None` once it is durable.
+    unsynced: Option<File>,
+}
+
+impl StagedBlob {
+    /// Makes a blob staged by [`BlobStore::stage_unsynced`] durable. Uses the descriptor that wrote the data, so
+    /// a writeback error is reported here and never missed by a fresh open. A no-op if already synced.
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(file) = self.unsynced.take() {
+            durable::fsync_file(&file, &self.tmp_path)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.unsynced.is_none()
+    }
 }
 
 impl Drop for StagedBlob {
@@ -72,10 +89,19 @@ impl BlobStore {
     /// arrive, then fsyncs the file. Keeps up to `keep_prefix` leading bytes in memory for header parsing, so a
     /// 20 MB message never sits in memory whole.
     pub fn stage(&self, input: &mut dyn Read, keep_prefix: usize) -> Result<StagedBlob> {
+        let mut staged = self.stage_unsynced(input, keep_prefix)?;
+        staged.sync()?;
+        Ok(staged)
+    }
+
+    /// Like [`BlobStore::stage`] but leaves the fsync to [`StagedBlob::sync`], for a caller (import) that first
+    /// checks whether the message is already held and then drops the temp file without ever paying for an fsync.
+    /// [`BlobStore::publish`] syncs a blob that is still unsynced, so nothing reaches `blobs/` undurable.
+    pub fn stage_unsynced(&self, input: &mut dyn Read, keep_prefix: usize) -> Result<StagedBlob> {
         let name: u64 = rand::thread_rng().gen();
         let tmp_path = self.tmp.join(format!("{name:016x}.{}.tmp", std::process::id()));
         let file = durable::create_new(&tmp_path, &self.owner)?;
-        let mut staged = StagedBlob { hash: String::new(), size: 0, prefix: Vec::new(), tmp_path };
+        let mut staged = StagedBlob { hash: String::new(), size: 0, prefix: Vec::new(), tmp_path, unsynced: None };
 
         let mut enc = zstd::stream::Encoder::new(BufWriter::with_capacity(128 * 1024, file), ZSTD_LEVEL)
             .map_err(Error::io("start compressing", &staged.tmp_path))?;
@@ -103,24 +129,46 @@ impl BlobStore {
             .map_err(Error::io("write", &staged.tmp_path))?
             .into_inner()
             .map_err(|e| Error::io("write", &staged.tmp_path)(e.into_error()))?;
-        durable::fsync_file(&file, &staged.tmp_path)?;
+        staged.unsynced = Some(file);
         staged.hash = hasher.finalize().to_hex().to_string();
         Ok(staged)
     }
 
     /// Makes a staged blob visible under its hash name: drops the temp file if that blob already exists (dedup),
-    /// else renames it into place and fsyncs the directory. Must run while the caller holds the index write lock,
-    /// so that purge's GC cannot unlink the blob between this check and the caller's commit.
-    pub fn publish(&self, mut staged: StagedBlob) -> Result<()> {
+    /// else renames it into place; either way fsyncs the blob's directory, so a blob left by a hold that failed
+    /// before its own directory fsync is made durable before anyone acknowledges it. Must run while the caller
+    /// holds the index write lock, so that purge's GC cannot unlink the blob between this check and the commit.
+    pub fn publish(&self, staged: StagedBlob) -> Result<()> {
+        let dir = self.publish_deferred(staged)?;
+        durable::fsync_dir(&dir)
+    }
+
+    /// [`BlobStore::publish`] without the final directory fsync, for a batch writer that renames many blobs and
+    /// then fsyncs each distinct directory once ([`durable::fsync_dir`] on every returned directory, before its
+    /// commit). Returns the blob's directory. The temp file is fsynced first if it is not yet.
+    pub fn publish_deferred(&self, mut staged: StagedBlob) -> Result<PathBuf> {
         let final_path = self.path_of(&staged.hash);
+        let dir = final_path.parent().expect("blob path has a parent").to_path_buf();
         if self.exists(&staged.hash)? {
-            return Ok(()); // StagedBlob's Drop removes the temp file
+            return Ok(dir); // StagedBlob's Drop removes the temp file
         }
+        staged.sync()?;
+        durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
+        durable::ensure_dir(&dir, &self.owner)?;
+        fs::rename(&staged.tmp_path, &final_path).map_err(Error::io("rename into place", &final_path))?;
+        staged.tmp_path = PathBuf::new();
+        Ok(dir)
+    }
+
+    /// Creates the fan-out directories `blobs/ab/` and `blobs/ab/cd/` of `hash` if missing, durably (each new
+    /// directory fsynced with its parent). Harmless outside the index write lock (an empty directory is not a
+    /// blob, and nothing removes fan-out directories), so a batch writer runs it on its staging threads, where
+    /// the fsyncs of many threads share journal commits, instead of one after another under the lock.
+    pub fn prepare_dirs(&self, hash: &str) -> Result<()> {
+        let final_path = self.path_of(hash);
         let dir = final_path.parent().expect("blob path has a parent");
         durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
         durable::ensure_dir(dir, &self.owner)?;
-        durable::rename_durable(&staged.tmp_path, &final_path)?;
-        staged.tmp_path = PathBuf::new();
         Ok(())
     }
 

@@ -41,12 +41,13 @@ pub struct HoldOutcome {
 }
 
 /// A validated request: addresses normalised, recipients deduplicated case-insensitively in order.
-struct Envelope {
-    from: String,
-    recipients: Vec<String>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub(crate) from: String,
+    pub(crate) recipients: Vec<String>,
 }
 
-fn validate(req: &HoldRequest) -> Result<Envelope> {
+pub(crate) fn validate(req: &HoldRequest) -> Result<Envelope> {
     if req.verdict.trim().is_empty() {
         return Err(Error::Invalid("the verdict cannot be empty".into()));
     }
@@ -64,6 +65,31 @@ fn validate(req: &HoldRequest) -> Result<Envelope> {
     Ok(Envelope { from, recipients })
 }
 
+/// The live message a retried delivery refers to: same MTA queue id, same bytes, same envelope sender.
+pub(crate) fn find_retry(
+    conn: &rusqlite::Connection,
+    queue_id: &str,
+    hash: &str,
+    from: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT id FROM messages WHERE queue_id = ?1 AND hash = ?2 AND env_from = ?3
+           AND purged_us IS NULL LIMIT 1",
+    )?
+    .query_row(params![queue_id, hash, from], |r| r.get(0))
+    .optional()
+}
+
+/// Everything one new `messages` row needs besides the request.
+pub(crate) struct NewMessage<'a> {
+    pub(crate) req: &'a HoldRequest,
+    pub(crate) env: &'a Envelope,
+    pub(crate) hash: &'a str,
+    pub(crate) size: u64,
+    pub(crate) fields: &'a HeaderFields,
+    pub(crate) received_us: i64,
+}
+
 impl Store {
     /// Holds one message read from `input` to EOF. Returns only once the blob and its rows are durable.
     pub fn hold(&mut self, req: &HoldRequest, input: &mut dyn Read) -> Result<HoldOutcome> {
@@ -75,16 +101,7 @@ impl Store {
         let e = crate::index::sql_err(&self.index_path);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         if let Some(q) = &req.queue_id {
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM messages WHERE queue_id = ?1 AND hash = ?2 AND env_from = ?3
-                       AND purged_us IS NULL LIMIT 1",
-                    params![q, hash, env.from],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(&e)?;
-            if let Some(id) = existing {
+            if let Some(id) = find_retry(&tx, q, &hash, &env.from).map_err(&e)? {
                 // A retry of a committed hold. Postfix may also split one queue file's recipients over several
                 // pipe deliveries; any recipient not yet recorded joins the existing message.
                 insert_recipients(&tx, &id, &env.recipients).map_err(&e)?;
@@ -94,20 +111,16 @@ impl Store {
         }
         self.blobs.publish(staged)?;
         tx.execute("DELETE FROM gc_queue WHERE hash = ?1", [&hash]).map_err(&e)?;
-        let id = insert_message(&tx, req, &env, &hash, size, &fields).map_err(&e)?;
+        let new = NewMessage { req, env: &env, hash: &hash, size, fields: &fields, received_us: now_us() };
+        let id = insert_message(&tx, &new).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(HoldOutcome { id, hash, size, duplicate: false })
     }
 }
 
-fn insert_message(
-    tx: &rusqlite::Transaction,
-    req: &HoldRequest,
-    env: &Envelope,
-    hash: &str,
-    size: u64,
-    f: &HeaderFields,
-) -> rusqlite::Result<String> {
+/// Inserts the message, recipient and attachment rows; returns the new id.
+pub(crate) fn insert_message(tx: &rusqlite::Connection, m: &NewMessage) -> rusqlite::Result<String> {
+    let NewMessage { req, env, hash, size, fields: f, received_us } = *m;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO messages (id, hash, size, received_us, env_from, env_from_lc, verdict, scanner,
              reason, queue_id, hdr_from, hdr_to, hdr_cc, subject, message_id, hdr_date, parse_note)
@@ -119,7 +132,7 @@ fn insert_message(
             id,
             hash,
             size as i64,
-            now_us(),
+            received_us,
             env.from,
             address::fold(&env.from),
             req.verdict.trim(),
@@ -146,11 +159,13 @@ fn insert_message(
     Ok(id)
 }
 
-fn insert_recipients(tx: &rusqlite::Transaction, id: &str, recipients: &[String]) -> rusqlite::Result<()> {
+/// Adds the recipients `id` does not have yet; returns how many were new.
+pub(crate) fn insert_recipients(tx: &rusqlite::Connection, id: &str, recipients: &[String]) -> rusqlite::Result<u64> {
     let mut stmt =
         tx.prepare_cached("INSERT OR IGNORE INTO recipients (message, address, address_lc) VALUES (?1, ?2, ?3)")?;
+    let mut added = 0;
     for r in recipients {
-        stmt.execute(params![id, r, address::fold(r)])?;
+        added += stmt.execute(params![id, r, address::fold(r)])? as u64;
     }
-    Ok(())
+    Ok(added)
 }

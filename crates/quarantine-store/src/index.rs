@@ -21,8 +21,10 @@ use crate::error::{Error, Result};
 pub const APPLICATION_ID: i64 = 0x5152_4e54;
 
 /// Every migration, in order. `migrations_are_all_registered` checks this against the directory.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql")),
+    ("0002_search.sql", include_str!("../../../migrations/0002_search.sql")),
+];
 
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |source| Error::Sqlite { path: path.to_path_buf(), source }

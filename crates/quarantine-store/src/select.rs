@@ -101,8 +101,6 @@ impl Selector {
             &|s| address::fold(strip_brackets(s)),
         );
         any(&mut parts, &self.froms, &|i| format!("m.env_from_lc = ?{i}"), &|s| address::fold(strip_brackets(s)));
-        any(&mut parts, &self.header_froms, &|i| format!("instr(lower(m.hdr_from), ?{i}) > 0"), &lower);
-        any(&mut parts, &self.subjects, &|i| format!("instr(lower(m.subject), ?{i}) > 0"), &lower);
         any(&mut parts, &self.message_ids, &|i| format!("m.message_id = ?{i}"), &|s| strip_brackets(s).to_string());
         let (globs, exact): (Vec<String>, Vec<String>) = self.verdicts.iter().cloned().partition(|v| is_glob(v));
         match (globs.is_empty(), exact.is_empty()) {
@@ -125,6 +123,16 @@ impl Selector {
             &|i| format!("m.id IN (SELECT message FROM attachments WHERE instr(lower(name), ?{i}) > 0)"),
             &lower,
         );
+        // Subject and From-header text: the trigram index (search.rs), checked per row when a narrower selector
+        // already picks a few messages, looked up first otherwise.
+        let narrow = [&self.ids, &self.rcpts, &self.froms, &self.message_ids].iter().any(|v| !v.is_empty());
+        for (column, texts) in [("hdr_from", &self.header_froms), ("subject", &self.subjects)] {
+            if !texts.is_empty() {
+                let ors: Vec<String> =
+                    texts.iter().map(|t| crate::search::text_clause(column, t, narrow, &mut params)).collect();
+                parts.push(format!("({})", ors.join(" OR ")));
+            }
+        }
         if let Some(t) = self.since_us {
             params.push(Value::Integer(t));
             parts.push(format!("m.received_us >= ?{}", params.len()));
@@ -168,19 +176,25 @@ fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// The query `Store::select` runs: matching messages, newest first.
+pub(crate) fn select_query(sql: &Sql, limit: Option<u64>) -> String {
+    let mut q = format!(
+        "SELECT {} FROM messages m WHERE {} ORDER BY m.received_us DESC, m.rowid DESC",
+        crate::message::MESSAGE_COLUMNS,
+        sql.clause
+    );
+    if let Some(n) = limit {
+        q.push_str(&format!(" LIMIT {n}"));
+    }
+    q
+}
+
 impl crate::store::Store {
     /// Messages matching `sel`, newest first, at most `limit`, with recipients and attachments filled in.
     pub fn select(&self, sel: &Selector, limit: Option<u64>) -> Result<Vec<crate::MessageRecord>> {
         let sql = sel.to_sql();
         let e = self.sql_err();
-        let mut q = format!(
-            "SELECT {} FROM messages m WHERE {} ORDER BY m.received_us DESC, m.rowid DESC",
-            crate::message::MESSAGE_COLUMNS,
-            sql.clause
-        );
-        if let Some(n) = limit {
-            q.push_str(&format!(" LIMIT {n}"));
-        }
+        let q = select_query(&sql, limit);
         let mut stmt = self.conn.prepare(&q).map_err(&e)?;
         let mut out: Vec<crate::MessageRecord> = stmt
             .query_map(rusqlite::params_from_iter(sql.params.iter()), crate::message::message_from_row)

@@ -75,6 +75,8 @@ impl Store {
     fn open_at(root: &Path, busy: Duration, owner: Owner) -> Result<Store> {
         let index_path = root.join(INDEX_FILE);
         let mut conn = index::open(&index_path, false, busy)?;
+        // Opening may have created -wal and -shm; SQLite fsyncs the directory for them but ignores a failure.
+        durable::fsync_dir(root)?;
         index::migrate(&mut conn, &index_path)?;
         // SQLite gives -wal/-shm the database file's owner when run as root; the index file itself we check here.
         owner.apply(&index_path)?;

@@ -51,7 +51,7 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
 fn start_watchdog(deadline: Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(deadline);
-        eprintln!(
+        say!(
             "quarantine hold: deadline of {}s passed before the message was durable (message not held; the MTA will retry)",
             deadline.as_secs_f64()
         );

@@ -1,10 +1,20 @@
 //! One module per subcommand. Each returns a `Status` or a `CmdError`; `exit.rs` maps them to exit codes.
 
+pub mod check;
+pub mod completions;
+pub mod config;
+pub mod export;
 mod hold;
+pub mod import;
 mod init;
+pub mod log;
+pub mod manpages;
 mod purge;
+pub mod release;
+pub mod search;
 pub mod selectors;
 mod show;
+pub mod stats;
 mod verify;
 
 use std::path::PathBuf;
@@ -57,6 +67,13 @@ impl Context {
 }
 
 pub fn dispatch(cli: Cli) -> CmdResult {
+    // These run without loading the config: `config` reads it itself to say what is wrong with it.
+    match &cli.command {
+        Command::Config(a) => return config::run(&cli, a),
+        Command::Completions(a) => return completions::run(a),
+        Command::Manpages(a) => return manpages::run(a),
+        _ => {}
+    }
     let ctx = Context::new(&cli)?;
     match cli.command {
         Command::Init => init::run(&ctx),
@@ -66,5 +83,13 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Purge(a) => purge::run(&ctx, a),
         Command::Freeze(a) => purge::freeze(&ctx, a),
         Command::Thaw(a) => purge::thaw(&ctx, a),
+        Command::Release(a) => release::run(&ctx, a),
+        Command::Search(a) => search::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
+        Command::Log(a) => log::run(&ctx, a),
+        Command::Import(a) => import::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Config(_) | Command::Completions(_) | Command::Manpages(_) => unreachable!("dispatched above"),
     }
 }

@@ -1,0 +1,51 @@
+//! `quarantine check`: exit 0 when a hold would succeed now, 75 (EX_TEMPFAIL) with one line saying why when it
+//! would not, so a monitoring probe or a filter's pre-check reads the same code an MTA would get from `hold`.
+
+use std::time::Duration;
+
+use clap::Args;
+use quarantine_store::check::{check, DEFAULT_MIN_FREE};
+use quarantine_store::config::{human, parse_size};
+
+use super::{CmdError, CmdResult, Context};
+use crate::exit::Status;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Fail when the store's filesystem has less free space than this (500M, 2G, 10GiB). Default: the config's
+    /// min_free_space, else 100M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub min_free: Option<u64>,
+    /// How long to wait for another writer's lock before failing, e.g. 5s.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub timeout: String,
+}
+
+pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
+    let busy: Duration = quarantine_store::duration::parse(&a.timeout).map_err(CmdError::Usage)?;
+    let configured = ctx.config.min_free_space_bytes();
+    let min_free = a.min_free.unwrap_or(if configured > 0 {
+        configured
+    } else {
+        DEFAULT_MIN_FREE
+    });
+    match check(&ctx.store_path, min_free, busy) {
+        Ok(r) => {
+            let inodes = r
+                .free_inodes
+                .map(|n| format!(", {n} inodes"))
+                .unwrap_or_default();
+            println!(
+                "ok: {}: a hold would succeed now ({} free{inodes}; minimum {})",
+                r.store.display(),
+                human(r.free_bytes),
+                human(r.min_free)
+            );
+            Ok(Status::Success)
+        }
+        Err(why) => {
+            eprintln!("quarantine check: {why}");
+            Ok(Status::TempFail)
+        }
+    }
+}

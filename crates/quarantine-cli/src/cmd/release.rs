@@ -1,0 +1,352 @@
+//! `quarantine release SELECTORS`: re-deliver held originals to their envelope recipients (DESIGN section 6).
+//! The library plans and executes; this module picks the transport, asks for confirmation on a terminal,
+//! installs the Ctrl-C handler, and prints the plan and the summary.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use quarantine_store::audit;
+use quarantine_store::release::{
+    Action, ExecOptions, Plan, PlanRequest, ProblemKind, RelayUrl, Report, Skip, Transport,
+};
+
+use super::{selectors, CmdError, CmdResult, Context};
+use crate::cli::SelectorArgs;
+use crate::exit::Status;
+use crate::output::{confirm, escape, human_bytes, interactive, TermProgress};
+
+/// How many problem lines of each kind the summary prints before "... and N more".
+const SHOW_PROBLEMS: usize = 20;
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// With no selector: release every held message.
+    #[arg(long)]
+    pub all: bool,
+    /// The relay: smtp://HOST[:PORT] (port 25) or smtps://HOST[:PORT] (TLS, port 465). Default: the config's
+    /// `relay`. Use an MTA port that does not pass mail back through the filter.
+    #[arg(long, value_name = "URL", conflicts_with = "sendmail")]
+    pub relay: Option<String>,
+    /// Require STARTTLS on an smtp:// relay (for relays that are not on loopback).
+    #[arg(long, conflicts_with = "sendmail")]
+    pub tls: bool,
+    /// Deliver through a sendmail-compatible command instead, run as `CMD -i -f SENDER -- RCPT...`.
+    /// Default: the config's `sendmail`.
+    #[arg(long, value_name = "CMD")]
+    pub sendmail: Option<String>,
+    /// Send one copy of each selected message to ADDR (e.g. for inspection), changing no recipient's state.
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<String>,
+    /// Also send to recipients left in doubt by a release that did not finish (they may get a duplicate).
+    #[arg(long)]
+    pub retry_in_doubt: bool,
+    /// Print what would be sent, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Do not prepend the X-Quarantine-Released trace header (default: the config's `trace_header`, else add it).
+    #[arg(long)]
+    pub no_trace_header: bool,
+    /// Send at most N messages per second.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Time limit for connecting and for each SMTP command (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Why, for the audit log.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Who, for the audit log and the trace header (default $SUDO_USER, else $USER).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Print the plan (with --dry-run) or the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    // Last: SelectorArgs opens its own help heading, which would otherwise swallow the options above.
+    #[command(flatten)]
+    pub selectors: SelectorArgs,
+}
+
+pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
+    let selector = selectors::resolve(&a.selectors)?;
+    if selector.is_empty() && !a.all {
+        return Err(CmdError::Usage(
+            "release needs a selector (e.g. --id, --verdict, --since); use --all to release every held message".into(),
+        ));
+    }
+    if let Some(r) = a.rate {
+        if !(r > 0.0 && r.is_finite()) {
+            return Err(CmdError::Usage(format!("--rate {r}: must be a positive number of messages per second")));
+        }
+    }
+    let timeout = match &a.timeout {
+        Some(t) => quarantine_store::duration::parse(t).map_err(|e| CmdError::Usage(format!("--timeout: {e}")))?,
+        None => Duration::from_secs(60),
+    };
+    let transport = transport(ctx, &a)?;
+    if transport.is_none() && !a.dry_run {
+        return Err(CmdError::Usage(
+            "no relay: give --relay smtp://HOST:PORT or --sendmail CMD, or set `relay` in the config file".into(),
+        ));
+    }
+    let trace_header =
+        !a.no_trace_header && ctx.config.trace_header.unwrap_or(quarantine_store::config::DEFAULT_TRACE_HEADER);
+
+    let mut store = ctx.open()?;
+    let req = PlanRequest { selector, copy_to: a.to.clone(), retry_in_doubt: a.retry_in_doubt };
+    let plan = store.plan_release(&req).map_err(|e| match e {
+        quarantine_store::Error::BadAddress { .. } => CmdError::Usage(format!("--to: {e}")),
+        e => CmdError::Store(e),
+    })?;
+    let counts = plan.counts();
+    let via = transport.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "(no relay configured)".into());
+
+    if a.dry_run {
+        if a.json {
+            let v = serde_json::json!({ "dry_run": true, "via": via, "counts": counts, "plan": plan });
+            println!("{v}");
+        } else {
+            print_plan(&plan, &via);
+        }
+        return Ok(Status::Success);
+    }
+    let transport = transport.expect("checked above");
+
+    if counts.recipients + counts.refused > 0 && !a.yes && interactive() {
+        eprintln!("{}", plan_line(&plan, &via));
+        if !confirm("Release them?")? {
+            eprintln!("nothing released");
+            return Ok(Status::Success);
+        }
+    }
+
+    // First Ctrl-C (or SIGTERM): finish the current message, record everything, put the rest back. Second: exit.
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&cancel)).map_err(CmdError::Output)?;
+        signal_hook::flag::register(sig, Arc::clone(&cancel)).map_err(CmdError::Output)?;
+    }
+
+    let opts = ExecOptions {
+        transport,
+        actor: audit::actor(a.actor.as_deref()),
+        reason: a.reason.clone(),
+        trace_header,
+        rate: a.rate,
+        timeout,
+        cancel: Some(&cancel),
+    };
+    let report = store.execute_release(&plan, &opts, &TermProgress::new())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.complete() { Status::Success } else { Status::Failure })
+}
+
+/// `--relay`/`--sendmail`, else the config's `relay`, else its `sendmail`.
+fn transport(ctx: &Context, a: &ReleaseArgs) -> Result<Option<Transport>, CmdError> {
+    let usage = |e: quarantine_store::Error| CmdError::Usage(e.to_string());
+    if let Some(cmd) = &a.sendmail {
+        return Ok(Some(Transport::sendmail(cmd).map_err(usage)?));
+    }
+    if let Some(url) = &a.relay {
+        return Ok(Some(Transport::Smtp(RelayUrl::parse(url, a.tls).map_err(usage)?)));
+    }
+    if let Some(url) = &ctx.config.relay {
+        let tls = a.tls || ctx.config.relay_tls.unwrap_or(false);
+        return Ok(Some(Transport::Smtp(RelayUrl::parse(url, tls).map_err(usage)?)));
+    }
+    if a.tls {
+        return Err(CmdError::Usage("--tls needs an smtp:// relay (--relay or the config's `relay`)".into()));
+    }
+    match &ctx.config.sendmail {
+        Some(cmd) => Ok(Some(Transport::sendmail(cmd).map_err(usage)?)),
+        None => Ok(None),
+    }
+}
+
+fn plan_line(plan: &Plan, via: &str) -> String {
+    let c = plan.counts();
+    let mut s = match &plan.copy_to {
+        Some(to) => format!(
+            "{} cop{} of {} message(s) ({}) to <{}> via {via}, changing no recipient's state",
+            thousands(c.recipients),
+            if c.recipients == 1 { "y" } else { "ies" },
+            thousands(c.messages),
+            human_bytes(c.bytes),
+            escape(to)
+        ),
+        None => format!(
+            "{} message(s) ({}) to {} recipient(s) via {via}",
+            thousands(c.messages),
+            human_bytes(c.bytes),
+            thousands(c.recipients)
+        ),
+    };
+    let mut notes = Vec::new();
+    if c.retry_in_doubt > 0 {
+        notes.push(format!("{} in doubt sent again", thousands(c.retry_in_doubt)));
+    }
+    if c.in_doubt > 0 {
+        notes.push(format!("{} in doubt not sent (--retry-in-doubt)", thousands(c.in_doubt)));
+    }
+    if c.refused > 0 {
+        notes.push(format!("{} refused (invalid address)", thousands(c.refused)));
+    }
+    let skipped = c.already_released + c.already_failed + c.purged + c.busy;
+    if skipped > 0 {
+        notes.push(format!(
+            "{} skipped ({} released, {} failed, {} purged, {} being released by another run)",
+            thousands(skipped),
+            thousands(c.already_released),
+            thousands(c.already_failed),
+            thousands(c.purged),
+            thousands(c.busy)
+        ));
+    }
+    if !notes.is_empty() {
+        s.push_str(&format!("; {}", notes.join(", ")));
+    }
+    s
+}
+
+fn print_plan(plan: &Plan, via: &str) {
+    let mut out = String::new();
+    for m in &plan.messages {
+        let sends: Vec<String> = m
+            .recipients
+            .iter()
+            .filter(|r| r.action.sends())
+            .map(|r| {
+                let retry = if matches!(r.action, Action::RetryInDoubt { .. }) { " (retry in doubt)" } else { "" };
+                format!("<{}>{retry}", r.address)
+            })
+            .collect();
+        if !sends.is_empty() {
+            out.push_str(&format!(
+                "send  {}  from <{}>  to {}  {}  {}\n",
+                m.id,
+                m.from,
+                sends.join(", "),
+                human_bytes(m.size),
+                m.subject.as_deref().unwrap_or("")
+            ));
+        }
+        for r in &m.recipients {
+            let note = match &r.action {
+                Action::Refuse { why } => format!("refuse <{}>: {why}", r.address),
+                Action::Skip { skip: Skip::InDoubt { previous } } => format!(
+                    "in doubt <{}>: {}; not sent without --retry-in-doubt",
+                    r.address,
+                    quarantine_store::release::journal::describe(previous)
+                ),
+                Action::Skip { skip: Skip::Busy { by } } => format!(
+                    "skip <{}>: being released by {}",
+                    r.address,
+                    quarantine_store::release::journal::describe(by)
+                ),
+                Action::Skip { skip } => format!("skip <{}>: {}", r.address, skip_word(skip)),
+                _ => continue,
+            };
+            out.push_str(&format!("      {}  {note}\n", m.id));
+        }
+    }
+    print!("{}", escape_lines(&out));
+    println!("dry run: would release {}", plan_line(plan, via));
+}
+
+fn skip_word(s: &Skip) -> &'static str {
+    match s {
+        Skip::Released => "already released",
+        Skip::Failed => "failed earlier",
+        Skip::Purged => "purged",
+        Skip::InDoubt { .. } => "in doubt",
+        Skip::Busy { .. } => "being released",
+    }
+}
+
+/// Escapes each line for the terminal, keeping the newlines.
+fn escape_lines(s: &str) -> String {
+    s.lines().map(|l| format!("{}\n", escape(l))).collect()
+}
+
+fn print_report(r: &Report) {
+    let mut head = format!("delivered {}", thousands(r.delivered));
+    head.push_str(&format!(" · deferred {}", thousands(r.deferred)));
+    if r.deferred > 0 {
+        head.push_str(" (will retry on the next run)");
+    }
+    head.push_str(&format!(" · failed {}", thousands(r.failed)));
+    if r.failed > 0 && !r.copy {
+        head.push_str(" (see `search --state failed`)");
+    }
+    head.push_str(&format!(" · in doubt {}", thousands(r.in_doubt)));
+    if r.in_doubt > 0 {
+        head.push_str(" (check the relay's log; --retry-in-doubt resends)");
+    }
+    head.push_str(&format!(" · skipped {}", thousands(r.skipped)));
+    if r.not_sent > 0 {
+        head.push_str(&format!(" · not sent {} (blob missing or corrupt: run `verify --deep`)", thousands(r.not_sent)));
+    }
+    if r.retried_in_doubt > 0 {
+        head.push_str(&format!(" · {} in doubt resent", thousands(r.retried_in_doubt)));
+    }
+    if r.copy {
+        head.push_str(" · copies only, no recipient state changed");
+    }
+    let mut out = String::new();
+    for kind in
+        [ProblemKind::Failed, ProblemKind::Deferred, ProblemKind::InDoubt, ProblemKind::NotSent, ProblemKind::Busy]
+    {
+        let of_kind: Vec<_> = r.problems.iter().filter(|p| p.kind == kind).collect();
+        let word = match kind {
+            ProblemKind::Failed => "failed",
+            ProblemKind::Deferred => "deferred",
+            ProblemKind::InDoubt => "in doubt",
+            ProblemKind::NotSent => "not sent",
+            ProblemKind::Busy => "skipped",
+        };
+        for p in of_kind.iter().take(SHOW_PROBLEMS) {
+            out.push_str(&format!("{word:<9} {}  <{}>  {}\n", p.message, p.address, p.detail));
+        }
+        if of_kind.len() > SHOW_PROBLEMS {
+            out.push_str(&format!("{word:<9} ... and {} more\n", thousands((of_kind.len() - SHOW_PROBLEMS) as u64)));
+        }
+    }
+    print!("{}", escape_lines(&out));
+    if let Some(why) = &r.stopped {
+        println!("{}", escape(&format!("stopped early: {why}")));
+    }
+    println!("{head}  [release {}]", r.release);
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(14212), "14,212");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,535 @@
+//! `quarantine release` against real SMTP servers (DESIGN section 6, issue 4).
+//!
+//! The relay is Postfix's `smtp-sink`, which records every message it accepts (MAIL FROM, each RCPT TO, the
+//! bytes) to a file, and can be told to answer 4xx or 5xx to chosen commands. One behaviour no real server
+//! offers on demand — closing the connection after the final dot without answering — comes from a tiny scripted
+//! server in `release_util`. The sendmail path runs a recording stand-in script to prove the argv contract.
+
+mod release_util;
+
+use std::collections::HashMap;
+
+use release_util::*;
+
+const MSG: &[u8] = b"From: Alice <alice@example.org>\r\nTo: Bob <bob@example.net>\r\nSubject: invoice 42\r\n\
+Message-ID: <inv42@example.org>\r\n\r\nHello Bob,\r\nthe invoice is attached.\r\n";
+
+fn trace_prefix(body: &[u8]) -> Option<&[u8]> {
+    let end = body.iter().position(|&b| b == b'\n')?;
+    body[..end].starts_with(b"X-Quarantine-Released: ").then(|| &body[..end + 1])
+}
+
+#[test]
+fn delivers_the_original_to_every_envelope_recipient_once() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    // carol is a Bcc recipient: in the envelope, not in any header.
+    let plain = env.hold("PMX:VIRUS", "alice@example.org", &["bob@example.net", "carol@example.net"], MSG);
+    let bounce = env.hold(
+        "PMX:VIRUS",
+        "<>",
+        &["postmaster@example.net"],
+        b"Subject: Undelivered Mail\r\nFrom: MAILER-DAEMON\r\n\r\nbounce\r\n",
+    );
+    let eight = env.hold(
+        "PMX:VIRUS",
+        "jose@example.org",
+        &["dave@example.net"],
+        "Subject: =?utf-8?q?caf=C3=A9?=\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nCafé crème, ünïcödé body\n"
+            .as_bytes(),
+    );
+    let other = env.hold("SPAM", "x@example.org", &["eve@example.net"], b"Subject: not selected\r\n\r\nx\r\n");
+
+    let r = env.release(&["--verdict", "PMX:VIRUS", "--relay", &sink.url(), "--reason", "FP storm"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("delivered 4 · deferred 0 · failed 0 · in doubt 0 · skipped 0"), "{}", r.all());
+
+    let got = sink.messages();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let by_sender: HashMap<String, &Sunk> = got.iter().map(|m| (m.sender().to_string(), m)).collect();
+
+    let m = by_sender["alice@example.org"];
+    assert_eq!(m.rcpt_addrs(), ["bob@example.net", "carol@example.net"]);
+    assert_eq!(m.mail, "<alice@example.org>", "no BODY=8BITMIME for a 7-bit message");
+    let trace = trace_prefix(&m.body).expect("trace header first");
+    let trace_s = String::from_utf8_lossy(trace);
+    assert!(trace_s.starts_with(&format!("X-Quarantine-Released: {plain}; by tester; ")), "{trace_s}");
+    assert_eq!(&m.body[trace.len()..], &lf(MSG)[..], "bytes after the trace header are the original");
+
+    let m = by_sender[""];
+    assert_eq!(m.mail, "<>", "the null sender stays null");
+    assert_eq!(m.rcpt_addrs(), ["postmaster@example.net"]);
+
+    let m = by_sender["jose@example.org"];
+    assert_eq!(m.mail, "<jose@example.org> BODY=8BITMIME");
+    let trace = trace_prefix(&m.body).unwrap();
+    assert!(String::from_utf8_lossy(&m.body[trace.len()..]).contains("Café crème, ünïcödé body"));
+
+    // The journal: released with the relay's reply; the SPAM message untouched.
+    for id in [&plain, &bounce, &eight] {
+        for (addr, state, _, reply) in env.states(id) {
+            assert_eq!(state, "released", "{id} {addr}");
+            assert!(reply.starts_with("250 "), "{id} {addr}: {reply}");
+        }
+    }
+    assert_eq!(env.states(&other)[0].1, "held");
+
+    // One audit row when the claim is made, one with the outcome.
+    let audit = env.audit();
+    let rel: Vec<_> = audit.iter().filter(|a| a.action.starts_with("release")).collect();
+    assert_eq!(rel.len(), 2, "{audit:#?}");
+    assert_eq!(rel[0].action, "release-start");
+    assert_eq!(rel[1].action, "release");
+    assert_eq!(rel[1].actor, "tester");
+    assert_eq!(rel[1].reason.as_deref(), Some("FP storm"));
+    assert_eq!(rel[1].counts["delivered"], 4);
+    assert_eq!(rel[1].selection["selector"]["verdicts"][0], "PMX:VIRUS");
+
+    // Re-running sends nothing new and is not a failure.
+    let r = env.release(&["--verdict", "PMX:VIRUS", "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("delivered 0 · deferred 0 · failed 0 · in doubt 0 · skipped 4"), "{}", r.all());
+    assert_eq!(sink.messages().len(), 3);
+}
+
+#[test]
+fn no_trace_header_sends_the_original_bytes_only() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let r = env.release(&["--id", &id, "--relay", &sink.url(), "--no-trace-header"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, lf(MSG));
+}
+
+#[test]
+fn dry_run_sends_nothing_and_changes_nothing() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let id = env.hold("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
+    let r = env.release(&["--id", &id, "--relay", &sink.url(), "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("send  {id}  from <a@example.org>  to <b@example.net>, <c@example.net>")),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("dry run: would release 1 message(s)"), "{}", r.all());
+    assert!(r.stdout.contains("to 2 recipient(s) via smtp://127.0.0.1:"), "{}", r.all());
+    assert!(sink.messages().is_empty());
+    assert!(env.states(&id).iter().all(|s| s.1 == "held"));
+    // Without any relay configured a dry run still works.
+    let r = env.release(&["--id", &id, "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!env.audit().iter().any(|a| a.action.starts_with("release")));
+}
+
+#[test]
+fn refuses_without_a_selector_or_a_relay() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let r = env.release(&["--relay", &sink.url()]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--all"), "{}", r.all());
+    let r = env.release(&["--verdict", "V"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no relay"), "{}", r.all());
+    assert!(sink.messages().is_empty());
+    let r = env.release(&["--all", "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[test]
+fn rcpt_subset_releases_only_those_recipients() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let id = env.hold("V", "a@example.org", &["alice@example.edu", "bob@example.edu"], MSG);
+    let r = env.release(&["--id", &id, "--rcpt", "ALICE@example.edu", "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_addrs(), ["alice@example.edu"]);
+    let st = env.states(&id);
+    assert_eq!((st[0].1.as_str(), st[1].1.as_str()), ("released", "held"));
+}
+
+#[test]
+fn to_sends_a_copy_without_changing_state() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let id = env.hold("V", "a@example.org", &["alice@example.edu"], MSG);
+    let r = env.release(&["--id", &id, "--to", "security@example.edu", "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("copies only"), "{}", r.all());
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_addrs(), ["security@example.edu"]);
+    assert_eq!(got[0].sender(), "a@example.org");
+    assert_eq!(env.states(&id)[0].1, "held");
+    let audit = env.audit();
+    let last = audit.last().unwrap();
+    assert_eq!(last.action, "release");
+    assert_eq!(last.selection["copy_to"], "security@example.edu");
+    // An invalid --to is a usage error.
+    let r = env.release(&["--id", &id, "--to", "x@y\r\nRCPT TO:<z@w>", "--relay", &sink.url()]);
+    assert_eq!(r.code, 2, "{}", r.all());
+}
+
+#[test]
+fn rcpt_4xx_keeps_the_recipient_held_and_counts_attempts() {
+    let env = Env::new();
+    let sink = Sink::start(&["-r", "RCPT"]);
+    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    for attempt in 1..=2 {
+        let r = env.release(&["--id", &id, "--relay", &sink.url()]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stdout.contains("deferred 1"), "{}", r.all());
+        let st = &env.states(&id)[0];
+        assert_eq!((st.1.as_str(), st.2), ("held", attempt), "{st:?}");
+        assert!(st.3.contains("450"), "{st:?}");
+    }
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn a_5xx_after_the_data_fails_with_the_reply() {
+    let env = Env::new();
+    let sink = Sink::start(&["-f", "."]);
+    let id = env.hold("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
+    let r = env.release(&["--id", &id, "--relay", &sink.url()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("failed 2"), "{}", r.all());
+    for (addr, state, attempts, reply) in env.states(&id) {
+        assert_eq!(state, "failed", "{addr}");
+        assert_eq!(attempts, 1);
+        assert!(reply.starts_with("500 "), "{addr}: {reply}");
+    }
+    // Failed recipients are not retried by a plain re-run.
+    let r = env.release(&["--id", &id, "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("skipped 2"), "{}", r.all());
+}
+
+#[test]
+fn a_non_ascii_recipient_fails_alone_when_the_relay_lacks_smtputf8() {
+    let env = Env::new();
+    // smtp-sink does not announce SMTPUTF8: that recipient fails with a clear reason, the other is delivered.
+    let sink = Sink::start(&[]);
+    let id = env.hold("V", "a@example.org", &["jürgen@example.de", "b@example.net"], MSG);
+    let r = env.release(&["--id", &id, "--relay", &sink.url()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let st = env.states(&id);
+    assert_eq!(st[0].1, "failed");
+    assert!(st[0].3.contains("SMTPUTF8"), "{st:?}");
+    assert_eq!(st[1].1, "released");
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_addrs(), ["b@example.net"]);
+}
+
+#[test]
+fn an_unreachable_relay_leaves_everything_held() {
+    let env = Env::new();
+    let ids = env.hold_many("V", "a@example.org", &["b@example.net"], &vec![MSG.to_vec(); 3]);
+    let url = format!("smtp://127.0.0.1:{}", dead_port());
+    let r = env.release(&["--verdict", "V", "--relay", &url]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("cannot connect"), "{}", r.all());
+    assert!(r.stdout.contains("deferred 3"), "{}", r.all());
+    for id in &ids {
+        assert_eq!(env.states(id)[0].1, "held");
+    }
+    // The relay comes back: the next run delivers them all.
+    let sink = Sink::start(&[]);
+    let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(sink.messages().len(), 3);
+}
+
+#[test]
+fn no_answer_to_the_final_dot_is_in_doubt_and_not_resent_without_asking() {
+    let env = Env::new();
+    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let dropper = DropAfterDot::start();
+    let r = env.release(&["--id", &id, "--relay", &dropper.url()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("in doubt 1"), "{}", r.all());
+    assert_eq!(dropper.received.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let st = &env.states(&id)[0];
+    assert_eq!(st.1, "releasing", "{st:?}");
+
+    // The next run reports it and sends nothing.
+    let sink = Sink::start(&[]);
+    let r = env.release(&["--id", &id, "--relay", &sink.url()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("in doubt 1"), "{}", r.all());
+    assert!(r.stdout.contains("--retry-in-doubt"), "{}", r.all());
+    assert!(sink.messages().is_empty());
+    let r = env.release(&["--id", &id, "--dry-run"]);
+    assert!(r.stdout.contains("in doubt <b@example.net>"), "{}", r.all());
+
+    // Asked explicitly, it goes out once more, and the audit row says so.
+    let r = env.release(&["--id", &id, "--relay", &sink.url(), "--retry-in-doubt"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("1 in doubt resent"), "{}", r.all());
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(env.states(&id)[0].1, "released");
+    let last = env.audit().pop().unwrap();
+    assert_eq!(last.selection["retry_in_doubt"], true);
+    assert_eq!(last.counts["retried_in_doubt"], 1);
+}
+
+#[test]
+fn concurrent_releases_deliver_each_recipient_exactly_once() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let msgs: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!("Subject: msg {i}\r\nMessage-ID: <m{i}@x>\r\n\r\nbody {i}\r\n").into_bytes())
+        .collect();
+    env.hold_many("V", "a@example.org", &["r1@example.net", "r2@example.net"], &msgs);
+    let spawn = || {
+        let mut c = env.cmd(&["release", "--verdict", "V", "--relay", &sink.url()]);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (ra, rb) = (finish(a), finish(b));
+    assert!(ra.code == 0 || ra.code == 1, "{}", ra.all());
+    assert!(rb.code == 0 || rb.code == 1, "{}", rb.all());
+
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for m in sink.messages() {
+        let subject = String::from_utf8_lossy(&m.body)
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            .unwrap();
+        for r in m.rcpt_addrs() {
+            *seen.entry((subject.clone(), r)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 600, "every recipient of every message delivered");
+    assert!(seen.values().all(|&n| n == 1), "a recipient was delivered twice");
+    // Between them the two runs delivered everything; whatever one skipped the other sent.
+    let delivered = |r: &Run| -> u64 {
+        let s = r.stdout.split("delivered ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "");
+        s.parse().unwrap()
+    };
+    assert_eq!(delivered(&ra) + delivered(&rb), 600, "{}\n{}", ra.all(), rb.all());
+    let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
+    assert!(r.stdout.contains("delivered 0 · deferred 0 · failed 0 · in doubt 0 · skipped 600"), "{}", r.all());
+}
+
+/// Bodies that would end the DATA early or smuggle a second message through a naive client. Each must arrive
+/// as exactly one message with its bytes intact (line endings normalised to CRLF on the wire; smtp-sink records
+/// LF), and smtp-sink must never see the smuggled MAIL FROM as a command.
+#[test]
+fn smtp_smuggling_payloads_arrive_as_one_intact_message_each() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let smuggle = "MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n\
+                   From: ceo@example.net\r\nSubject: smuggled\r\n\r\nwire money\r\n.\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        ("lf-dot-lf", "line one\n.\nline after a lone dot\n".into()),
+        ("crlf-dot-crlf", "line one\r\n.\r\nline after a lone dot\r\n".into()),
+        ("bare-cr", "line one\rstill\r.\rnext\r".into()),
+        ("lf-dot-crlf", format!("visible\n.\r\n{smuggle}")),
+        ("cr-dot-crlf", format!("visible\r.\r\n{smuggle}")),
+        ("crlf-dot-lf", format!("visible\r\n.\n{smuggle}")),
+        ("leading-dots", ".\r\n..\r\n...x\r\n".into()),
+    ];
+    let mut ids = HashMap::new();
+    for (name, body) in &cases {
+        let msg = format!("Subject: case {name}\r\n\r\n{body}");
+        let id = env.hold("SMUGGLE", "a@example.org", &["b@example.net"], msg.as_bytes());
+        ids.insert(name.to_string(), (id, msg));
+    }
+    let r = env.release(&["--verdict", "SMUGGLE", "--relay", &sink.url(), "--no-trace-header"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    check_one_each(&sink.messages(), &ids, cases.len());
+
+    // The receiver smuggling exploits (a bare LF or CR ends a line for it) sees one transaction per message too.
+    // Everything is released by now; a copy run (--to) sends the same messages again without touching the journal.
+    let naive = NaiveRelay::start();
+    let r =
+        env.release(&["--verdict", "SMUGGLE", "--relay", &naive.url(), "--no-trace-header", "--to", "b@example.net"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let txs = naive.transactions();
+    assert_eq!(txs.len(), cases.len(), "a smuggled transaction got through: {txs:#?}");
+    let as_sunk: Vec<Sunk> = txs
+        .iter()
+        .map(|t| Sunk { file: Default::default(), mail: t.mail.clone(), rcpts: t.rcpts.clone(), body: t.data.clone() })
+        .collect();
+    check_one_each(&as_sunk, &ids, cases.len());
+}
+
+fn check_one_each(got: &[Sunk], ids: &HashMap<String, (String, String)>, n: usize) {
+    assert_eq!(got.len(), n, "one message per case, no more: {got:#?}");
+    for m in got {
+        assert_eq!(m.sender(), "a@example.org", "{m:#?}");
+        assert_eq!(m.rcpt_addrs(), ["b@example.net"], "{m:#?}");
+        let text = String::from_utf8_lossy(&m.body);
+        let name = text.lines().next().unwrap().strip_prefix("Subject: case ").unwrap().to_string();
+        let (_, msg) = &ids[&name];
+        assert_eq!(String::from_utf8_lossy(&m.body), String::from_utf8_lossy(&lf(msg.as_bytes())), "case {name}");
+    }
+}
+
+#[test]
+fn a_corrupt_blob_is_never_sent() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let good = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let bad = env.hold("V", "a@example.org", &["c@example.net"], b"Subject: other\r\n\r\nother body\r\n");
+    let blob = env.blob_path(&bad);
+    // A valid zstd frame of different bytes: decompresses fine, hashes wrong.
+    let wrong = zstd_frame(b"Subject: other\r\n\r\nTAMPERED\r\n");
+    std::fs::write(&blob, wrong).unwrap();
+    let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("not sent 1"), "{}", r.all());
+    assert!(r.stdout.contains("corrupt"), "{}", r.all());
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_addrs(), ["b@example.net"]);
+    assert_eq!(env.states(&good)[0].1, "released");
+    let st = &env.states(&bad)[0];
+    assert_eq!(st.1, "held");
+    assert!(st.3.contains("corrupt"), "{st:?}");
+}
+
+fn zstd_frame(bytes: &[u8]) -> Vec<u8> {
+    let mut c = std::process::Command::new("zstd")
+        .args(["-q", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("zstd");
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(bytes).unwrap();
+    c.wait_with_output().unwrap().stdout
+}
+
+#[test]
+fn sendmail_gets_the_documented_argv_and_exit_codes_decide() {
+    let env = Env::new();
+    let rec = tempfile::tempdir().unwrap();
+    let script = fake_sendmail(rec.path());
+    let id = env.hold("V", "a@example.org", &["b@example.net", "-c@example.net"], b"Subject: s\r\n\r\n.\r\nx\r\n");
+    let null = env.hold("W", "<>", &["d@example.net"], MSG);
+
+    let r = env.release(&["--id", &id, "--sendmail", &script.display().to_string()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let args = std::fs::read_to_string(rec.path().join("0.args")).unwrap();
+    assert_eq!(args, "-i\n-f\na@example.org\n--\nb@example.net\n-c@example.net\n");
+    let stdin = std::fs::read(rec.path().join("0.stdin")).unwrap();
+    let stdin = String::from_utf8(stdin).unwrap();
+    assert!(stdin.starts_with(&format!("X-Quarantine-Released: {id}; by tester; ")), "{stdin}");
+    assert!(stdin.ends_with("\nSubject: s\n\n.\nx\n"), "LF line endings, no dot stuffing with -i: {stdin:?}");
+    assert!(env.states(&id).iter().all(|s| s.1 == "released"));
+
+    // EX_TEMPFAIL defers, anything else fails.
+    std::fs::write(rec.path().join("exit"), "75").unwrap();
+    let r = env.release(&["--id", &null, "--sendmail", &script.display().to_string()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let args = std::fs::read_to_string(rec.path().join("1.args")).unwrap();
+    assert_eq!(args, "-i\n-f\n<>\n--\nd@example.net\n", "the null sender is passed as <>");
+    let st = &env.states(&null)[0];
+    assert_eq!((st.1.as_str(), st.2), ("held", 1), "{st:?}");
+    assert!(st.3.contains("exited 75"), "{st:?}");
+
+    std::fs::write(rec.path().join("exit"), "67").unwrap();
+    let r = env.release(&["--id", &null, "--sendmail", &script.display().to_string()]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let st = &env.states(&null)[0];
+    assert_eq!(st.1, "failed", "{st:?}");
+    assert!(st.3.contains("exited 67: fake-sendmail: exiting 67"), "{st:?}");
+}
+
+#[test]
+fn a_missing_sendmail_command_leaves_everything_held() {
+    let env = Env::new();
+    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let r = env.release(&["--id", &id, "--sendmail", "/nonexistent/sendmail"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("cannot run /nonexistent/sendmail"), "{}", r.all());
+    assert_eq!(env.states(&id)[0].1, "held");
+}
+
+#[test]
+fn the_config_file_supplies_the_relay_and_the_trace_header_switch() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let cfg = env.dir.path().join("config.toml");
+    std::fs::write(&cfg, format!("relay = \"{}\"\ntrace_header = false\n", sink.url())).unwrap();
+    let mut c = env.cmd(&["release", "--id", &id]);
+    c.env("QUARANTINE_CONFIG", &cfg);
+    let r = run(c, None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, lf(MSG), "trace_header = false in the config");
+}
+
+#[test]
+fn ctrl_c_stops_after_the_current_message_and_puts_the_rest_back() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let msgs: Vec<Vec<u8>> = (0..40).map(|i| format!("Subject: n{i}\r\n\r\nx\r\n").into_bytes()).collect();
+    let ids = env.hold_many("V", "a@example.org", &["b@example.net"], &msgs);
+    let mut c = env.cmd(&["release", "--verdict", "V", "--relay", &sink.url(), "--rate", "10"]);
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let r = finish(child);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("stopped early: interrupted"), "{}", r.all());
+    let sent = sink.messages().len();
+    assert!(sent > 0 && sent < 40, "{sent} sent");
+    let mut released = 0;
+    for id in &ids {
+        match env.states(id)[0].1.as_str() {
+            "released" => released += 1,
+            "held" => {}
+            other => panic!("{id} left {other}"),
+        }
+    }
+    assert_eq!(released, sent, "the journal matches what the relay got");
+    // The rest goes out on the next run.
+    let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(sink.messages().len(), 40);
+}
+
+/// On a terminal a release states what it will do and waits for a yes; `--yes` and cron (no terminal) never ask.
+/// `script` (util-linux) gives the binary a pseudo-terminal.
+#[test]
+fn asks_for_confirmation_only_on_a_terminal() {
+    let env = Env::new();
+    let sink = Sink::start(&[]);
+    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let line = format!("{BIN} --store {} release --id {id} --relay {}", env.store.display(), sink.url());
+    let on_tty = |answer: &str| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"])
+            .env("QUARANTINE_CONFIG", "/dev/null")
+            .env("USER", "tester")
+            .stdin(std::process::Stdio::piped());
+        run(c, Some(answer.as_bytes()))
+    };
+    let r = on_tty("n\n");
+    assert!(r.stdout.contains("1 message(s) (") && r.stdout.contains("to 1 recipient(s) via smtp://"), "{}", r.all());
+    assert!(r.stdout.contains("Release them? [y/N]"), "{}", r.all());
+    assert!(r.stdout.contains("nothing released"), "{}", r.all());
+    assert!(sink.messages().is_empty());
+    assert_eq!(env.states(&id)[0].1, "held");
+    let r = on_tty("y\n");
+    assert!(r.stdout.contains("delivered 1"), "{}", r.all());
+    assert_eq!(sink.messages().len(), 1);
+}

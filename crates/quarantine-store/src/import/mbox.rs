@@ -1,0 +1,186 @@
+//! `--format mbox`: Unix mailbox files, one or many messages each, and directories of them.
+//!
+//! A message starts at a `From ` line at the start of the file or after an empty line, and ends before the empty
+//! line that precedes the next one (or at the end of the file, minus a final empty line): the separator that mbox
+//! writers add is not part of the message. The `From ` line itself is not part of the message either; it gives
+//! the envelope sender (`MAILER-DAEMON` is the null sender) and the delivery time.
+//!
+//! Quoting: writers put `>` before body lines that would look like a separator. **mboxrd** (the default) quotes
+//! `From `, `>From `, `>>From `… alike, so one `>` comes off every such line and the original bytes come back
+//! exactly. **mboxo** (`--mbox-variant mboxo`) quotes only `From `, which is ambiguous (a `>From ` in the original
+//! cannot be told from a quoted `From `), so its lines are kept as found. Content-Length based variants (mboxcl,
+//! mboxcl2) are read as mboxrd; that is right for all but messages with unquoted `From ` lines in their bodies.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::envelope::mbox_line_sender;
+use super::source::{files_under, Unit, UnitKind};
+use super::Skipped;
+
+pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
+    let mut out = Vec::new();
+    for (p, _) in files_under(path, skipped) {
+        let p: Arc<Path> = Arc::from(p);
+        match scan(&p) {
+            Ok(Ok(units)) => out.extend(units),
+            Ok(Err(why)) => skipped.push(Skipped::new(p.display(), why)),
+            Err(e) => skipped.push(Skipped::new(p.display(), format!("cannot read: {e}"))),
+        }
+    }
+    out
+}
+
+/// Finds the messages of one mbox file. The inner `Err` says why the file is not an mbox.
+fn scan(path: &Arc<Path>) -> io::Result<Result<Vec<Unit>, String>> {
+    let mut r = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    let mut pos = 0u64;
+    let mut prev_empty: Option<u64> = None; // the length of the previous line, if it was an empty line
+    let mut current: Option<(u64, String)> = None; // content start, From line
+    let finish = |current: Option<(u64, String)>, end: u64, out: &mut Vec<Unit>| {
+        if let Some((start, from_line)) = current {
+            let n = out.len() as u64 + 1;
+            out.push(Unit {
+                path: path.clone(),
+                source_time_us: from_line_time(&from_line),
+                kind: UnitKind::Mbox {
+                    n,
+                    offset: start,
+                    len: end - start,
+                    sender: mbox_line_sender(&from_line),
+                },
+            });
+        }
+    };
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)? as u64;
+        if n == 0 {
+            break;
+        }
+        let from = line.starts_with(b"From ");
+        if pos == 0 && !from {
+            return Ok(Err(
+                "not an mbox: the file does not start with a \"From \" line".into(),
+            ));
+        }
+        if from && (pos == 0 || prev_empty.is_some()) {
+            let end = pos - prev_empty.unwrap_or(0);
+            finish(current.take(), end, &mut out);
+            let text = String::from_utf8_lossy(&line);
+            current = Some((pos + n, text.trim_end().to_string()));
+        }
+        prev_empty = (line == b"\n" || line == b"\r\n").then_some(n);
+        pos += n;
+    }
+    if current.is_none() {
+        return Ok(Err("empty file".into()));
+    }
+    finish(current, pos - prev_empty.unwrap_or(0), &mut out);
+    Ok(Ok(out))
+}
+
+/// The date of a `From sender Thu Jan  1 00:00:00 2025` line, read as local time (asctime has no zone).
+fn from_line_time(line: &str) -> Option<i64> {
+    let words: Vec<&str> = line.split_whitespace().skip(2).take(5).collect();
+    let t = chrono::NaiveDateTime::parse_from_str(&words.join(" "), "%a %b %d %H:%M:%S %Y").ok()?;
+    let local = t.and_local_timezone(chrono::Local).earliest()?;
+    Some(local.timestamp_micros())
+}
+
+/// mboxrd unquoting: one `>` comes off every line that is `>`+ followed by `From `. Streams line by line.
+pub(crate) struct Unquote<R> {
+    inner: R,
+    line: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: BufRead> Unquote<R> {
+    pub(crate) fn new(inner: R) -> Unquote<R> {
+        Unquote {
+            inner,
+            line: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+fn is_quoted_from(line: &[u8]) -> bool {
+    let k = line.iter().take_while(|&&b| b == b'>').count();
+    k >= 1 && line[k..].starts_with(b"From ")
+}
+
+impl<R: BufRead> Read for Unquote<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.line.len() {
+            self.line.clear();
+            self.pos = 0;
+            if self.inner.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(0);
+            }
+            if is_quoted_from(&self.line) {
+                self.pos = 1;
+            }
+        }
+        let n = buf.len().min(self.line.len() - self.pos);
+        buf[..n].copy_from_slice(&self.line[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(u: &Unit, variant: super::super::MboxVariant) -> Vec<u8> {
+        let mut v = Vec::new();
+        u.open(variant).unwrap().read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn splits_and_unquotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mbox");
+        std::fs::write(
+            &p,
+            b"From a@b.org Thu Jan  2 03:04:05 2025\nSubject: one\n\n>From here\n>>From there\nFrom inside a line is fine\n\n\
+              From MAILER-DAEMON Fri Jan  3 00:00:00 2025\nSubject: two\n\nbody\n\n\nFrom c@d.org Sat Jan  4 00:00:00 2025\nSubject: three\n\nlast",
+        )
+        .unwrap();
+        let units = scan(&Arc::from(p.as_path())).unwrap().unwrap();
+        assert_eq!(units.len(), 3);
+        use super::super::MboxVariant::*;
+        assert_eq!(
+            read_all(&units[0], Mboxrd),
+            b"Subject: one\n\nFrom here\n>From there\nFrom inside a line is fine\n"
+        );
+        assert_eq!(
+            read_all(&units[0], Mboxo),
+            b"Subject: one\n\n>From here\n>>From there\nFrom inside a line is fine\n"
+        );
+        assert_eq!(read_all(&units[1], Mboxrd), b"Subject: two\n\nbody\n\n");
+        assert_eq!(read_all(&units[2], Mboxrd), b"Subject: three\n\nlast");
+        let UnitKind::Mbox { sender, n, .. } = &units[1].kind else {
+            panic!()
+        };
+        assert_eq!((sender.as_deref(), *n), (Some(""), 2));
+        assert!(units[0].source_time_us.is_some());
+    }
+
+    #[test]
+    fn not_an_mbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"Subject: eml\n\nFrom x\n").unwrap();
+        assert!(scan(&Arc::from(p.as_path()))
+            .unwrap()
+            .unwrap_err()
+            .contains("not an mbox"));
+    }
+}

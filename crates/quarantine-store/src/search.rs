@@ -1,0 +1,476 @@
+//! Search support: the text index behind `--subject` and `--header-from`, streaming selection for large results,
+//! a page of results with its count, and the query plan of a selection (so tests can assert that the common
+//! selections are index seeks).
+//!
+//! # Text index
+//! Migration 0002 keeps an FTS5 trigram index of each message's Subject and From header (`message_text`, keyed
+//! through `message_text_docs`). A trigram phrase query is a case-insensitive substring match (Unicode case
+//! folding, no diacritic folding), so it has the same meaning as the scan it replaces. Text shorter than three
+//! characters has no trigram; it, and ASCII text checked row by row, use `instr(lower(...))`, whose case folding is
+//! ASCII-only (SQLite's `lower`): the same answer for ASCII text, but for the odd Unicode letter that folds to an
+//! ASCII one (the Kelvin sign).
+//!
+//! # Performance
+//! A text term is applied in one of three ways:
+//! - *lookup*: its matches are read from the index first (`m.id IN (...)`), ~1 ms for a rare word at a million
+//!   messages where the scan took ~770 ms, then ~5-10 µs per match to fetch the rows;
+//! - *row check*: when `--id`, `--rcpt`, `--from` or `--message-id` already pick the candidates, each is checked
+//!   (`instr` for ASCII text, ~1 µs; an FTS query restricted to the row's docid otherwise, ~120 µs);
+//! - *walk*: when only the first k matches are wanted (a table, `--limit`) and the term is so common that looking
+//!   up all its matches costs more than walking messages newest first and checking each until k are found.
+//!
+//! The choice between lookup and walk is made per term from its match count in the index; see [`WALK_COST`].
+
+use rusqlite::types::Value;
+
+use crate::error::Result;
+use crate::message::{message_from_row, MessageRecord};
+use crate::select::{select_query, Selector, Sql};
+use crate::store::Store;
+
+/// Cost model for a text term when only the first `k` matches are wanted, in units of one lookup of a match
+/// (~7 µs at a million messages). A term in n of N messages is looked up unless walking (about k N / n rows, at
+/// WALK_COST units each) is cheaper than fetching its n matches, i.e. unless n² > WALK_COST k N. Walking costs ~1
+/// unit per row with an ASCII term (`instr`) and ~17 with another (a per-row FTS query): at a million messages and
+/// k = 50, ASCII terms in more than ~7,000 messages are walked, others in more than ~30,000.
+const WALK_COST_ASCII: u64 = 1;
+const WALK_COST: u64 = 17;
+
+/// The SQL condition for "column `column` of `m` contains `text`, case-insensitively"; pushes its parameter.
+pub(crate) fn text_clause(column: &str, text: &str, narrow: bool, params: &mut Vec<Value>) -> String {
+    if text.chars().count() < 3 || (narrow && text.is_ascii()) {
+        params.push(Value::Text(text.to_lowercase()));
+        return instr_form(column, params.len());
+    }
+    params.push(Value::Text(fts_phrase(column, text)));
+    let i = params.len();
+    if narrow {
+        fts_row_form(i)
+    } else {
+        lookup_form(i)
+    }
+}
+
+fn instr_form(column: &str, i: usize) -> String {
+    format!("instr(lower(m.{column}), ?{i}) > 0")
+}
+
+/// "Contains" as a per-row FTS query restricted to the row's docid.
+fn fts_row_form(i: usize) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM message_text_docs d JOIN message_text f ON f.rowid = d.docid \
+         WHERE d.id = m.id AND message_text MATCH ?{i})"
+    )
+}
+
+/// "Contains" as a lookup that drives the query.
+fn lookup_form(i: usize) -> String {
+    format!(
+        "m.id IN (SELECT d.id FROM message_text f JOIN message_text_docs d ON d.docid = f.rowid \
+         WHERE message_text MATCH ?{i})"
+    )
+}
+
+/// An FTS5 query matching `text` as one phrase in `column`: with the trigram tokenizer, a substring match.
+/// Double quotes are the only character special inside an FTS5 string; they are doubled.
+fn fts_phrase(column: &str, text: &str) -> String {
+    format!("{column} : \"{}\"", text.replace('"', "\"\""))
+}
+
+/// The column and text of a phrase made by [`fts_phrase`].
+fn parse_phrase(phrase: &str) -> Option<(&str, String)> {
+    let (column, quoted) = phrase.split_once(" : ")?;
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    Some((column, inner.replace("\"\"", "\"")))
+}
+
+/// The text lookups of a selection: for each, its parameter index and match count; and the message count.
+struct Lookups {
+    terms: Vec<(usize, u64)>,
+    total: u64,
+}
+
+/// The first matches of a selection and how many there are.
+#[derive(Debug)]
+pub struct Page {
+    /// At most `limit` messages, newest first, with recipients and attachments.
+    pub records: Vec<MessageRecord>,
+    /// How many match in all; a lower bound when `exact` is false.
+    pub total: u64,
+    pub exact: bool,
+}
+
+impl Store {
+    /// Calls `each` for every message matching `sel`, newest first, at most `limit`, with recipients and
+    /// attachments filled in, without holding the whole result in memory. Returns how many were visited.
+    pub fn select_each(
+        &self,
+        sel: &Selector,
+        limit: Option<u64>,
+        each: &mut dyn FnMut(MessageRecord) -> Result<()>,
+    ) -> Result<u64> {
+        let mut sql = sel.to_sql();
+        if let Some(k) = limit {
+            let lookups = self.lookups(&sql)?;
+            sql = tuned(sql, &lookups, k);
+        }
+        self.each_row(&sql, limit, each)
+    }
+
+    fn each_row(
+        &self,
+        sql: &Sql,
+        limit: Option<u64>,
+        each: &mut dyn FnMut(MessageRecord) -> Result<()>,
+    ) -> Result<u64> {
+        let e = self.sql_err();
+        let mut stmt = self.conn.prepare(&select_query(sql, limit)).map_err(&e)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(sql.params.iter())).map_err(&e)?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(&e)? {
+            let mut rec = message_from_row(row).map_err(&e)?;
+            self.fill_details(&mut rec)?;
+            each(rec)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// How many messages match `sel`, and whether that is exact: when a text term is so common that counting
+    /// all its matches costs more than walking (see [`WALK_COST`]), counting stops past `cap` and returns
+    /// `(cap, false)` for "more than `cap`", which stays cheap even when half the store matches. Selections the
+    /// indexes answer are always counted exactly.
+    pub fn count_matches(&self, sel: &Selector, cap: u64) -> Result<(u64, bool)> {
+        let sql = sel.to_sql();
+        let lookups = self.lookups(&sql)?;
+        self.count_tuned(sql, &lookups, cap)
+    }
+
+    fn count_tuned(&self, sql: Sql, lookups: &Lookups, cap: u64) -> Result<(u64, bool)> {
+        let plain = sql.clause.clone();
+        let sql = tuned(sql, lookups, cap);
+        let exact = sql.clause == plain;
+        let q = if exact {
+            format!("SELECT count(*) FROM messages m WHERE {}", sql.clause)
+        } else {
+            format!("SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {} LIMIT {})", sql.clause, cap + 1)
+        };
+        let e = self.sql_err();
+        let n: i64 =
+            self.conn.query_row(&q, rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0)).map_err(&e)?;
+        let n = n as u64;
+        Ok(if exact || n <= cap { (n, true) } else { (cap, false) })
+    }
+
+    /// The first `limit` matches of `sel`, newest first, and how many match in all (counting stops at
+    /// `count_cap` when only a walk could count further cheaply; see [`Store::count_matches`]).
+    pub fn search_page(&self, sel: &Selector, limit: u64, count_cap: u64) -> Result<Page> {
+        let sql = sel.to_sql();
+        let lookups = self.lookups(&sql)?;
+        let mut records = Vec::new();
+        self.each_row(&tuned(sel.to_sql(), &lookups, limit), Some(limit), &mut |r| {
+            records.push(r);
+            Ok(())
+        })?;
+        let (total, exact) = if (records.len() as u64) < limit {
+            (records.len() as u64, true)
+        } else {
+            self.count_tuned(sql, &lookups, count_cap.max(limit + 1))?
+        };
+        Ok(Page { records, total, exact })
+    }
+
+    /// Match counts of the text lookups in `sql` (one FTS count each; under a millisecond for a rare word, ~150 ms
+    /// for a word in half of a million messages).
+    fn lookups(&self, sql: &Sql) -> Result<Lookups> {
+        let e = self.sql_err();
+        let mut terms = Vec::new();
+        for i in 1..=sql.params.len() {
+            if !sql.clause.contains(&lookup_form(i)) {
+                continue;
+            }
+            let n: i64 = self
+                .conn
+                .prepare_cached("SELECT count(*) FROM message_text WHERE message_text MATCH ?1")
+                .map_err(&e)?
+                .query_row([&sql.params[i - 1]], |r| r.get(0))
+                .map_err(&e)?;
+            terms.push((i, n as u64));
+        }
+        let total = if terms.is_empty() {
+            0
+        } else {
+            // One docid per message, in insertion order: the largest is the message count (give or take what was
+            // deleted) in one index step.
+            let t: Option<i64> =
+                self.conn.query_row("SELECT max(docid) FROM message_text_docs", [], |r| r.get(0)).map_err(&e)?;
+            t.unwrap_or(0).max(0) as u64
+        };
+        Ok(Lookups { terms, total })
+    }
+
+    /// `sel.to_sql()` tuned for wanting only the first `want` matches, if given.
+    #[cfg(test)]
+    pub(crate) fn tuned_sql(&self, sel: &Selector, want: Option<u64>) -> Result<Sql> {
+        let sql = sel.to_sql();
+        match want {
+            None => Ok(sql),
+            Some(k) => {
+                let lookups = self.lookups(&sql)?;
+                Ok(tuned(sql, &lookups, k))
+            }
+        }
+    }
+
+    /// SQLite's plan for the query `select` runs for `sel`, one line per step (`EXPLAIN QUERY PLAN`), e.g.
+    /// `SEARCH recipients USING INDEX recipients_address (address_lc=?)`.
+    pub fn query_plan(&self, sel: &Selector) -> Result<Vec<String>> {
+        let sql = sel.to_sql();
+        let e = self.sql_err();
+        let mut stmt = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {}", select_query(&sql, None))).map_err(&e)?;
+        let lines = stmt
+            .query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(3))
+            .map_err(&e)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(&e)?;
+        Ok(lines)
+    }
+}
+
+/// `sql` with each text lookup turned into a walk (a per-row check, so the query can run newest first and stop)
+/// when only the first `k` matches are wanted and walking is cheaper (see [`WALK_COST`]).
+fn tuned(mut sql: Sql, lookups: &Lookups, k: u64) -> Sql {
+    for &(i, n) in &lookups.terms {
+        let Value::Text(phrase) = &sql.params[i - 1] else { continue };
+        let Some((column, text)) = parse_phrase(phrase) else { continue };
+        let ascii = text.is_ascii();
+        let cost = if ascii { WALK_COST_ASCII } else { WALK_COST };
+        if (n as u128).pow(2) <= cost as u128 * k as u128 * lookups.total as u128 {
+            continue;
+        }
+        let walk = if ascii {
+            let column = column.to_string();
+            sql.params.push(Value::Text(text.to_lowercase()));
+            instr_form(&column, sql.params.len())
+        } else {
+            fts_row_form(i)
+        };
+        sql.clause = sql.clause.replace(&lookup_form(i), &walk);
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HoldRequest;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::init(&dir.path().join("q")).unwrap();
+        (dir, store)
+    }
+
+    fn hold(store: &mut Store, rcpt: &str, from: &str, verdict: &str, msg: &str) -> String {
+        let req = HoldRequest {
+            from: from.into(),
+            recipients: vec![rcpt.into()],
+            verdict: verdict.into(),
+            ..Default::default()
+        };
+        store.hold(&req, &mut msg.as_bytes()).unwrap().id
+    }
+
+    fn ids(store: &Store, sel: &Selector) -> Vec<String> {
+        let mut v: Vec<String> = store.select(sel, None).unwrap().into_iter().map(|r| r.id).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn phrase_quotes_are_doubled() {
+        assert_eq!(fts_phrase("subject", r#"say "hi""#), r#"subject : "say ""hi""""#);
+    }
+
+    #[test]
+    fn text_search_matches_substrings_in_any_case() {
+        let (_d, mut s) = store();
+        let a = hold(&mut s, "a@x", "bank@x", "SPAM", "From: My Bank <bank@x>\nSubject: Your INVOICE 42\n\nhi\n");
+        let b = hold(&mut s, "b@x", "c@x", "SPAM", "From: Carl <c@x>\nSubject: =?UTF-8?Q?=C3=89T=C3=89_sale?=\n\nhi\n");
+        let c = hold(&mut s, "b@x", "d@x", "SPAM", "Subject: no\n\nhi\n");
+        let sub = |t: &str| Selector { subjects: vec![t.into()], ..Default::default() };
+        assert_eq!(ids(&s, &sub("invoice")), vec![a.clone()]);
+        assert_eq!(ids(&s, &sub("r inv")), vec![a.clone()]);
+        assert_eq!(ids(&s, &sub("été")), vec![b.clone()], "Unicode case folding through the trigram index");
+        assert_eq!(ids(&s, &sub("no")), vec![c.clone()], "short text falls back to a scan");
+        assert!(ids(&s, &sub("\"quoted\"")).is_empty());
+        let from = Selector { header_froms: vec!["my bank".into()], ..Default::default() };
+        assert_eq!(ids(&s, &from), vec![a.clone()]);
+        // The per-row form (with a narrower selector) agrees with the lookup form.
+        let narrow = Selector { rcpts: vec!["B@X".into()], subjects: vec!["ÉTÉ".into()], ..Default::default() };
+        assert_eq!(ids(&s, &narrow), vec![b.clone()]);
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(ids(&s, &Selector { subjects: vec!["invoice".into(), "sale".into()], ..Default::default() }), both);
+    }
+
+    #[test]
+    fn text_index_follows_updates_and_deletes() {
+        let (_d, mut s) = store();
+        let a = hold(&mut s, "a@x", "b@x", "SPAM", "Subject: alpha beta\n\nhi\n");
+        let sub = |t: &str| Selector { subjects: vec![t.into()], ..Default::default() };
+        s.conn().execute("UPDATE messages SET subject = 'gamma delta' WHERE id = ?1", [&a]).unwrap();
+        assert!(ids(&s, &sub("alpha")).is_empty());
+        assert_eq!(ids(&s, &sub("gamma")), vec![a.clone()]);
+        s.conn().execute("UPDATE messages SET subject = NULL WHERE id = ?1", [&a]).unwrap();
+        assert!(ids(&s, &sub("gamma")).is_empty());
+        s.conn().execute("DELETE FROM recipients WHERE message = ?1", [&a]).unwrap();
+        s.conn().execute("DELETE FROM messages WHERE id = ?1", [&a]).unwrap();
+        let n: i64 = s.conn().query_row("SELECT count(*) FROM message_text_docs", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+        s.conn().execute("INSERT INTO message_text(message_text) VALUES ('integrity-check')", []).unwrap();
+    }
+
+    /// Recipient, sender, Message-ID and verdict+time selections are index seeks, never a scan of `messages`.
+    #[test]
+    fn common_selections_are_index_seeks() {
+        let (_d, mut s) = store();
+        hold(&mut s, "a@x", "b@x", "SPAM", "Subject: hello\nMessage-ID: <m1@x>\n\nhi\n");
+        let cases: Vec<(Selector, &str)> = vec![
+            (Selector { rcpts: vec!["A@x".into()], ..Default::default() }, "recipients_address"),
+            (Selector { froms: vec!["B@x".into()], ..Default::default() }, "messages_env_from"),
+            (Selector { message_ids: vec!["<m1@x>".into()], ..Default::default() }, "messages_message_id"),
+            (
+                Selector { verdicts: vec!["PMX:VIRUS".into()], since_us: Some(1), ..Default::default() },
+                "messages_verdict_received",
+            ),
+            (
+                Selector {
+                    verdicts: vec!["PMX:VIRUS".into()],
+                    since_us: Some(1),
+                    until_us: Some(2),
+                    ..Default::default()
+                },
+                "messages_verdict_received",
+            ),
+            (Selector { verdicts: vec!["PMX:*".into()], ..Default::default() }, "messages_verdict_received"),
+            (Selector { ids: vec!["abc".into()], ..Default::default() }, "sqlite_autoindex_messages_1"),
+            // The text index: an FTS5 query (its plan line says SCAN of the virtual table, with a MATCH index),
+            // then messages by id.
+            (Selector { subjects: vec!["invoice".into()], ..Default::default() }, "sqlite_autoindex_messages_1"),
+        ];
+        for (sel, index) in cases {
+            let plan = s.query_plan(&sel).unwrap();
+            let text = plan.join("\n");
+            assert!(!plan.iter().any(|l| l.starts_with("SCAN m")), "{sel:?} scans messages:\n{text}");
+            assert!(
+                plan.iter().any(|l| l.starts_with("SEARCH") && l.contains(index)),
+                "{sel:?} does not seek {index}:\n{text}"
+            );
+            if !sel.subjects.is_empty() {
+                assert!(plan.iter().any(|l| l.contains("VIRTUAL TABLE INDEX 0:M")), "{text}");
+            }
+        }
+    }
+
+    /// A term in most messages is walked (per-row check, newest first) when only a few matches are wanted, and
+    /// looked up otherwise; both give the same messages in the same order, and the count says when it stopped.
+    #[test]
+    fn common_terms_are_walked_with_the_same_results() {
+        let (_d, mut s) = store();
+        let mut held = Vec::new();
+        for i in 0..200 {
+            let subject = if i % 10 == 0 { format!("rare {i}") } else { format!("common Café words {i}") };
+            held.push(hold(&mut s, "a@x", "b@x", "SPAM", &format!("Subject: {subject}\n\nbody {i}\n")));
+        }
+        let sel = Selector { subjects: vec!["common".into()], ..Default::default() };
+        let looked_up = s.tuned_sql(&sel, None).unwrap();
+        let walked = s.tuned_sql(&sel, Some(5)).unwrap();
+        assert!(looked_up.clause.contains("m.id IN (SELECT d.id FROM message_text"), "{}", looked_up.clause);
+        assert!(walked.clause.contains("instr(lower(m.subject)"), "180 of 200, 5 wanted: walk ({})", walked.clause);
+        let cafe = Selector { subjects: vec!["CAFÉ".into()], ..Default::default() };
+        let walked_fts = s.tuned_sql(&cafe, Some(1)).unwrap();
+        assert!(walked_fts.clause.contains("EXISTS ("), "not ASCII: walk with FTS row checks ({})", walked_fts.clause);
+        let rare = Selector { subjects: vec!["rare".into()], ..Default::default() };
+        assert!(!s.tuned_sql(&rare, Some(5)).unwrap().clause.contains("EXISTS ("), "20 of 200: look up");
+
+        let all: Vec<String> = s.select(&sel, None).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(all.len(), 180);
+        let mut first = Vec::new();
+        s.select_each(&sel, Some(5), &mut |r| {
+            first.push(r.id);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(first, all[..5]);
+        let cafe_all: Vec<String> = s.select(&cafe, None).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(cafe_all, all);
+        let mut cafe_first = Vec::new();
+        s.select_each(&cafe, Some(1), &mut |r| {
+            cafe_first.push(r.id);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(cafe_first, all[..1]);
+        let page = s.search_page(&sel, 5, 6).unwrap();
+        assert_eq!(page.records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), all[..5]);
+        assert_eq!((page.total, page.exact), (6, false));
+        let page = s.search_page(&rare, 5, 1000).unwrap();
+        assert_eq!((page.records.len(), page.total, page.exact), (5, 20, true));
+        let page = s.search_page(&rare, 50, 1000).unwrap();
+        assert_eq!((page.records.len(), page.total, page.exact), (20, 20, true));
+        assert_eq!(s.count_matches(&sel, 6).unwrap(), (6, false), "walked, stopped at the cap");
+        assert_eq!(s.count_matches(&sel, 1000).unwrap(), (180, true), "a cap this high: looked up");
+        assert_eq!(s.count_matches(&rare, 6).unwrap(), (20, true), "looked up: exact");
+        let by_verdict = Selector { verdicts: vec!["SPAM".into()], ..Default::default() };
+        assert_eq!(s.count_matches(&by_verdict, 6).unwrap(), (200, true), "index selections are exact");
+    }
+
+    /// A store from before migration 0002 gets its messages indexed when it is opened.
+    #[test]
+    fn migration_indexes_existing_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("q");
+        drop(Store::init(&root).unwrap());
+        let path = root.join(crate::store::INDEX_FILE);
+        {
+            // Rebuild the index at schema version 1 with one message in it.
+            std::fs::remove_file(&path).unwrap();
+            let mut conn = crate::index::open(&path, true, std::time::Duration::from_secs(1)).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(crate::index::MIGRATIONS[0].1).unwrap();
+            tx.execute_batch(&format!(
+                "PRAGMA user_version = 1; PRAGMA application_id = {};
+                 INSERT INTO messages (id, hash, size, received_us, env_from, env_from_lc, verdict, subject, hdr_from)
+                 VALUES ('OLD0000001', 'h', 1, 1, '', '', 'SPAM', 'Old Invoice', 'Old Bank <b@x>');",
+                crate::index::APPLICATION_ID
+            ))
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = Store::open(&root, std::time::Duration::from_secs(1)).unwrap();
+        let v: i64 = s.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, crate::index::MIGRATIONS.len() as i64);
+        assert_eq!(ids(&s, &Selector { subjects: vec!["invoice".into()], ..Default::default() }), vec!["OLD0000001"]);
+        assert_eq!(
+            ids(&s, &Selector { header_froms: vec!["old bank".into()], ..Default::default() }),
+            vec!["OLD0000001"]
+        );
+    }
+
+    #[test]
+    fn select_each_streams_newest_first() {
+        let (_d, mut s) = store();
+        let a = hold(&mut s, "a@x", "b@x", "SPAM", "Subject: one\n\nhi\n");
+        let b = hold(&mut s, "a@x", "b@x", "SPAM", "Subject: two\n\nhi\n");
+        let mut seen = Vec::new();
+        let n = s
+            .select_each(&Selector::default(), None, &mut |r| {
+                seen.push((r.id, r.recipients.len()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(seen, vec![(b, 1), (a, 1)]);
+    }
+}
