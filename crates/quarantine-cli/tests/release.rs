@@ -5,6 +5,7 @@
 //! offers on demand — closing the connection after the final dot without answering — comes from a tiny scripted
 //! server in `release_util`. The sendmail path runs a recording stand-in script to prove the argv contract.
 
+mod postfix_util;
 mod release_util;
 
 use std::collections::HashMap;
@@ -532,4 +533,50 @@ fn asks_for_confirmation_only_on_a_terminal() {
     let r = on_tty("y\n");
     assert!(r.stdout.contains("delivered 1"), "{}", r.all());
     assert_eq!(sink.messages().len(), 1);
+}
+
+/// `--sendmail` through Postfix's real `sendmail`, into a private Postfix instance (the one the Postfix
+/// end-to-end test uses, from `postfix_util`) that relays to smtp-sink: the envelope sender (the null sender
+/// too), every envelope recipient and the bytes arrive.
+#[test]
+fn sendmail_through_a_real_postfix_keeps_the_envelope_and_the_bytes() {
+    if !postfix_util::is_root() {
+        eprintln!("SKIPPED: a private Postfix instance needs root");
+        return;
+    }
+    let pf = postfix_util::Postfix::start(BIN);
+    let dir = tempfile::tempdir().unwrap();
+    let hold = |from: &str, rcpts: &[&str], msg: &[u8]| -> String {
+        let file = dir.path().join("msg.eml");
+        std::fs::write(&file, msg).unwrap();
+        let mut args = vec!["hold", "--verdict", "PF", "--file", file.to_str().unwrap(), "--from", from, "--"];
+        args.extend_from_slice(rcpts);
+        let out = pf.q(&args);
+        assert!(out.status.success(), "hold: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let body = b"From: a@example.org\nSubject: via postfix sendmail\n\n.\nline after a lone dot\n";
+    let a = hold("a@example.org", &["b@example.edu", "bcc@example.edu"], body);
+    let bounce = hold("<>", &["c@example.edu"], b"Subject: a bounce via sendmail\n\nreturned\n");
+    let sendmail = format!("/usr/sbin/sendmail -C {}", pf.conf.display());
+    let out = pf.q(&["release", "--verdict", "PF", "--sendmail", &sendmail, "--actor", "tester"]);
+    assert!(out.status.success(), "release: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("delivered 3"), "{text}");
+
+    postfix_util::wait_for(std::time::Duration::from_secs(30), "both messages at the sink", || {
+        pf.sink_files().len() >= 2
+    });
+    let files = pf.sink_files();
+    assert_eq!(files.len(), 2, "{files:#?}");
+    let find =
+        |subject: &str| files.iter().find(|f| f.contains(subject)).unwrap_or_else(|| panic!("{subject}: {files:#?}"));
+    let f = find("Subject: via postfix sendmail");
+    assert!(f.contains("X-Mail-Args: <a@example.org>"), "{f}");
+    assert!(f.contains("X-Rcpt-Args: <b@example.edu>") && f.contains("X-Rcpt-Args: <bcc@example.edu>"), "{f}");
+    assert!(f.contains(&format!("X-Quarantine-Released: {a}; by tester; ")), "{f}");
+    assert!(f.contains("\n\n.\nline after a lone dot\n"), "the lone dot line arrives as a line: {f}");
+    let f = find("Subject: a bounce via sendmail");
+    assert!(f.contains("X-Mail-Args: <>"), "the null sender stays null: {f}");
+    assert!(f.contains(&format!("X-Quarantine-Released: {bounce}; by tester; ")), "{f}");
 }

@@ -5,7 +5,7 @@
 //! does not dot-stuff after a bare LF or CR (RUSTSEC-2026-0561, fixed in 0.11.24); it never sets `TCP_NODELAY`,
 //! and it writes the final `CRLF . CRLF` as a second small write after the body, so Nagle's algorithm holds it
 //! until the relay's delayed ACK — 40 ms per message, measured here at 36 messages/s against smtp-sink on
-//! loopback (lettre fixed this upstream in pull request 1159, not in a release we can use); and it has no
+//! loopback (lettre's pull request 1159, merged upstream, sets it; 0.11.23 does not have it); and it has no
 //! PIPELINING. Release needs 1,000 messages/s, a reply per RCPT, the text of the final reply, RSET between
 //! messages, and a sharp line between "the relay said no" and "the connection died after the final dot". So this
 //! module speaks the little SMTP release needs itself (RFC 5321 client side, RFC 2920 PIPELINING, RFC 3207
@@ -156,6 +156,8 @@ pub(crate) struct Smtp {
     timeout: Duration,
     hello: String,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Trust anchors beyond the system's (tests).
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     conn: Option<Conn>,
     /// True until the first transaction on the current connection: no RSET needed before it.
     fresh: bool,
@@ -170,17 +172,24 @@ fn hello_name() -> String {
         .unwrap_or_else(|| "[127.0.0.1]".into())
 }
 
-/// rustls with the webpki roots plus the system bundle (a private relay's CA is usually installed there).
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+/// rustls with the webpki roots, the system bundle (a private relay's CA is usually installed there), the bundle
+/// named by `$SSL_CERT_FILE` if set (the OpenSSL convention), and `extra`.
+fn tls_config(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for bundle in ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"] {
+    let mut bundles: Vec<std::path::PathBuf> =
+        ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"].iter().map(Into::into).collect();
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+        bundles.push(f.into());
+    }
+    for bundle in &bundles {
         if let Ok(iter) = CertificateDer::pem_file_iter(bundle) {
             roots.add_parsable_certificates(iter.flatten());
         }
     }
+    roots.add_parsable_certificates(extra.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -192,7 +201,7 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 
 impl Smtp {
     pub(crate) fn new(url: RelayUrl, timeout: Duration) -> Smtp {
-        Smtp { url, timeout, hello: hello_name(), tls: None, conn: None, fresh: false }
+        Smtp { url, timeout, hello: hello_name(), tls: None, extra_roots: Vec::new(), conn: None, fresh: false }
     }
 
     fn down(&self, what: &str, e: impl fmt::Display) -> Down {
@@ -201,7 +210,7 @@ impl Smtp {
 
     fn wrap_tls(&mut self, tcp: TcpStream) -> Result<Stream, Down> {
         if self.tls.is_none() {
-            self.tls = Some(tls_config().map_err(|e| self.down("TLS set-up", e))?);
+            self.tls = Some(tls_config(&self.extra_roots).map_err(|e| self.down("TLS set-up", e))?);
         }
         let name = rustls::pki_types::ServerName::try_from(self.url.host.clone())
             .map_err(|e| self.down("TLS server name", e))?;
@@ -537,7 +546,7 @@ fn negative(code: u16, text: String) -> Outcome {
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::mpsc;
 
     /// A scripted relay for one connection: answers EHLO with `ehlo`, RCPT per `rcpt_reply`, records each DATA
@@ -720,6 +729,130 @@ mod tests {
             assert!(matches!(&out[0], Outcome::Delivered(t) if t == "250 queued"), "{n}: {out:?}");
             assert_eq!(rx.recv().unwrap(), encode::smtp_data(body.as_bytes()));
         }
+    }
+
+    /// A TLS relay for one connection: a throw-away CA signs a certificate for `localhost`; with `starttls` the
+    /// session starts in plain text and upgrades on STARTTLS, else TLS starts at once (smtps). Records the DATA
+    /// payload and whether it came over TLS.
+    fn tls_relay(starttls: bool) -> (u16, rustls::pki_types::CertificateDer<'static>, mpsc::Receiver<(Vec<u8>, bool)>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let cfg = Arc::new(cfg);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (tcp, _) = l.accept().unwrap();
+            let tls = |tcp: TcpStream| {
+                let conn = rustls::ServerConnection::new(Arc::clone(&cfg)).unwrap();
+                Box::new(rustls::StreamOwned::new(conn, tcp))
+            };
+            let mut plain: Option<TcpStream> = None;
+            let mut secure = None;
+            if starttls {
+                plain = Some(tcp);
+            } else {
+                secure = Some(tls(tcp));
+            }
+            // One byte at a time, so nothing is buffered across the STARTTLS switch.
+            fn line(s: &mut dyn Read) -> Option<String> {
+                let mut v = Vec::new();
+                let mut b = [0u8; 1];
+                while !v.ends_with(b"\n") {
+                    if s.read(&mut b).ok()? == 0 {
+                        return None;
+                    }
+                    v.push(b[0]);
+                }
+                Some(String::from_utf8_lossy(&v).to_string())
+            }
+            macro_rules! io {
+                () => {
+                    match secure.as_mut() {
+                        Some(s) => s as &mut dyn ReadWrite,
+                        None => plain.as_mut().unwrap() as &mut dyn ReadWrite,
+                    }
+                };
+            }
+            trait ReadWrite: Read + Write {}
+            impl<T: Read + Write> ReadWrite for T {}
+            io!().write_all(b"220 tls relay\r\n").unwrap();
+            while let Some(l) = line(io!()) {
+                let up = l.to_ascii_uppercase();
+                if up.starts_with("EHLO") {
+                    let ext = if secure.is_none() {
+                        "250-tls relay\r\n250 STARTTLS\r\n"
+                    } else {
+                        "250-tls relay\r\n250 PIPELINING\r\n"
+                    };
+                    io!().write_all(ext.as_bytes()).unwrap();
+                } else if up.starts_with("STARTTLS") {
+                    io!().write_all(b"220 go ahead\r\n").unwrap();
+                    secure = Some(tls(plain.take().unwrap()));
+                } else if up.starts_with("DATA") {
+                    io!().write_all(b"354 go\r\n").unwrap();
+                    let mut data = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !data.ends_with(b"\r\n.\r\n") {
+                        io!().read_exact(&mut b).unwrap();
+                        data.push(b[0]);
+                    }
+                    tx.send((data, secure.is_some())).unwrap();
+                    io!().write_all(b"250 2.0.0 Ok: queued over TLS\r\n").unwrap();
+                } else if up.starts_with("QUIT") {
+                    io!().write_all(b"221 bye\r\n").unwrap();
+                    let _ = io!().flush();
+                    return;
+                } else {
+                    io!().write_all(b"250 Ok\r\n").unwrap();
+                }
+                io!().flush().unwrap();
+            }
+        });
+        (port, ca.der().clone(), rx)
+    }
+
+    #[test]
+    fn smtps_and_starttls_deliver_over_a_verified_tls_session() {
+        for (security, starttls) in [(Security::Implicit, false), (Security::StartTls, true)] {
+            let (port, ca, rx) = tls_relay(starttls);
+            let mut smtp = Smtp::new(RelayUrl { host: "localhost".into(), port, security }, Duration::from_secs(10));
+            smtp.extra_roots.push(ca);
+            let out = smtp.send("a@b.c", &["d@e.f"], &[b"Subject: tls\n\nbody\n"]).unwrap();
+            assert!(matches!(&out[0], Outcome::Delivered(t) if t.contains("over TLS")), "{security:?}: {out:?}");
+            let (data, secure) = rx.recv().unwrap();
+            assert!(secure, "{security:?}: the message went over TLS");
+            assert_eq!(data, encode::smtp_data(b"Subject: tls\n\nbody\n"));
+            smtp.quit();
+        }
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_refused() {
+        let (port, _ca, _rx) = tls_relay(false);
+        let mut smtp = Smtp::new(
+            RelayUrl { host: "localhost".into(), port, security: Security::Implicit },
+            Duration::from_secs(10),
+        );
+        let e = smtp.send("a@b.c", &["d@e.f"], &[b"x\r\n"]).unwrap_err();
+        assert!(e.0.contains("TLS handshake"), "{}", e.0);
     }
 
     #[test]
