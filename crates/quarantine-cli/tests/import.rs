@@ -27,11 +27,7 @@ fn rows(ts: &TestStore) -> Vec<(String, String, String)> {
         .lines()
         .map(|l| {
             let mut f = l.splitn(3, '\t');
-            (
-                f.next().unwrap().into(),
-                f.next().unwrap().into(),
-                f.next().unwrap_or("").into(),
-            )
+            (f.next().unwrap().into(), f.next().unwrap().into(), f.next().unwrap_or("").into())
         })
         .collect()
 }
@@ -39,11 +35,7 @@ fn rows(ts: &TestStore) -> Vec<(String, String, String)> {
 /// The id of the live message with this subject.
 fn id_of(ts: &TestStore, subject: &str) -> String {
     let matches: Vec<_> = rows(ts).into_iter().filter(|r| r.2 == subject).collect();
-    assert_eq!(
-        matches.len(),
-        1,
-        "messages with subject {subject:?}: {matches:?}"
-    );
+    assert_eq!(matches.len(), 1, "messages with subject {subject:?}: {matches:?}");
     matches[0].0.clone()
 }
 
@@ -51,16 +43,10 @@ fn id_of(ts: &TestStore, subject: &str) -> String {
 fn rcpts(ts: &TestStore, id: &str) -> Vec<String> {
     let out = Command::new("sqlite3")
         .arg(ts.root.join("index.sqlite"))
-        .arg(format!(
-            "SELECT address FROM recipients WHERE message = '{id}' ORDER BY rowid"
-        ))
+        .arg(format!("SELECT address FROM recipients WHERE message = '{id}' ORDER BY rowid"))
         .output()
         .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
 }
 
 fn import(ts: &TestStore, args: &[&str]) -> common::Out {
@@ -97,8 +83,7 @@ fn mbox_round_trips_byte_exact_with_from_quoting() {
     let m1: &[u8] = b"Return-Path: <ignored@example.org>\nDelivered-To: alice@example.edu\nSubject: quoted\n\n\
         From the start of a line.\n>From already quoted once\n>>From twice\n> From not a from line\n\nFrom after a blank line\nend\n";
     let m2: &[u8] = b"Delivered-To: bob@example.edu\nSubject: bounce\n\nA bounce: null sender.\n";
-    let m3: &[u8] =
-        b"To: Carl <carl@example.edu>\r\nCc: dora@example.edu\r\nSubject: crlf\r\n\r\nbody\r\n";
+    let m3: &[u8] = b"To: Carl <carl@example.edu>\r\nCc: dora@example.edu\r\nSubject: crlf\r\n\r\nbody\r\n";
     // The last message of a file whose writer added no blank line after it.
     let m4: &[u8] = b"Delivered-To: eve@example.edu\nSubject: at the end\n\nlast line\n";
     let mut mbox = Vec::new();
@@ -117,18 +102,7 @@ fn mbox_round_trips_byte_exact_with_from_quoting() {
     let path = ts.dir.path().join("quarantine.mbox");
     fs::write(&path, &mbox).unwrap();
 
-    let text = import_ok(
-        &ts,
-        &[
-            "--format",
-            "mbox",
-            "--verdict",
-            "SPAM",
-            "--scanner",
-            "old",
-            path.to_str().unwrap(),
-        ],
-    );
+    let text = import_ok(&ts, &["--format", "mbox", "--verdict", "SPAM", "--scanner", "old", path.to_str().unwrap()]);
     assert!(text.contains("imported 4 messages"), "{text}");
     for (subject, original, from) in [
         ("quoted", m1, "sender@example.org"),
@@ -144,10 +118,7 @@ fn mbox_round_trips_byte_exact_with_from_quoting() {
         assert_eq!(row.1, from, "{subject}: envelope sender from the From line");
     }
     assert_eq!(rcpts(&ts, &id_of(&ts, "quoted")), ["alice@example.edu"]);
-    assert_eq!(
-        rcpts(&ts, &id_of(&ts, "crlf")),
-        ["carl@example.edu", "dora@example.edu"]
-    );
+    assert_eq!(rcpts(&ts, &id_of(&ts, "crlf")), ["carl@example.edu", "dora@example.edu"]);
     ts.verify_deep_clean();
 }
 
@@ -157,18 +128,7 @@ fn mboxo_keeps_quoted_lines_as_found() {
     let mbox = b"From a@example.org Thu Jan  2 03:04:05 2025\nDelivered-To: r@example.edu\nSubject: o\n\n>From quoted by mboxo\n>>From kept\n\n";
     let path = ts.dir.path().join("o.mbox");
     fs::write(&path, mbox).unwrap();
-    import_ok(
-        &ts,
-        &[
-            "--format",
-            "mbox",
-            "--mbox-variant",
-            "mboxo",
-            "--verdict",
-            "V",
-            path.to_str().unwrap(),
-        ],
-    );
+    import_ok(&ts, &["--format", "mbox", "--mbox-variant", "mboxo", "--verdict", "V", path.to_str().unwrap()]);
     assert_eq!(
         ts.raw(&id_of(&ts, "o")),
         b"Delivered-To: r@example.edu\nSubject: o\n\n>From quoted by mboxo\n>>From kept\n"
@@ -183,8 +143,7 @@ fn maildir_reads_new_and_cur_and_subfolders_but_never_tmp() {
         fs::create_dir_all(md.join(d)).unwrap();
     }
     let mut rng = XorShift::new(7);
-    let mut binary =
-        b"Return-Path: <>\nDelivered-To: ann@example.edu\nSubject: binary\n\n".to_vec();
+    let mut binary = b"Return-Path: <>\nDelivered-To: ann@example.edu\nSubject: binary\n\n".to_vec();
     binary.extend(rng.bytes(70_000));
     let files: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -200,16 +159,7 @@ fn maildir_reads_new_and_cur_and_subfolders_but_never_tmp() {
     for (name, bytes) in &files {
         fs::write(md.join(name), bytes).unwrap();
     }
-    let text = import_ok(
-        &ts,
-        &[
-            "--format",
-            "maildir",
-            "--verdict",
-            "SPAM",
-            md.to_str().unwrap(),
-        ],
-    );
+    let text = import_ok(&ts, &["--format", "maildir", "--verdict", "SPAM", md.to_str().unwrap()]);
     assert!(text.contains("imported 4 messages"), "{text}");
     let subjects: Vec<String> = rows(&ts).into_iter().map(|r| r.2).collect();
     assert_eq!(subjects, ["binary", "in cur", "in junk", "in new"]);
@@ -220,29 +170,13 @@ fn maildir_reads_new_and_cur_and_subfolders_but_never_tmp() {
             .unwrap();
         assert_eq!(ts.raw(&id_of(&ts, &subject)), *bytes, "{name}");
     }
-    assert_eq!(
-        rcpts(&ts, &id_of(&ts, "in new")),
-        ["ann@example.edu"],
-        "Delivered-To wins over X-Original-To"
-    );
+    assert_eq!(rcpts(&ts, &id_of(&ts, "in new")), ["ann@example.edu"], "Delivered-To wins over X-Original-To");
     assert_eq!(rcpts(&ts, &id_of(&ts, "in cur")), ["bo@example.edu"]);
     let senders: Vec<(String, String)> = rows(&ts).into_iter().map(|r| (r.2, r.1)).collect();
     assert!(senders.contains(&("in new".into(), "s1@example.org".into())));
-    assert!(
-        senders.contains(&("binary".into(), "".into())),
-        "Return-Path: <> is the null sender"
-    );
+    assert!(senders.contains(&("binary".into(), "".into())), "Return-Path: <> is the null sender");
     // Not a Maildir at all: reported, exit 1.
-    let out = import(
-        &ts,
-        &[
-            "--format",
-            "maildir",
-            "--verdict",
-            "SPAM",
-            ts.dir.path().to_str().unwrap(),
-        ],
-    );
+    let out = import(&ts, &["--format", "maildir", "--verdict", "SPAM", ts.dir.path().to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("not a Maildir"), "{}", out.stderr);
 }
@@ -252,59 +186,25 @@ fn keep_dates_takes_the_received_time_from_the_source() {
     let ts = TestStore::new();
     let md = ts.dir.path().join("Maildir");
     fs::create_dir_all(md.join("new")).unwrap();
+    fs::write(md.join("new/1700000000.M1P1.host"), b"Delivered-To: a@example.edu\nSubject: old\n\nx\n").unwrap();
+    let mbox = ts.dir.path().join("mbox");
     fs::write(
-        md.join("new/1700000000.M1P1.host"),
-        b"Delivered-To: a@example.edu\nSubject: old\n\nx\n",
+        &mbox,
+        b"From s@example.org Thu Jan  2 03:04:05 2025\nDelivered-To: a@example.edu\nSubject: boxed\n\ny\n",
     )
     .unwrap();
-    let mbox = ts.dir.path().join("mbox");
-    fs::write(&mbox, b"From s@example.org Thu Jan  2 03:04:05 2025\nDelivered-To: a@example.edu\nSubject: boxed\n\ny\n").unwrap();
-    import_ok(
-        &ts,
-        &[
-            "--format",
-            "maildir",
-            "--verdict",
-            "V",
-            "--keep-dates",
-            md.to_str().unwrap(),
-        ],
-    );
-    let mut c = ts.cmd(&[
-        "import",
-        "--format",
-        "mbox",
-        "--verdict",
-        "V",
-        "--keep-dates",
-        mbox.to_str().unwrap(),
-    ]);
+    import_ok(&ts, &["--format", "maildir", "--verdict", "V", "--keep-dates", md.to_str().unwrap()]);
+    let mut c = ts.cmd(&["import", "--format", "mbox", "--verdict", "V", "--keep-dates", mbox.to_str().unwrap()]);
     c.env("TZ", "UTC");
     let out = common::run(c, b"", common::HANG);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        ts.sql_count("SELECT received_us FROM messages WHERE subject = 'old'"),
-        1_700_000_000_000_000
-    );
-    assert_eq!(
-        ts.sql_count("SELECT received_us FROM messages WHERE subject = 'boxed'"),
-        1_735_787_045_000_000
-    );
+    assert_eq!(ts.sql_count("SELECT received_us FROM messages WHERE subject = 'old'"), 1_700_000_000_000_000);
+    assert_eq!(ts.sql_count("SELECT received_us FROM messages WHERE subject = 'boxed'"), 1_735_787_045_000_000);
     // Without it, the import time.
     let fresh = ts.dir.path().join("fresh.eml");
-    fs::write(
-        &fresh,
-        b"Delivered-To: a@example.edu\nSubject: fresh\n\nz\n",
-    )
-    .unwrap();
-    import_ok(
-        &ts,
-        &["--format", "eml", "--verdict", "V", fresh.to_str().unwrap()],
-    );
-    assert!(
-        ts.sql_count("SELECT received_us FROM messages WHERE subject = 'fresh'")
-            > 1_760_000_000_000_000
-    );
+    fs::write(&fresh, b"Delivered-To: a@example.edu\nSubject: fresh\n\nz\n").unwrap();
+    import_ok(&ts, &["--format", "eml", "--verdict", "V", fresh.to_str().unwrap()]);
+    assert!(ts.sql_count("SELECT received_us FROM messages WHERE subject = 'fresh'") > 1_760_000_000_000_000);
 }
 
 #[test]
@@ -339,16 +239,9 @@ fn eml_files_and_directories_keep_their_envelope_flags() {
     for (s, bytes) in [("a", &a[..]), ("b", &b[..]), ("c", b"Subject: c\n\nc\n")] {
         let id = id_of(&ts, s);
         assert_eq!(ts.raw(&id), bytes);
-        assert_eq!(
-            rcpts(&ts, &id),
-            ["Admin@Example.edu", "sec@example.edu"],
-            "--rcpt overrides the headers"
-        );
+        assert_eq!(rcpts(&ts, &id), ["Admin@Example.edu", "sec@example.edu"], "--rcpt overrides the headers");
     }
-    assert!(
-        rows(&ts).iter().all(|r| r.1.is_empty()),
-        "--from <> is the null sender for all"
-    );
+    assert!(rows(&ts).iter().all(|r| r.1.is_empty()), "--from <> is the null sender for all");
 }
 
 #[test]
@@ -361,71 +254,29 @@ fn amavis_files_plain_and_gzipped_keep_their_bytes_and_envelope() {
     fs::write(dir.join("virus-AbC123"), &virus).unwrap();
     let gz = dir.join("spam/A/spam-Zz9.gz");
     fs::write(dir.join("spam/A/spam-Zz9"), &spam).unwrap();
-    assert!(Command::new("gzip")
-        .arg(dir.join("spam/A/spam-Zz9"))
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("gzip").arg(dir.join("spam/A/spam-Zz9")).status().unwrap().success());
     assert!(gz.is_file());
     // A gzip file cut short: reported and skipped, the rest goes on.
     let gz_bytes = fs::read(&gz).unwrap();
-    fs::write(
-        dir.join("spam/A/spam-broken.gz"),
-        &gz_bytes[..gz_bytes.len() / 2],
-    )
-    .unwrap();
+    fs::write(dir.join("spam/A/spam-broken.gz"), &gz_bytes[..gz_bytes.len() / 2]).unwrap();
 
-    let out = import(
-        &ts,
-        &[
-            "--format",
-            "amavis",
-            "--verdict",
-            "PMX:VIRUS",
-            "--scanner",
-            "amavis",
-            dir.to_str().unwrap(),
-        ],
-    );
+    let out =
+        import(&ts, &["--format", "amavis", "--verdict", "PMX:VIRUS", "--scanner", "amavis", dir.to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.text().contains("imported 2 messages"), "{}", out.text());
-    assert_eq!(
-        out.stderr
-            .lines()
-            .filter(|l| l.starts_with("skipped "))
-            .count(),
-        1,
-        "{}",
-        out.stderr
-    );
+    assert_eq!(out.stderr.lines().filter(|l| l.starts_with("skipped ")).count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("spam-broken.gz"), "{}", out.stderr);
 
     let v = id_of(&ts, "virus");
-    assert_eq!(
-        ts.raw(&v),
-        virus,
-        "the file's bytes as found, amavis headers included"
-    );
+    assert_eq!(ts.raw(&v), virus, "the file's bytes as found, amavis headers included");
     assert_eq!(rcpts(&ts, &v), ["alice@example.edu", "Bob@example.edu"]);
     let j = ts.json(&v);
-    assert!(
-        j["reason"]
-            .as_str()
-            .unwrap()
-            .contains("Eicar-Test-Signature"),
-        "{j}"
-    );
+    assert!(j["reason"].as_str().unwrap().contains("Eicar-Test-Signature"), "{j}");
     let s = id_of(&ts, "spam");
     assert_eq!(ts.raw(&s), spam, "gunzipped");
     assert_eq!(rcpts(&ts, &s), ["carl@example.edu"]);
     let senders: Vec<(String, String)> = rows(&ts).into_iter().map(|r| (r.2, r.1)).collect();
-    assert_eq!(
-        senders,
-        [
-            ("spam".into(), "spammer@example.net".into()),
-            ("virus".into(), "".into())
-        ]
-    );
+    assert_eq!(senders, [("spam".into(), "spammer@example.net".into()), ("virus".into(), "".into())]);
     assert_eq!(
         fs::read_dir(ts.root.join("tmp")).unwrap().count(),
         0,
@@ -442,66 +293,26 @@ fn re_running_an_import_adds_nothing_and_merges_recipients() {
     let dir = ts.dir.path().join("eml");
     fs::create_dir(&dir).unwrap();
     for i in 0..20 {
-        fs::write(
-            dir.join(format!("{i:02}.eml")),
-            format!("Delivered-To: u{i}@example.edu\nSubject: m{i}\n\n{i}\n"),
-        )
-        .unwrap();
+        fs::write(dir.join(format!("{i:02}.eml")), format!("Delivered-To: u{i}@example.edu\nSubject: m{i}\n\n{i}\n"))
+            .unwrap();
     }
     // The same bytes twice in one run are one message.
     fs::write(dir.join("dup.eml"), fs::read(dir.join("00.eml")).unwrap()).unwrap();
-    let text = import_ok(
-        &ts,
-        &[
-            "--format",
-            "eml",
-            "--verdict",
-            "SPAM",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        text.contains("imported 20 messages") && text.contains("1 already held"),
-        "{text}"
-    );
+    let text = import_ok(&ts, &["--format", "eml", "--verdict", "SPAM", dir.to_str().unwrap()]);
+    assert!(text.contains("imported 20 messages") && text.contains("1 already held"), "{text}");
     assert_eq!(ts.messages(), 20);
     let before = ts.sql_count("SELECT count(*) FROM recipients");
 
-    let text = import_ok(
-        &ts,
-        &[
-            "--format",
-            "eml",
-            "--verdict",
-            "SPAM",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        text.contains("imported 0 messages") && text.contains("21 already held"),
-        "{text}"
-    );
+    let text = import_ok(&ts, &["--format", "eml", "--verdict", "SPAM", dir.to_str().unwrap()]);
+    assert!(text.contains("imported 0 messages") && text.contains("21 already held"), "{text}");
     assert_eq!(ts.messages(), 20);
     assert_eq!(ts.sql_count("SELECT count(*) FROM recipients"), before);
     assert_eq!(fs::read_dir(ts.root.join("tmp")).unwrap().count(), 0);
 
     // Same bytes, an extra recipient: the existing message gains it, no new message.
-    let text = import_ok(
-        &ts,
-        &[
-            "--format",
-            "eml",
-            "--verdict",
-            "SPAM",
-            "--rcpt",
-            "extra@example.edu",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        text.contains("imported 0 messages") && text.contains("20 recipient(s) added"),
-        "{text}"
-    );
+    let text =
+        import_ok(&ts, &["--format", "eml", "--verdict", "SPAM", "--rcpt", "extra@example.edu", dir.to_str().unwrap()]);
+    assert!(text.contains("imported 0 messages") && text.contains("20 recipient(s) added"), "{text}");
     assert_eq!(ts.messages(), 20);
 
     // The audit rows of each run add up to its summary.
@@ -524,68 +335,27 @@ fn unreadable_sources_are_reported_one_line_each_and_skipped() {
     let ts = TestStore::new();
     let dir = ts.dir.path().join("eml");
     fs::create_dir(&dir).unwrap();
-    fs::write(
-        dir.join("good1.eml"),
-        b"Delivered-To: a@example.edu\nSubject: good1\n\nx\n",
-    )
-    .unwrap();
-    fs::write(
-        dir.join("good2.eml"),
-        b"Delivered-To: a@example.edu\nSubject: good2\n\ny\n",
-    )
-    .unwrap();
+    fs::write(dir.join("good1.eml"), b"Delivered-To: a@example.edu\nSubject: good1\n\nx\n").unwrap();
+    fs::write(dir.join("good2.eml"), b"Delivered-To: a@example.edu\nSubject: good2\n\ny\n").unwrap();
     symlink(dir.join("gone.eml"), dir.join("dangling.eml")).unwrap();
     // Opens fine, fails on read (EIO): an error in the middle of reading a message.
     symlink("/proc/self/mem", dir.join("eio.eml")).unwrap();
-    fs::write(
-        dir.join("norcpt.eml"),
-        b"Subject: nobody to deliver to\n\nz\n",
-    )
-    .unwrap();
+    fs::write(dir.join("norcpt.eml"), b"Subject: nobody to deliver to\n\nz\n").unwrap();
     let missing = ts.dir.path().join("no-such-file.eml");
 
-    let out = import(
-        &ts,
-        &[
-            "--format",
-            "eml",
-            "--verdict",
-            "SPAM",
-            dir.to_str().unwrap(),
-            missing.to_str().unwrap(),
-        ],
-    );
+    let out = import(&ts, &["--format", "eml", "--verdict", "SPAM", dir.to_str().unwrap(), missing.to_str().unwrap()]);
     assert_eq!(out.code, 1, "anything skipped exits 1: {out:?}");
     assert!(out.text().contains("imported 2 messages"), "{}", out.text());
-    let skipped: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("skipped "))
-        .collect();
+    let skipped: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("skipped ")).collect();
     assert_eq!(skipped.len(), 4, "{}", out.stderr);
     for name in ["dangling.eml", "eio.eml", "norcpt.eml", "no-such-file.eml"] {
-        assert_eq!(
-            skipped.iter().filter(|l| l.contains(name)).count(),
-            1,
-            "{name}: {}",
-            out.stderr
-        );
+        assert_eq!(skipped.iter().filter(|l| l.contains(name)).count(), 1, "{name}: {}", out.stderr);
     }
     assert!(out.text().contains("4 skipped"), "{}", out.text());
     assert_eq!(ts.messages(), 2);
     assert_eq!(fs::read_dir(ts.root.join("tmp")).unwrap().count(), 0);
     // --json carries the same.
-    let out = import(
-        &ts,
-        &[
-            "--format",
-            "eml",
-            "--verdict",
-            "SPAM",
-            "--json",
-            dir.to_str().unwrap(),
-        ],
-    );
+    let out = import(&ts, &["--format", "eml", "--verdict", "SPAM", "--json", dir.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["skipped"].as_array().unwrap().len(), 3);
     assert_eq!(v["duplicates"], 2);
@@ -598,18 +368,7 @@ fn bad_arguments_are_usage_errors() {
     assert_eq!(out.code, 2, "{out:?}");
     let out = import(&ts, &["--format", "eml", "--verdict", "V"]);
     assert_eq!(out.code, 2, "no PATH: {out:?}");
-    let out = import(
-        &ts,
-        &[
-            "--format",
-            "eml",
-            "--verdict",
-            "V",
-            "--rcpt",
-            "a\r\nDATA",
-            "x",
-        ],
-    );
+    let out = import(&ts, &["--format", "eml", "--verdict", "V", "--rcpt", "a\r\nDATA", "x"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(ts.messages(), 0);
 }
@@ -654,28 +413,12 @@ fn an_import_killed_at_random_points_resumes_without_duplicates() {
     let dir = ts.dir.path().join("corpus");
     let files = corpus(&dir, 600, 42);
     let mut rng = XorShift::new(99);
-    let args = [
-        "import",
-        "--format",
-        "eml",
-        "--verdict",
-        "SPAM",
-        "--batch",
-        "16",
-        "--jobs",
-        "8",
-        dir.to_str().unwrap(),
-    ];
+    let args =
+        ["import", "--format", "eml", "--verdict", "SPAM", "--batch", "16", "--jobs", "8", dir.to_str().unwrap()];
     let mut kills = 0;
     for round in 0..5 {
         let before = ts.messages();
-        let mut child = ts
-            .cmd(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = ts.cmd(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let started = Instant::now();
         let wait = Duration::from_millis(30 + rng.below(400));
         let finished = loop {
@@ -693,10 +436,7 @@ fn an_import_killed_at_random_points_resumes_without_duplicates() {
             kills += 1;
         }
         let after = ts.messages();
-        assert!(
-            after >= before,
-            "round {round}: committed messages vanished ({before} -> {after})"
-        );
+        assert!(after >= before, "round {round}: committed messages vanished ({before} -> {after})");
         assert_eq!(
             ts.sql_count("SELECT count(*) - count(DISTINCT hash) FROM messages"),
             0,
@@ -704,21 +444,12 @@ fn an_import_killed_at_random_points_resumes_without_duplicates() {
         );
         ts.verify_deep_clean();
     }
-    assert!(
-        kills >= 2,
-        "the import was too fast to be killed; use a bigger corpus"
-    );
+    assert!(kills >= 2, "the import was too fast to be killed; use a bigger corpus");
     let out = ts.q(&args);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(ts.messages(), files.len() as u64);
-    assert_eq!(
-        ts.sql_count("SELECT count(DISTINCT hash) FROM messages"),
-        files.len() as u64
-    );
-    assert_eq!(
-        ts.sql_count("SELECT count(*) FROM recipients"),
-        files.len() as u64
-    );
+    assert_eq!(ts.sql_count("SELECT count(DISTINCT hash) FROM messages"), files.len() as u64);
+    assert_eq!(ts.sql_count("SELECT count(*) FROM recipients"), files.len() as u64);
     ts.verify_deep_clean();
     // Every message is byte-exact (a sample; all hashes were checked by verify --deep).
     for i in (0..files.len()).step_by(37) {
@@ -737,14 +468,7 @@ fn holds_run_beside_an_import() {
     let dir = ts.dir.path().join("corpus");
     corpus(&dir, 300, 5);
     let child = ts
-        .cmd(&[
-            "import",
-            "--format",
-            "eml",
-            "--verdict",
-            "SPAM",
-            dir.to_str().unwrap(),
-        ])
+        .cmd(&["import", "--format", "eml", "--verdict", "SPAM", dir.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -752,16 +476,9 @@ fn holds_run_beside_an_import() {
         .unwrap();
     let mut held = 0;
     for i in 0..10 {
-        let out = ts.hold(
-            format!("Subject: beside {i}\n\nx\n").as_bytes(),
-            common::ENVELOPE,
-        );
+        let out = ts.hold(format!("Subject: beside {i}\n\nx\n").as_bytes(), common::ENVELOPE);
         assert_eq!(out.code, 0, "{out:?}");
-        assert!(
-            out.elapsed < Duration::from_secs(10),
-            "a hold waited {:?} beside the import",
-            out.elapsed
-        );
+        assert!(out.elapsed < Duration::from_secs(10), "a hold waited {:?} beside the import", out.elapsed);
         held += 1;
     }
     let out = child.wait_with_output().unwrap();
@@ -779,32 +496,15 @@ fn check_passes_on_a_healthy_store_and_fails_75_with_one_line_otherwise() {
     let out = ts.q(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.text().starts_with("ok: "), "{}", out.text());
-    assert_eq!(
-        fs::read_dir(ts.root.join("tmp")).unwrap().count(),
-        0,
-        "the probe file is removed"
-    );
+    assert_eq!(fs::read_dir(ts.root.join("tmp")).unwrap().count(), 0, "the probe file is removed");
 
     let fails = |out: &common::Out, what: &str, needle: &str| {
         assert_eq!(out.code, 75, "{what}: {out:?}");
-        assert_eq!(
-            out.stderr.lines().count(),
-            1,
-            "{what}: one line: {:?}",
-            out.stderr
-        );
-        assert!(
-            out.stderr.contains(needle),
-            "{what}: {:?} lacks {needle:?}",
-            out.stderr
-        );
+        assert_eq!(out.stderr.lines().count(), 1, "{what}: one line: {:?}", out.stderr);
+        assert!(out.stderr.contains(needle), "{what}: {:?} lacks {needle:?}", out.stderr);
     };
     // Above the free space.
-    fails(
-        &ts.q(&["check", "--min-free", "1000000T"]),
-        "min-free",
-        "free",
-    );
+    fails(&ts.q(&["check", "--min-free", "1000000T"]), "min-free", "free");
     // Missing store, and a directory that is not a store.
     let missing = ts.dir.path().join("nowhere");
     fails(&check_at(&missing), "missing", "does not exist");
@@ -858,10 +558,7 @@ fn check_fails_on_a_read_only_store_for_its_owner() {
             .env("QUARANTINE_CONFIG", "/dev/null")
             .output()
             .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
     };
     assert_eq!(as_nobody(&["check"]).0, 0, "{:?}", as_nobody(&["check"]));
     let mut p = fs::metadata(ts.root.join("tmp")).unwrap().permissions();
@@ -869,27 +566,16 @@ fn check_fails_on_a_read_only_store_for_its_owner() {
     fs::set_permissions(ts.root.join("tmp"), p).unwrap();
     let (code, err) = as_nobody(&["check"]);
     assert_eq!(code, 75, "{err}");
-    assert!(
-        err.contains("cannot write") && err.lines().count() == 1,
-        "{err}"
-    );
+    assert!(err.contains("cannot write") && err.lines().count() == 1, "{err}");
 }
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 fn chown_r(path: &Path, owner: &str) {
-    assert!(Command::new("chown")
-        .arg("-R")
-        .arg(owner)
-        .arg(path)
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("chown").arg("-R").arg(owner).arg(path).status().unwrap().success());
 }
 
 /// `quarantine --store PATH check`.

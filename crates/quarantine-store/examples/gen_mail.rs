@@ -68,26 +68,22 @@ fn main() {
         Some("corpus") => corpus(&args[1..]),
         Some("deliver") => deliver(&args[1..]),
         _ => {
-            eprintln!("usage: gen_mail corpus --out DIR --messages N [--seed S]\n       gen_mail deliver DIR -- CMD ARGS...");
+            eprintln!(
+                "usage: gen_mail corpus --out DIR --messages N [--seed S]\n       gen_mail deliver DIR -- CMD ARGS..."
+            );
             std::process::exit(2);
         }
     }
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
 fn corpus(args: &[String]) {
     let out = PathBuf::from(flag(args, "--out").expect("--out DIR"));
-    let n: usize = flag(args, "--messages")
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(10_000);
-    let seed: u64 = flag(args, "--seed")
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(20250114);
+    let n: usize = flag(args, "--messages").map(|v| v.parse().expect("a number")).unwrap_or(10_000);
+    let seed: u64 = flag(args, "--seed").map(|v| v.parse().expect("a number")).unwrap_or(20250114);
     fs::create_dir_all(&out).unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut total = 0usize;
@@ -130,16 +126,9 @@ fn words(rng: &mut StdRng, m: &mut String, len: usize) {
 }
 
 fn message(rng: &mut StdRng, i: usize, size: usize) -> Vec<u8> {
-    let dom = format!(
-        "{}-{}.example",
-        WORDS[rng.gen_range(0..WORDS.len())],
-        rng.gen_range(0..1000)
-    );
+    let dom = format!("{}-{}.example", WORDS[rng.gen_range(0..WORDS.len())], rng.gen_range(0..1000));
     let mut m = String::with_capacity(size + 512);
-    m.push_str(&format!(
-        "Return-Path: <bounce-{i}@{dom}>\nDelivered-To: user{}@example.org\n",
-        i % 97
-    ));
+    m.push_str(&format!("Return-Path: <bounce-{i}@{dom}>\nDelivered-To: user{}@example.org\n", i % 97));
     for hop in 0..rng.gen_range(2..5) {
         m.push_str(&format!(
             "Received: from mx{hop}.{dom} (mx{hop}.{dom} [192.0.2.{}])\n\tby mail.example.org (Postfix) with ESMTPS id {:012X}\n\tfor <user{}@example.org>; Tue, 14 Jan 2025 10:{:02}:{:02} +0000\n",
@@ -173,18 +162,12 @@ fn message(rng: &mut StdRng, i: usize, size: usize) -> Vec<u8> {
         return m.into_bytes();
     }
     let boundary = format!("=_b{:016x}", rng.next_u64());
-    m.push_str(&format!(
-        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\n\n--{boundary}\n"
-    ));
+    m.push_str(&format!("Content-Type: multipart/mixed; boundary=\"{boundary}\"\n\n--{boundary}\n"));
     m.push_str("Content-Type: text/plain; charset=utf-8\n\n");
     let body = rng.gen_range(600..3000).min(size / 4);
     words(rng, &mut m, body);
     let binary = rng.gen_bool(0.75);
-    let (ctype, name) = if binary {
-        ("application/pdf", "invoice.pdf")
-    } else {
-        ("text/csv", "statement.csv")
-    };
+    let (ctype, name) = if binary { ("application/pdf", "invoice.pdf") } else { ("text/csv", "statement.csv") };
     m.push_str(&format!(
         "\n--{boundary}\nContent-Type: {ctype}; name=\"{name}\"\nContent-Transfer-Encoding: base64\n\
          Content-Disposition: attachment; filename=\"{name}\"\n\n"
@@ -199,11 +182,7 @@ fn message(rng: &mut StdRng, i: usize, size: usize) -> Vec<u8> {
             continue;
         }
         // CSV-like payloads repeat a small alphabet (compressible); binary ones are uniform (not).
-        let v = if binary {
-            rng.gen_range(0..64)
-        } else {
-            [26, 27, 28, 52, 53, 54, 55][rng.gen_range(0..7)]
-        };
+        let v = if binary { rng.gen_range(0..64) } else { [26, 27, 28, 52, 53, 54, 55][rng.gen_range(0..7)] };
         m.push(b64(v));
         line += 1;
     }
@@ -220,10 +199,7 @@ fn deliver(args: &[String]) {
     let dir = Path::new(args.first().expect("DIR"));
     let dash = args.iter().position(|a| a == "--").expect("-- CMD");
     let cmd = &args[dash + 1..];
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     // Read everything first: the clock measures deliveries, not our reads.
     let bodies: Vec<Vec<u8>> = files.iter().map(|f| fs::read(f).unwrap()).collect();

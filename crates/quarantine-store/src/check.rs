@@ -53,66 +53,42 @@ pub fn check(root: &Path, min_free: u64, busy: Duration) -> Result<CheckReport, 
     let shown = root.display();
     match std::fs::metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(fail(format!(
-                "{shown} does not exist (create the store with `quarantine init`)"
-            )))
+            return Err(fail(format!("{shown} does not exist (create the store with `quarantine init`)")))
         }
         Err(e) => return Err(fail(format!("{shown}: {e}"))),
         Ok(m) if !m.is_dir() => return Err(fail(format!("{shown} is not a directory"))),
         Ok(_) => {}
     }
     let mut store = Store::open(root, busy).map_err(|e| fail(e.to_string()))?;
-    for dir in [
-        store.blobs.blobs_dir().to_path_buf(),
-        store.blobs.tmp_dir().to_path_buf(),
-    ] {
+    for dir in [store.blobs.blobs_dir().to_path_buf(), store.blobs.tmp_dir().to_path_buf()] {
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(fail(format!("{} is not a directory", dir.display()))),
             Err(e) => return Err(fail(format!("{}: {e}", dir.display()))),
         }
     }
-    probe_tmp(
-        store.blobs.tmp_dir(),
-        &Owner::of(root).map_err(|e| fail(e.to_string()))?,
-    )
-    .map_err(|e| {
-        fail(format!(
-            "cannot write a file in {}: {e}",
-            store.blobs.tmp_dir().display()
-        ))
-    })?;
+    probe_tmp(store.blobs.tmp_dir(), &Owner::of(root).map_err(|e| fail(e.to_string()))?)
+        .map_err(|e| fail(format!("cannot write a file in {}: {e}", store.blobs.tmp_dir().display())))?;
     let index = store.index_path.clone();
-    let tx = store
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| {
-            if matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            ) {
-                fail(format!(
-                    "{}: another process has held the write lock for more than {}s",
-                    index.display(),
-                    busy.as_secs_f64()
-                ))
-            } else {
-                fail(format!(
-                    "{}: cannot take the write lock: {e}",
-                    index.display()
-                ))
-            }
-        })?;
-    tx.rollback()
-        .map_err(|e| fail(format!("{}: {e}", index.display())))?;
+    let tx = store.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| {
+        if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        ) {
+            fail(format!(
+                "{}: another process has held the write lock for more than {}s",
+                index.display(),
+                busy.as_secs_f64()
+            ))
+        } else {
+            fail(format!("{}: cannot take the write lock: {e}", index.display()))
+        }
+    })?;
+    tx.rollback().map_err(|e| fail(format!("{}: {e}", index.display())))?;
 
     let tmp = store.blobs.tmp_dir();
-    let free_bytes =
-        available_space(tmp).map_err(|e| fail(format!("{}: statvfs: {e}", tmp.display())))?;
-    let free_inodes = rustix::fs::statvfs(tmp)
-        .ok()
-        .filter(|s| s.f_files > 0)
-        .map(|s| s.f_favail);
+    let free_bytes = available_space(tmp).map_err(|e| fail(format!("{}: statvfs: {e}", tmp.display())))?;
+    let free_inodes = rustix::fs::statvfs(tmp).ok().filter(|s| s.f_files > 0).map(|s| s.f_favail);
     if free_bytes < min_free {
         return Err(fail(format!(
             "{shown}: only {} free on its filesystem, less than the minimum {} (--min-free / min_free_space)",
@@ -121,16 +97,9 @@ pub fn check(root: &Path, min_free: u64, busy: Duration) -> Result<CheckReport, 
         )));
     }
     if let Some(n) = free_inodes.filter(|&n| n < MIN_FREE_INODES) {
-        return Err(fail(format!(
-            "{shown}: only {n} free inodes on its filesystem"
-        )));
+        return Err(fail(format!("{shown}: only {n} free inodes on its filesystem")));
     }
-    Ok(CheckReport {
-        store: root.to_path_buf(),
-        free_bytes,
-        free_inodes,
-        min_free,
-    })
+    Ok(CheckReport { store: root.to_path_buf(), free_bytes, free_inodes, min_free })
 }
 
 /// Creates, writes, fsyncs and removes a file in `tmp/`, as the first step of a hold does.
@@ -142,9 +111,7 @@ fn probe_tmp(tmp: &Path, owner: &Owner) -> std::io::Result<()> {
         other => std::io::Error::other(other.to_string()),
     };
     let mut f = durable::create_new(&path, owner).map_err(as_io)?;
-    let written = f
-        .write_all(b"quarantine check\n")
-        .and_then(|()| f.sync_all());
+    let written = f.write_all(b"quarantine check\n").and_then(|()| f.sync_all());
     drop(f);
     let removed = std::fs::remove_file(&path);
     written?;
@@ -162,29 +129,14 @@ mod tests {
         Store::init(&root).unwrap();
         let r = check(&root, 0, Duration::from_secs(1)).unwrap();
         assert!(r.free_bytes > 0);
-        assert!(
-            std::fs::read_dir(root.join("tmp"))
-                .unwrap()
-                .next()
-                .is_none(),
-            "the probe file is gone"
-        );
+        assert!(std::fs::read_dir(root.join("tmp")).unwrap().next().is_none(), "the probe file is gone");
 
-        assert!(check(&root, u64::MAX, Duration::from_secs(1))
-            .unwrap_err()
-            .0
-            .contains("free"));
-        assert!(check(&dir.path().join("nope"), 0, Duration::from_secs(1))
-            .unwrap_err()
-            .0
-            .contains("does not exist"));
+        assert!(check(&root, u64::MAX, Duration::from_secs(1)).unwrap_err().0.contains("free"));
+        assert!(check(&dir.path().join("nope"), 0, Duration::from_secs(1)).unwrap_err().0.contains("does not exist"));
 
         std::fs::remove_dir(root.join("tmp")).unwrap();
         std::fs::write(root.join("tmp"), b"").unwrap();
-        assert!(check(&root, 0, Duration::from_secs(1))
-            .unwrap_err()
-            .0
-            .contains("tmp"));
+        assert!(check(&root, 0, Duration::from_secs(1)).unwrap_err().0.contains("tmp"));
     }
 
     #[test]
@@ -192,10 +144,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("s");
         let (mut other, _) = Store::init(&root).unwrap();
-        let tx = other
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .unwrap();
+        let tx = other.conn.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
         let err = check(&root, 0, Duration::from_millis(200)).unwrap_err();
         assert!(err.0.contains("write lock"), "{err}");
         drop(tx);

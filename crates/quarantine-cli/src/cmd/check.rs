@@ -24,17 +24,10 @@ pub struct CheckArgs {
 pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     let busy: Duration = quarantine_store::duration::parse(&a.timeout).map_err(CmdError::Usage)?;
     let configured = ctx.config.min_free_space_bytes();
-    let min_free = a.min_free.unwrap_or(if configured > 0 {
-        configured
-    } else {
-        DEFAULT_MIN_FREE
-    });
+    let min_free = a.min_free.unwrap_or(if configured > 0 { configured } else { DEFAULT_MIN_FREE });
     match check(&ctx.store_path, min_free, busy) {
         Ok(r) => {
-            let inodes = r
-                .free_inodes
-                .map(|n| format!(", {n} inodes"))
-                .unwrap_or_default();
+            let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();
             println!(
                 "ok: {}: a hold would succeed now ({} free{inodes}; minimum {})",
                 r.store.display(),

@@ -95,27 +95,18 @@ pub fn run(ctx: &Context, a: ImportArgs) -> CmdResult {
     opts.keep_dates = a.keep_dates;
     opts.actor = quarantine_store::audit::actor(a.actor.as_deref());
     if a.jobs == 0 || a.batch == 0 {
-        return Err(CmdError::Usage(
-            "--jobs and --batch must be at least 1".into(),
-        ));
+        return Err(CmdError::Usage("--jobs and --batch must be at least 1".into()));
     }
     opts.jobs = a.jobs;
     opts.batch_messages = a.batch;
 
     let report = store.import(&opts, &TermProgress::new())?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(std::io::Error::from)?
-        );
+        println!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
     } else {
         print_summary(&report);
     }
-    Ok(if report.skipped.is_empty() && report.aborted.is_none() {
-        Status::Success
-    } else {
-        Status::Failure
-    })
+    Ok(if report.skipped.is_empty() && report.aborted.is_none() { Status::Success } else { Status::Failure })
 }
 
 fn print_summary(r: &ImportReport) {
@@ -134,10 +125,7 @@ fn print_summary(r: &ImportReport) {
         r.skipped.len()
     );
     if r.recipients_added > 0 {
-        line.push_str(&format!(
-            ", {} recipient(s) added to messages already held",
-            r.recipients_added
-        ));
+        line.push_str(&format!(", {} recipient(s) added to messages already held", r.recipients_added));
     }
     println!("{line}");
     if r.recipients_from_headers > 0 {

@@ -31,17 +31,13 @@ impl Out {
 }
 
 fn code_of(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// `quarantine` with a hermetic environment and the given arguments.
 pub fn cmd<S: AsRef<OsStr>>(args: &[S]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args)
-        .env("QUARANTINE_CONFIG", "/dev/null")
-        .env_remove("QUARANTINE_STORE");
+    c.args(args).env("QUARANTINE_CONFIG", "/dev/null").env_remove("QUARANTINE_STORE");
     c
 }
 
@@ -49,12 +45,7 @@ pub fn cmd<S: AsRef<OsStr>>(args: &[S]) -> Command {
 /// kills it if it is still running after `limit`.
 pub fn run(mut c: Command, input: &[u8], limit: Duration) -> Out {
     let started = Instant::now();
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let writer = feed(&mut child, input);
     let out = wait_limited(child, limit, started);
     let _ = writer.join();
@@ -78,15 +69,11 @@ pub fn wait_limited(mut child: Child, limit: Duration, started: Instant) -> Out 
     let mut se = child.stderr.take().expect("piped stderr");
     let so = std::thread::spawn(move || {
         let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut so, &mut v)
-            .map(|_| v)
-            .unwrap_or_default()
+        std::io::Read::read_to_end(&mut so, &mut v).map(|_| v).unwrap_or_default()
     });
     let se = std::thread::spawn(move || {
         let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut se, &mut v)
-            .map(|_| v)
-            .unwrap_or_default()
+        std::io::Read::read_to_end(&mut se, &mut v).map(|_| v).unwrap_or_default()
     });
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -115,16 +102,8 @@ pub struct TestStore {
 }
 
 /// The envelope most tests hold with.
-pub const ENVELOPE: &[&str] = &[
-    "--verdict",
-    "PMX:VIRUS",
-    "--scanner",
-    "pmx",
-    "--from",
-    "sender@example.org",
-    "--",
-    "rcpt@example.net",
-];
+pub const ENVELOPE: &[&str] =
+    &["--verdict", "PMX:VIRUS", "--scanner", "pmx", "--from", "sender@example.org", "--", "rcpt@example.net"];
 
 impl TestStore {
     pub fn new() -> TestStore {
@@ -163,11 +142,7 @@ impl TestStore {
     pub fn hold_ok_with(&self, msg: &[u8], args: &[&str]) -> String {
         let out = self.hold(msg, args);
         assert_eq!(out.code, 0, "hold failed: {out:?}");
-        assert!(
-            out.stderr.is_empty(),
-            "hold succeeded but wrote to stderr: {:?}",
-            out.stderr
-        );
+        assert!(out.stderr.is_empty(), "hold succeeded but wrote to stderr: {:?}", out.stderr);
         let id = out.text();
         let id = id.strip_suffix('\n').expect("the id ends with a newline");
         assert!(is_id(id), "hold printed {id:?}, not an id");
@@ -184,11 +159,7 @@ impl TestStore {
     /// `show ID --raw`, asserting success.
     pub fn raw(&self, id: &str) -> Vec<u8> {
         let out = self.q(&["show", id, "--raw"]);
-        assert_eq!(
-            out.code, 0,
-            "show --raw {id}: exit {} {}",
-            out.code, out.stderr
-        );
+        assert_eq!(out.code, 0, "show --raw {id}: exit {} {}", out.code, out.stderr);
         out.stdout
     }
 
@@ -200,20 +171,9 @@ impl TestStore {
 
     /// One number from the index, through the sqlite3 command-line shell (not through the code under test).
     pub fn sql_count(&self, sql: &str) -> u64 {
-        let out = Command::new("sqlite3")
-            .arg(self.root.join("index.sqlite"))
-            .arg(sql)
-            .output()
-            .expect("run sqlite3");
-        assert!(
-            out.status.success(),
-            "sqlite3 {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("a count")
+        let out = Command::new("sqlite3").arg(self.root.join("index.sqlite")).arg(sql).output().expect("run sqlite3");
+        assert!(out.status.success(), "sqlite3 {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
     }
 
     pub fn messages(&self) -> u64 {
@@ -239,11 +199,7 @@ impl TestStore {
 
 /// Where DESIGN section 2 says the blob of `hash` lives: `STORE/blobs/ab/cd/<hash>`.
 pub fn blob_path(store: &Path, hash: &str) -> PathBuf {
-    store
-        .join("blobs")
-        .join(&hash[0..2])
-        .join(&hash[2..4])
-        .join(hash)
+    store.join("blobs").join(&hash[0..2]).join(&hash[2..4]).join(hash)
 }
 
 /// Calls `f(path, is_dir)` for everything below `dir` (not `dir` itself).
@@ -264,11 +220,7 @@ pub fn argv(line: &str) -> Vec<&str> {
     line.split_whitespace()
         .map(|w| match w {
             "{empty}" => "",
-            w if w.contains('{') => Box::leak(
-                w.replace("{sp}", " ")
-                    .replace("{crlf}", "\r\n")
-                    .into_boxed_str(),
-            ),
+            w if w.contains('{') => Box::leak(w.replace("{sp}", " ").replace("{crlf}", "\r\n").into_boxed_str()),
             w => w,
         })
         .collect()
@@ -276,23 +228,15 @@ pub fn argv(line: &str) -> Vec<&str> {
 
 /// 10 characters of Crockford base32, as `hold` prints them.
 pub fn is_id(s: &str) -> bool {
-    s.len() == 10
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
+    s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
 }
 
 /// Asserts the MTA contract for a failed hold: exit 75, nothing on stdout, exactly one line on stderr.
 pub fn assert_tempfail(out: &Out, what: &str) {
     assert_eq!(out.code, 75, "{what}: expected exit 75, got {out:?}");
+    assert!(out.stdout.is_empty(), "{what}: a failed hold printed {:?}", out.text());
     assert!(
-        out.stdout.is_empty(),
-        "{what}: a failed hold printed {:?}",
-        out.text()
-    );
-    assert!(
-        out.stderr.ends_with('\n')
-            && out.stderr.matches('\n').count() == 1
-            && out.stderr.trim().len() > 10,
+        out.stderr.ends_with('\n') && out.stderr.matches('\n').count() == 1 && out.stderr.trim().len() > 10,
         "{what}: stderr must be exactly one line, got {:?}",
         out.stderr
     );

@@ -25,18 +25,12 @@ pub const GROUP: &str = "nogroup";
 
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn chmod(p: &Path, mode: u32) {
@@ -71,10 +65,7 @@ pub struct Postfix {
 impl Postfix {
     /// Sets up and starts the instance and the sink. `quarantine` is the built binary.
     pub fn start(quarantine: &str) -> Postfix {
-        let dir = tempfile::Builder::new()
-            .prefix("qpostfix")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("qpostfix").tempdir().unwrap();
         let root = dir.path().to_path_buf();
         chmod(&root, 0o755); // postfix and nobody must reach what is inside
         let conf = root.join("conf");
@@ -108,27 +99,11 @@ impl Postfix {
             fs::write(conf.join(name), fill(template)).unwrap();
             chmod(&conf.join(name), 0o644);
         }
-        run_ok(
-            Command::new("chown")
-                .arg(format!("postfix:{GROUP}"))
-                .arg(root.join("data")),
-        );
+        run_ok(Command::new("chown").arg(format!("postfix:{GROUP}")).arg(root.join("data")));
 
         // The store, owned by the account hold runs as.
-        run_ok(
-            Command::new(&bin)
-                .arg("--store")
-                .arg(&store)
-                .arg("init")
-                .env("QUARANTINE_CONFIG", "/dev/null"),
-        );
-        run_ok(
-            Command::new("chown")
-                .arg("-R")
-                .arg(format!("{USER}:{GROUP}"))
-                .arg(&store)
-                .arg(root.join("sink")),
-        );
+        run_ok(Command::new(&bin).arg("--store").arg(&store).arg("init").env("QUARANTINE_CONFIG", "/dev/null"));
+        run_ok(Command::new("chown").arg("-R").arg(format!("{USER}:{GROUP}")).arg(&store).arg(root.join("sink")));
 
         let sink_dir = root.join("sink");
         let sink = Command::new(SMTP_SINK)
@@ -153,12 +128,7 @@ impl Postfix {
             sink: Some(sink),
             started: false,
         };
-        let out = Command::new(POSTFIX)
-            .arg("-c")
-            .arg(&pf.conf)
-            .arg("start")
-            .output()
-            .unwrap();
+        let out = Command::new(POSTFIX).arg("-c").arg(&pf.conf).arg("start").output().unwrap();
         pf.started = true; // stop it in Drop even if start reported an error half way
         assert!(
             out.status.success(),
@@ -168,11 +138,9 @@ impl Postfix {
             pf.maillog()
         );
         for port in [smtp_port, release_port, sink_port] {
-            wait_for(
-                Duration::from_secs(20),
-                &format!("port {port} to listen"),
-                || TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            );
+            wait_for(Duration::from_secs(20), &format!("port {port} to listen"), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
         }
         pf
     }
@@ -213,12 +181,7 @@ impl Postfix {
     /// The same as the account hold runs as.
     pub fn q_as_user(&self, args: &[&str]) -> std::process::Output {
         Command::new("setpriv")
-            .args([
-                format!("--reuid={USER}"),
-                format!("--regid={GROUP}"),
-                "--clear-groups".into(),
-                "--".into(),
-            ])
+            .args([format!("--reuid={USER}"), format!("--regid={GROUP}"), "--clear-groups".into(), "--".into()])
             .arg(&self.bin)
             .arg("--store")
             .arg(&self.store)
@@ -258,19 +221,13 @@ impl Drop for Postfix {
             }
         }
         if self.started {
-            let _ = Command::new(POSTFIX)
-                .arg("-c")
-                .arg(&self.conf)
-                .arg("stop")
-                .output();
+            let _ = Command::new(POSTFIX).arg("-c").arg(&self.conf).arg("stop").output();
             // `stop` asks master to exit; wait until its pid file's process is gone so the temp dir can go.
             let pid_file = self.dir.path().join("queue/pid/master.pid");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                let alive = fs::read_to_string(&pid_file)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok())
-                    .is_some_and(is_live);
+                let alive =
+                    fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()).is_some_and(is_live);
                 if !alive {
                     break;
                 }
@@ -287,10 +244,7 @@ impl Drop for Postfix {
 /// A process that exists and is not a zombie (stopped daemons may linger as zombies here: PID 1 does not reap).
 fn is_live(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -299,10 +253,7 @@ fn is_live(pid: u32) -> bool {
 pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -311,9 +262,7 @@ pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
 /// with LF or CRLF line ends; it is sent with CRLF and dot-stuffed.
 pub fn send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> String {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     let reply = |r: &mut BufReader<TcpStream>, want: &str| -> String {
@@ -355,8 +304,5 @@ pub fn send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> String {
     w.write_all(&body).unwrap();
     let done = reply(&mut r, "250");
     let _ = w.write_all(b"QUIT\r\n");
-    done.split("queued as ")
-        .nth(1)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| panic!("no queue id in {done:?}"))
+    done.split("queued as ").nth(1).map(|s| s.trim().to_string()).unwrap_or_else(|| panic!("no queue id in {done:?}"))
 }

@@ -16,10 +16,7 @@ use super::source::{files_under, Unit, UnitKind};
 use super::Skipped;
 
 pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
-    files_under(path, skipped)
-        .into_iter()
-        .map(|(p, m)| Unit::file(Arc::from(p), UnitKind::Amavis, &m))
-        .collect()
+    files_under(path, skipped).into_iter().map(|(p, m)| Unit::file(Arc::from(p), UnitKind::Amavis, &m)).collect()
 }
 
 /// The file's message bytes: gunzipped when the file starts with the gzip magic, whatever its name.
@@ -35,7 +32,5 @@ pub(crate) fn open(f: File) -> io::Result<Box<dyn Read + Send>> {
 
 /// What amavis said about the message, for the reason column.
 pub(crate) fn reason(fields: &[Field]) -> Option<String> {
-    first(fields, "x-amavis-alert")
-        .filter(|v| !v.is_empty())
-        .map(|v| v.chars().take(512).collect())
+    first(fields, "x-amavis-alert").filter(|v| !v.is_empty()).map(|v| v.chars().take(512).collect())
 }

@@ -84,10 +84,7 @@ fn fsync_dirs(dirs: &[PathBuf]) -> Result<()> {
             .chunks(per)
             .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|d| durable::fsync_dir(d))))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("fsync thread panicked"))
-            .collect::<Result<Vec<()>>>()
+        handles.into_iter().map(|h| h.join().expect("fsync thread panicked")).collect::<Result<Vec<()>>>()
     })?;
     Ok(())
 }
@@ -104,30 +101,19 @@ impl Store {
         info: &AuditInfo,
     ) -> Result<BatchCounts> {
         let e = crate::index::sql_err(&self.index_path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
 
         let mut actions = Vec::with_capacity(items.len());
         let mut first_of: HashMap<(String, String), usize> = HashMap::new();
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut metas = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            let Ready {
-                staged,
-                env,
-                fields,
-                reason,
-                received_us,
-            } = item;
+            let Ready { staged, env, fields, reason, received_us } = item;
             let (hash, size) = (staged.hash.clone(), staged.size);
             let key = (hash.clone(), env.from.clone());
             let action = if let Some(&j) = first_of.get(&key) {
                 Action::SameAs(j)
-            } else if let Some(id) =
-                hold::find_retry(&tx, &queue_id(&hash), &hash, &env.from).map_err(&e)?
-            {
+            } else if let Some(id) = hold::find_retry(&tx, &queue_id(&hash), &hash, &env.from).map_err(&e)? {
                 Action::Existing(id)
             } else {
                 first_of.insert(key, i);
@@ -141,13 +127,10 @@ impl Store {
 
         let mut counts = BatchCounts::default();
         let mut ids: Vec<Option<String>> = vec![None; metas.len()];
-        for (i, (action, (hash, size, env, fields, reason, received_us))) in
-            actions.iter().zip(&metas).enumerate()
-        {
+        for (i, (action, (hash, size, env, fields, reason, received_us))) in actions.iter().zip(&metas).enumerate() {
             match action {
                 Action::New => {
-                    tx.execute("DELETE FROM gc_queue WHERE hash = ?1", [hash])
-                        .map_err(&e)?;
+                    tx.execute("DELETE FROM gc_queue WHERE hash = ?1", [hash]).map_err(&e)?;
                     let req = HoldRequest {
                         verdict: verdict.to_string(),
                         scanner: scanner.map(str::to_string),
@@ -155,29 +138,18 @@ impl Store {
                         queue_id: Some(queue_id(hash)),
                         ..Default::default()
                     };
-                    let new = NewMessage {
-                        req: &req,
-                        env,
-                        hash,
-                        size: *size,
-                        fields,
-                        received_us: *received_us,
-                    };
+                    let new = NewMessage { req: &req, env, hash, size: *size, fields, received_us: *received_us };
                     ids[i] = Some(hold::insert_message(&tx, &new).map_err(&e)?);
                     counts.imported += 1;
                     counts.bytes += size;
                 }
                 Action::Existing(id) => {
-                    counts.recipients_added +=
-                        hold::insert_recipients(&tx, id, &env.recipients).map_err(&e)?;
+                    counts.recipients_added += hold::insert_recipients(&tx, id, &env.recipients).map_err(&e)?;
                     counts.duplicates += 1;
                 }
                 Action::SameAs(j) => {
-                    let id = ids[*j]
-                        .clone()
-                        .expect("the first of a kind is inserted before its duplicates");
-                    counts.recipients_added +=
-                        hold::insert_recipients(&tx, &id, &env.recipients).map_err(&e)?;
+                    let id = ids[*j].clone().expect("the first of a kind is inserted before its duplicates");
+                    counts.recipients_added += hold::insert_recipients(&tx, &id, &env.recipients).map_err(&e)?;
                     counts.duplicates += 1;
                 }
             }
@@ -207,10 +179,7 @@ impl Store {
     /// that the rows of one run add up to its summary even when it imported nothing.
     pub(crate) fn record_import_tail(&mut self, info: &AuditInfo) -> Result<()> {
         let e = crate::index::sql_err(&self.index_path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
         audit::record(
             &tx,
             &AuditEntry {

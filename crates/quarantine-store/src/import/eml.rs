@@ -7,8 +7,5 @@ use super::source::{files_under, Unit, UnitKind};
 use super::Skipped;
 
 pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
-    files_under(path, skipped)
-        .into_iter()
-        .map(|(p, m)| Unit::file(Arc::from(p), UnitKind::File, &m))
-        .collect()
+    files_under(path, skipped).into_iter().map(|(p, m)| Unit::file(Arc::from(p), UnitKind::File, &m)).collect()
 }

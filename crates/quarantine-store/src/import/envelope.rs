@@ -72,9 +72,7 @@ pub(crate) fn header_fields(msg: &[u8]) -> Vec<Field> {
         }
         out.push(Field {
             name: String::from_utf8_lossy(name).to_ascii_lowercase(),
-            value: String::from_utf8_lossy(&line[colon + 1..])
-                .trim()
-                .to_string(),
+            value: String::from_utf8_lossy(&line[colon + 1..]).trim().to_string(),
         });
         continuing = true;
     }
@@ -83,10 +81,7 @@ pub(crate) fn header_fields(msg: &[u8]) -> Vec<Field> {
 
 /// The first value of header `name` (lower case).
 pub(crate) fn first<'a>(fields: &'a [Field], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|f| f.name == name)
-        .map(|f| f.value.as_str())
+    fields.iter().find(|f| f.name == name).map(|f| f.value.as_str())
 }
 
 /// The address in a header value such as `<a@b>`, `a@b`, `Name <a@b>` or `<a@b> (comment)`; `Some("")` for `<>`.
@@ -97,10 +92,7 @@ pub(crate) fn one_address(value: &str) -> Option<String> {
         let close = rest.find('>')?;
         return Some(rest[..close].trim().to_string());
     }
-    let token = v
-        .split(|c: char| c.is_whitespace() || c == '(')
-        .next()?
-        .trim();
+    let token = v.split(|c: char| c.is_whitespace() || c == '(').next()?.trim();
     if token.is_empty() {
         None
     } else {
@@ -112,12 +104,7 @@ pub(crate) fn one_address(value: &str) -> Option<String> {
 fn address_list(value: &str) -> Vec<String> {
     value
         .split(|c: char| c == ',' || c.is_whitespace())
-        .map(|t| {
-            t.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .trim()
-        })
+        .map(|t| t.trim().trim_start_matches('<').trim_end_matches('>').trim())
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect()
@@ -130,12 +117,7 @@ pub(crate) fn mbox_line_sender(line: &str) -> Option<String> {
     if token.eq_ignore_ascii_case("MAILER-DAEMON") || token == "<>" {
         return Some(String::new());
     }
-    Some(
-        token
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string(),
-    )
+    Some(token.trim_start_matches('<').trim_end_matches('>').to_string())
 }
 
 /// Works out the envelope of one message from the hints and its header block. `Err` is the reason to skip it.
@@ -145,11 +127,7 @@ pub(crate) fn guess(hints: &Hints, prefix: &[u8]) -> Result<Guessed, String> {
 
     let (from, from_source) = if let Some(f) = &hints.from {
         (Some(f.clone()), "--from")
-    } else if let Some(v) = hints
-        .amavis
-        .then(|| first(&fields, "x-envelope-from"))
-        .flatten()
-    {
+    } else if let Some(v) = hints.amavis.then(|| first(&fields, "x-envelope-from")).flatten() {
         (one_address(v).or(Some(String::new())), "X-Envelope-From")
     } else if hints.mbox_sender.as_deref().is_some_and(|s| !s.is_empty()) {
         (hints.mbox_sender.clone(), "the mbox From line")
@@ -163,9 +141,7 @@ pub(crate) fn guess(hints: &Hints, prefix: &[u8]) -> Result<Guessed, String> {
     let from = match from.map(|f| address::envelope_sender(&f).map_err(|e| (f, e))) {
         Some(Ok(f)) => f,
         Some(Err((raw, e))) => {
-            notes.push(format!(
-                "envelope sender {raw:?} from {from_source} is unusable ({e}): held as <>"
-            ));
+            notes.push(format!("envelope sender {raw:?} from {from_source} is unusable ({e}): held as <>"));
             String::new()
         }
         None => {
@@ -177,11 +153,7 @@ pub(crate) fn guess(hints: &Hints, prefix: &[u8]) -> Result<Guessed, String> {
     let mut from_headers = false;
     let candidates: Vec<String> = if !hints.rcpt.is_empty() {
         hints.rcpt.clone()
-    } else if let Some(list) = hints
-        .amavis
-        .then(|| amavis_recipients(&fields))
-        .filter(|l| !l.is_empty())
-    {
+    } else if let Some(list) = hints.amavis.then(|| amavis_recipients(&fields)).filter(|l| !l.is_empty()) {
         list
     } else if let Some(a) = first(&fields, "delivered-to").and_then(one_address) {
         vec![a]
@@ -196,10 +168,7 @@ pub(crate) fn guess(hints: &Hints, prefix: &[u8]) -> Result<Guessed, String> {
     for c in candidates {
         match address::envelope_recipient(&c) {
             Ok(r) => {
-                if !recipients
-                    .iter()
-                    .any(|x| address::fold(x) == address::fold(&r))
-                {
+                if !recipients.iter().any(|x| address::fold(x) == address::fold(&r)) {
                     recipients.push(r)
                 }
             }
@@ -213,35 +182,24 @@ pub(crate) fn guess(hints: &Hints, prefix: &[u8]) -> Result<Guessed, String> {
             "no envelope recipient (no Delivered-To, X-Original-To, To or Cc header; give --rcpt)"
         });
         if !bad.is_empty() {
-            why = format!(
-                "no usable envelope recipient ({} unusable: {:?}; give --rcpt)",
-                bad.len(),
-                bad
-            );
+            why = format!("no usable envelope recipient ({} unusable: {:?}; give --rcpt)", bad.len(), bad);
         }
         return Err(why);
     }
     if from_headers {
-        notes.push("envelope recipients taken from the To/Cc headers (no envelope header kept): Bcc recipients unknown".into());
+        notes.push(
+            "envelope recipients taken from the To/Cc headers (no envelope header kept): Bcc recipients unknown".into(),
+        );
     }
     if !bad.is_empty() {
         notes.push(format!("unusable recipient(s) left out: {bad:?}"));
     }
-    Ok(Guessed {
-        from,
-        recipients,
-        notes,
-        from_headers,
-    })
+    Ok(Guessed { from, recipients, notes, from_headers })
 }
 
 /// Every address of every `X-Envelope-To` field (amavisd-new writes one, folded, comma-separated).
 fn amavis_recipients(fields: &[Field]) -> Vec<String> {
-    fields
-        .iter()
-        .filter(|f| f.name == "x-envelope-to")
-        .flat_map(|f| address_list(&f.value))
-        .collect()
+    fields.iter().filter(|f| f.name == "x-envelope-to").flat_map(|f| address_list(&f.value)).collect()
 }
 
 /// The addresses of the To and Cc headers, parsed by mail-parser (groups, encoded names and all).
@@ -269,7 +227,9 @@ mod tests {
 
     #[test]
     fn folded_fields_and_stop_at_body() {
-        let f = header_fields(b"From x Mon Jan  1 00:00:00 2024\nX-Envelope-To: <a@b>,\n <c@d>\r\nSubject: s\n\nDelivered-To: no@x\n");
+        let f = header_fields(
+            b"From x Mon Jan  1 00:00:00 2024\nX-Envelope-To: <a@b>,\n <c@d>\r\nSubject: s\n\nDelivered-To: no@x\n",
+        );
         let names: Vec<&str> = f.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["x-envelope-to", "subject"]);
         assert_eq!(f[0].value, "<a@b>, <c@d>");
@@ -282,47 +242,25 @@ mod tests {
         assert_eq!(one_address("Ann <a@b.c>").as_deref(), Some("a@b.c"));
         assert_eq!(one_address("a@b.c (comment)").as_deref(), Some("a@b.c"));
         assert_eq!(address_list("<a@b>, <c@d>\t e@f"), ["a@b", "c@d", "e@f"]);
-        assert_eq!(
-            mbox_line_sender("From MAILER-DAEMON Thu Jan  1 00:00:00 2025").as_deref(),
-            Some("")
-        );
-        assert_eq!(
-            mbox_line_sender("From a@b.c Thu Jan  1 00:00:00 2025").as_deref(),
-            Some("a@b.c")
-        );
+        assert_eq!(mbox_line_sender("From MAILER-DAEMON Thu Jan  1 00:00:00 2025").as_deref(), Some(""));
+        assert_eq!(mbox_line_sender("From a@b.c Thu Jan  1 00:00:00 2025").as_deref(), Some("a@b.c"));
     }
 
     #[test]
     fn precedence() {
         let m = b"Return-Path: <rp@x.org>\nDelivered-To: final@y.org\nX-Original-To: orig@y.org\nTo: t@y.org\n\nbody";
         let g = guess(&hints(), m).unwrap();
-        assert_eq!(
-            (g.from.as_str(), g.recipients.clone()),
-            ("rp@x.org", vec!["final@y.org".to_string()])
-        );
+        assert_eq!((g.from.as_str(), g.recipients.clone()), ("rp@x.org", vec!["final@y.org".to_string()]));
         assert!(g.notes.is_empty() && !g.from_headers);
 
-        let h = Hints {
-            from: Some("<>".into()),
-            rcpt: vec!["r@z.org".into()],
-            ..hints()
-        };
+        let h = Hints { from: Some("<>".into()), rcpt: vec!["r@z.org".into()], ..hints() };
         let g = guess(&h, m).unwrap();
-        assert_eq!(
-            (g.from.as_str(), g.recipients),
-            ("", vec!["r@z.org".to_string()])
-        );
+        assert_eq!((g.from.as_str(), g.recipients), ("", vec!["r@z.org".to_string()]));
 
-        let h = Hints {
-            mbox_sender: Some("mb@x.org".into()),
-            ..hints()
-        };
+        let h = Hints { mbox_sender: Some("mb@x.org".into()), ..hints() };
         assert_eq!(guess(&h, m).unwrap().from, "mb@x.org");
         // MAILER-DAEMON in the From line: Return-Path, if any, says more.
-        let h = Hints {
-            mbox_sender: Some(String::new()),
-            ..hints()
-        };
+        let h = Hints { mbox_sender: Some(String::new()), ..hints() };
         assert_eq!(guess(&h, m).unwrap().from, "rp@x.org");
         assert_eq!(guess(&h, b"To: a@b.c\n\nx").unwrap().from, "");
     }
@@ -330,14 +268,7 @@ mod tests {
     #[test]
     fn amavis_headers() {
         let m = b"X-Envelope-From: <>\nX-Envelope-To: <a@x.org>,\n <B@x.org>, <a@X.org>\nReturn-Path: <no@x>\nDelivered-To: no@x\n\nbody";
-        let g = guess(
-            &Hints {
-                amavis: true,
-                ..hints()
-            },
-            m,
-        )
-        .unwrap();
+        let g = guess(&Hints { amavis: true, ..hints() }, m).unwrap();
         assert_eq!(g.from, "");
         assert_eq!(g.recipients, ["a@x.org", "B@x.org"]);
     }
@@ -347,19 +278,10 @@ mod tests {
         let m = b"From: f@x.org\nTo: Ann <ann@y.org>, bob@y.org\nCc: undisclosed-recipients:;\nCc: carl@y.org\n\nx";
         let g = guess(&hints(), m).unwrap();
         assert!(g.from_headers);
-        assert!(
-            g.recipients.contains(&"ann@y.org".to_string())
-                && g.recipients.contains(&"bob@y.org".to_string())
-        );
+        assert!(g.recipients.contains(&"ann@y.org".to_string()) && g.recipients.contains(&"bob@y.org".to_string()));
         assert!(g.notes.iter().any(|n| n.contains("To/Cc")), "{:?}", g.notes);
-        assert!(
-            g.notes.iter().any(|n| n.contains("sender unknown")),
-            "{:?}",
-            g.notes
-        );
-        assert!(guess(&hints(), b"Subject: nobody\n\nx")
-            .unwrap_err()
-            .contains("no envelope recipient"));
+        assert!(g.notes.iter().any(|n| n.contains("sender unknown")), "{:?}", g.notes);
+        assert!(guess(&hints(), b"Subject: nobody\n\nx").unwrap_err().contains("no envelope recipient"));
         assert!(guess(&hints(), b"").is_err());
     }
 }

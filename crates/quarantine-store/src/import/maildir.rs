@@ -27,9 +27,7 @@ pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
         let mut subs: Vec<_> = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.') && n != "." && n != "..")
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n != "." && n != "..")
                     && fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
                     && is_maildir(p)
             })
@@ -55,10 +53,7 @@ fn folder(dir: &Path, out: &mut Vec<Unit>, skipped: &mut Vec<Skipped>) {
         let mut names: Vec<_> = match fs::read_dir(&d) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => {
-                skipped.push(Skipped::new(
-                    d.display(),
-                    format!("cannot list the directory: {e}"),
-                ));
+                skipped.push(Skipped::new(d.display(), format!("cannot list the directory: {e}")));
                 continue;
             }
         };
@@ -77,12 +72,7 @@ fn folder(dir: &Path, out: &mut Vec<Unit>, skipped: &mut Vec<Skipped>) {
     }
 }
 
-fn push_file(
-    p: std::path::PathBuf,
-    name: Option<&str>,
-    out: &mut Vec<Unit>,
-    skipped: &mut Vec<Skipped>,
-) {
+fn push_file(p: std::path::PathBuf, name: Option<&str>, out: &mut Vec<Unit>, skipped: &mut Vec<Skipped>) {
     match fs::metadata(&p) {
         Ok(m) if m.is_file() => {
             let mut u = Unit::file(Arc::from(p), UnitKind::File, &m);
@@ -109,10 +99,7 @@ fn name_time(name: &str) -> Option<i64> {
 mod tests {
     #[test]
     fn name_time() {
-        assert_eq!(
-            super::name_time("1700000000.M1P2.host:2,S"),
-            Some(1_700_000_000)
-        );
+        assert_eq!(super::name_time("1700000000.M1P2.host:2,S"), Some(1_700_000_000));
         assert_eq!(super::name_time("msg.eml"), None);
     }
 }

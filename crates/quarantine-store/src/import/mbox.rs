@@ -47,12 +47,7 @@ fn scan(path: &Arc<Path>) -> io::Result<Result<Vec<Unit>, String>> {
             out.push(Unit {
                 path: path.clone(),
                 source_time_us: from_line_time(&from_line),
-                kind: UnitKind::Mbox {
-                    n,
-                    offset: start,
-                    len: end - start,
-                    sender: mbox_line_sender(&from_line),
-                },
+                kind: UnitKind::Mbox { n, offset: start, len: end - start, sender: mbox_line_sender(&from_line) },
             });
         }
     };
@@ -64,9 +59,7 @@ fn scan(path: &Arc<Path>) -> io::Result<Result<Vec<Unit>, String>> {
         }
         let from = line.starts_with(b"From ");
         if pos == 0 && !from {
-            return Ok(Err(
-                "not an mbox: the file does not start with a \"From \" line".into(),
-            ));
+            return Ok(Err("not an mbox: the file does not start with a \"From \" line".into()));
         }
         if from && (pos == 0 || prev_empty.is_some()) {
             let end = pos - prev_empty.unwrap_or(0);
@@ -101,11 +94,7 @@ pub(crate) struct Unquote<R> {
 
 impl<R: BufRead> Unquote<R> {
     pub(crate) fn new(inner: R) -> Unquote<R> {
-        Unquote {
-            inner,
-            line: Vec::new(),
-            pos: 0,
-        }
+        Unquote { inner, line: Vec::new(), pos: 0 }
     }
 }
 
@@ -166,9 +155,7 @@ mod tests {
         );
         assert_eq!(read_all(&units[1], Mboxrd), b"Subject: two\n\nbody\n\n");
         assert_eq!(read_all(&units[2], Mboxrd), b"Subject: three\n\nlast");
-        let UnitKind::Mbox { sender, n, .. } = &units[1].kind else {
-            panic!()
-        };
+        let UnitKind::Mbox { sender, n, .. } = &units[1].kind else { panic!() };
         assert_eq!((sender.as_deref(), *n), (Some(""), 2));
         assert!(units[0].source_time_us.is_some());
     }
@@ -178,9 +165,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x");
         std::fs::write(&p, b"Subject: eml\n\nFrom x\n").unwrap();
-        assert!(scan(&Arc::from(p.as_path()))
-            .unwrap()
-            .unwrap_err()
-            .contains("not an mbox"));
+        assert!(scan(&Arc::from(p.as_path())).unwrap().unwrap_err().contains("not an mbox"));
     }
 }

@@ -141,10 +141,7 @@ pub struct Skipped {
 
 impl Skipped {
     pub(crate) fn new(source: impl std::fmt::Display, reason: impl Into<String>) -> Skipped {
-        Skipped {
-            source: source.to_string(),
-            reason: reason.into(),
-        }
+        Skipped { source: source.to_string(), reason: reason.into() }
     }
 }
 
@@ -181,11 +178,7 @@ impl Store {
     /// Imports every message found under `opts.paths`. Returns once every batch is committed. `Err` only for
     /// options that make no sense; a failure of the store part way stops the import and is reported in
     /// [`ImportReport::aborted`], with everything committed before it kept and counted.
-    pub fn import(
-        &mut self,
-        opts: &ImportOptions,
-        progress: &dyn Progress,
-    ) -> Result<ImportReport> {
+    pub fn import(&mut self, opts: &ImportOptions, progress: &dyn Progress) -> Result<ImportReport> {
         if opts.verdict.trim().is_empty() {
             return Err(Error::Invalid("the verdict cannot be empty".into()));
         }
@@ -209,10 +202,7 @@ impl Store {
         let selection = selection(opts);
         let mut pending_dups = 0u64;
         let mut pending_skips = report.skipped.len() as u64;
-        progress.start(
-            &format!("importing {}", opts.format.name()),
-            units.len() as u64,
-        );
+        progress.start(&format!("importing {}", opts.format.name()), units.len() as u64);
 
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
@@ -225,15 +215,9 @@ impl Store {
         let result = std::thread::scope(|s| {
             for _ in 0..jobs {
                 let tx = tx.clone();
-                let (units, next, stop, blobs, index_path) =
-                    (&units, &next, &stop, &blobs, &index_path);
+                let (units, next, stop, blobs, index_path) = (&units, &next, &stop, &blobs, &index_path);
                 s.spawn(move || {
-                    let mut stager = Stager {
-                        opts,
-                        blobs,
-                        index_path,
-                        conn: None,
-                    };
+                    let mut stager = Stager { opts, blobs, index_path, conn: None };
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(unit) = units.get(i) else { break };
@@ -247,8 +231,7 @@ impl Store {
             drop(tx);
 
             let mut batch: Vec<Ready> = Vec::new();
-            let (mut batch_bytes, mut batch_started, mut batch_guessed) =
-                (0u64, Instant::now(), 0u64);
+            let (mut batch_bytes, mut batch_started, mut batch_guessed) = (0u64, Instant::now(), 0u64);
             let mut fatal: Option<Error> = None;
             let staging_skips = &mut staging_skips;
             loop {
@@ -297,12 +280,7 @@ impl Store {
                         extra_skipped: pending_skips,
                     };
                     let batch_now = std::mem::take(&mut batch);
-                    match self.commit_import_batch(
-                        batch_now,
-                        &opts.verdict,
-                        opts.scanner.as_deref(),
-                        &info,
-                    ) {
+                    match self.commit_import_batch(batch_now, &opts.verdict, opts.scanner.as_deref(), &info) {
                         Ok(c) => {
                             report.imported += c.imported;
                             report.duplicates += c.duplicates;
@@ -331,9 +309,7 @@ impl Store {
         });
         progress.finish();
         staging_skips.sort_by_key(|(i, _)| *i);
-        report
-            .skipped
-            .extend(staging_skips.into_iter().map(|(_, s)| s));
+        report.skipped.extend(staging_skips.into_iter().map(|(_, s)| s));
         let tail = || AuditInfo {
             actor: &opts.actor,
             selection: selection.clone(),
@@ -357,12 +333,7 @@ impl Store {
 /// The audit rows' `selection`: what was imported, with at most a few paths named.
 fn selection(opts: &ImportOptions) -> serde_json::Value {
     const SHOWN: usize = 10;
-    let mut paths: Vec<String> = opts
-        .paths
-        .iter()
-        .take(SHOWN)
-        .map(|p| p.display().to_string())
-        .collect();
+    let mut paths: Vec<String> = opts.paths.iter().take(SHOWN).map(|p| p.display().to_string()).collect();
     if opts.paths.len() > SHOWN {
         paths.push(format!("… and {} more", opts.paths.len() - SHOWN));
     }
@@ -399,10 +370,7 @@ impl Stager<'_> {
             Ok(r) => r,
             Err(e) => return skip(format!("cannot read: {e}")),
         };
-        let mut staged = match self
-            .blobs
-            .stage_unsynced(&mut input, headers::FULL_PARSE_LIMIT)
-        {
+        let mut staged = match self.blobs.stage_unsynced(&mut input, headers::FULL_PARSE_LIMIT) {
             Ok(s) => s,
             Err(Error::Input(e)) => return skip(format!("cannot read: {e}")),
             Err(e) => return Err(e),
@@ -449,21 +417,8 @@ impl Stager<'_> {
         }
         staged.sync()?;
         self.blobs.prepare_dirs(&staged.hash)?;
-        let received_us = if self.opts.keep_dates {
-            unit.source_time_us.unwrap_or_else(now_us)
-        } else {
-            now_us()
-        };
-        Ok(Staged::Ready(
-            Box::new(Ready {
-                staged,
-                env,
-                fields,
-                reason,
-                received_us,
-            }),
-            guessed.from_headers,
-        ))
+        let received_us = if self.opts.keep_dates { unit.source_time_us.unwrap_or_else(now_us) } else { now_us() };
+        Ok(Staged::Ready(Box::new(Ready { staged, env, fields, reason, received_us }), guessed.from_headers))
     }
 
     /// True when a live message with these bytes, this sender and every one of these recipients is already held
@@ -471,27 +426,17 @@ impl Stager<'_> {
     fn already_held(&mut self, hash: &str, env: &hold::Envelope) -> Result<bool> {
         let e = crate::index::sql_err(self.index_path);
         if self.conn.is_none() {
-            self.conn = Some(crate::index::open(
-                self.index_path,
-                false,
-                Duration::from_secs(60),
-            )?);
+            self.conn = Some(crate::index::open(self.index_path, false, Duration::from_secs(60))?);
         }
         let conn = self.conn.as_ref().expect("opened above");
-        let Some(id) =
-            hold::find_retry(conn, &batch::queue_id(hash), hash, &env.from).map_err(&e)?
-        else {
+        let Some(id) = hold::find_retry(conn, &batch::queue_id(hash), hash, &env.from).map_err(&e)? else {
             return Ok(false);
         };
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT count(*) FROM recipients WHERE message = ?1 AND address_lc = ?2",
-            )
+            .prepare_cached("SELECT count(*) FROM recipients WHERE message = ?1 AND address_lc = ?2")
             .map_err(&e)?;
         for r in &env.recipients {
-            let n: i64 = stmt
-                .query_row(rusqlite::params![id, crate::address::fold(r)], |r| r.get(0))
-                .map_err(&e)?;
+            let n: i64 = stmt.query_row(rusqlite::params![id, crate::address::fold(r)], |r| r.get(0)).map_err(&e)?;
             if n == 0 {
                 return Ok(false);
             }

@@ -25,21 +25,12 @@ pub(crate) enum UnitKind {
     /// An amavisd-new quarantine file: the whole file, gunzipped if it is gzip.
     Amavis,
     /// The `n`th message (from 1) of an mbox: `len` bytes at `offset`, after its `From ` line.
-    Mbox {
-        n: u64,
-        offset: u64,
-        len: u64,
-        sender: Option<String>,
-    },
+    Mbox { n: u64, offset: u64, len: u64, sender: Option<String> },
 }
 
 impl Unit {
     pub(crate) fn file(path: Arc<Path>, kind: UnitKind, meta: &fs::Metadata) -> Unit {
-        Unit {
-            path,
-            kind,
-            source_time_us: Some(meta.mtime() * 1_000_000 + meta.mtime_nsec() / 1000),
-        }
+        Unit { path, kind, source_time_us: Some(meta.mtime() * 1_000_000 + meta.mtime_nsec() / 1000) }
     }
 
     /// How the summary names this message: the path, and for an mbox the message number and byte offset.
@@ -78,10 +69,7 @@ pub(crate) fn files_under(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<(PathB
     match fs::metadata(path) {
         Ok(m) if m.is_file() => out.push((path.to_path_buf(), m)),
         Ok(m) if m.is_dir() => walk(path, &mut out, skipped),
-        Ok(_) => skipped.push(Skipped::new(
-            path.display(),
-            "not a regular file or directory",
-        )),
+        Ok(_) => skipped.push(Skipped::new(path.display(), "not a regular file or directory")),
         Err(e) => skipped.push(Skipped::new(path.display(), format!("cannot read: {e}"))),
     }
     out
@@ -91,19 +79,13 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>, skipped: &mut Vec<Sk
     let mut entries: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) => {
-            skipped.push(Skipped::new(
-                dir.display(),
-                format!("cannot list the directory: {e}"),
-            ));
+            skipped.push(Skipped::new(dir.display(), format!("cannot list the directory: {e}")));
             return;
         }
     };
     entries.sort();
     for p in entries {
-        if p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'))
-        {
+        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
             continue;
         }
         match fs::symlink_metadata(&p) {
