@@ -82,19 +82,19 @@ pub fn interactive() -> bool {
 }
 
 /// Bytes for people: 1.2 MiB.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
+pub use quarantine_store::config::human as human_bytes;
+
+/// Counts for people: 14212 → "14,212".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    out
 }
 
 #[cfg(test)]
@@ -109,5 +109,16 @@ mod tests {
         assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert_eq!(escape("\u{9b}31m"), "\\x9b31m");
         assert_eq!(escape("café ünï"), "café ünï");
+    }
+
+    #[test]
+    fn numbers_and_sizes() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(14212), "14,212");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
     }
 }

@@ -81,7 +81,7 @@ pub fn run(ctx: &Context, a: ExportArgs) -> CmdResult {
         "exported {} of {} message(s), {} of originals, to {} ({}){}",
         report.exported,
         report.matched,
-        super::search::human_size(report.bytes),
+        crate::output::human_bytes(report.bytes),
         escape(&a.to.display().to_string()),
         format.name(),
         if report.failed.is_empty() { String::new() } else { format!("; {} failed", report.failed.len()) }

@@ -15,7 +15,7 @@ use quarantine_store::release::{
 use super::{selectors, CmdError, CmdResult, Context};
 use crate::cli::SelectorArgs;
 use crate::exit::Status;
-use crate::output::{confirm, escape, human_bytes, interactive, TermProgress};
+use crate::output::{confirm, escape, human_bytes, interactive, thousands, TermProgress};
 
 /// How many problem lines of each kind the summary prints before "... and N more".
 const SHOW_PROBLEMS: usize = 20;
@@ -324,29 +324,4 @@ fn print_report(r: &Report) {
         println!("{}", escape(&format!("stopped early: {why}")));
     }
     println!("{head}  [release {}]", r.release);
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(14212), "14,212");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
 }

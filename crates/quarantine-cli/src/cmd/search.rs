@@ -136,7 +136,7 @@ fn cells(r: &MessageRecord) -> [String; 8] {
         escape(from),
         escape(&to),
         escape(r.subject.as_deref().unwrap_or("")),
-        human_size(r.size),
+        crate::output::human_bytes(r.size),
         escape(&r.state),
     ]
 }
@@ -221,20 +221,6 @@ fn cut(s: &str, width: usize) -> String {
     out
 }
 
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
 
 const CSV_HEADER: [&str; 17] = [
     "id",
@@ -299,11 +285,4 @@ mod tests {
         assert_eq!(cut("abc", 0), "");
     }
 
-    #[test]
-    fn sizes() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(5 << 20), "5.0 MiB");
-    }
 }

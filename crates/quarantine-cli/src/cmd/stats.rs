@@ -7,6 +7,7 @@ use quarantine_store::stats::Stats;
 
 use super::{CmdResult, Context};
 use crate::exit::Status;
+use crate::output::thousands;
 use crate::output::escape;
 
 /// Days the table shows (`--json` has them all).
@@ -34,7 +35,7 @@ pub fn run(ctx: &Context, a: StatsArgs) -> CmdResult {
 }
 
 fn text(st: &Stats) -> String {
-    let size = super::search::human_size;
+    let size = crate::output::human_bytes;
     let mut s = String::new();
     if let Some(why) = &st.frozen {
         // `freeze` stores {"reason", "actor", "at"}; show any other value as it is.
@@ -107,28 +108,4 @@ fn text(st: &Stats) -> String {
         }
     }
     s
-}
-
-/// 14212 → "14,212".
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn thousands() {
-        assert_eq!(super::thousands(0), "0");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(14212), "14,212");
-        assert_eq!(super::thousands(1_000_000), "1,000,000");
-    }
 }
