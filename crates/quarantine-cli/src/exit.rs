@@ -70,7 +70,9 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
         Ok(Status::Failure) => ExitCode::from(1),
         Ok(Status::TempFail) => ExitCode::from(EX_TEMPFAIL),
         Err(e) if is_hold => {
-            say!("quarantine hold: {e:#} (message not held; the MTA will retry)");
+            // An MTA logs one line per delivery attempt: fold multi-line reasons (toml's, say) into one.
+            let reason = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            say!("quarantine hold: {reason} (message not held; the MTA will retry)");
             ExitCode::from(EX_TEMPFAIL)
         }
         // A config `hold` cannot read fails `hold` too: `check` says so with hold's code.

@@ -10,6 +10,9 @@ use crate::cli::HoldArgs;
 use crate::exit::{Status, EX_TEMPFAIL};
 
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+/// Below this much free space (or the config's `min_free_space`), hold defers instead of writing: on a full
+/// filesystem SQLite's shared-memory index can fault (SIGBUS) and a blob write can fail half way.
+const DEFAULT_HOLD_FLOOR: u64 = 16 << 20;
 
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     let started = Instant::now();
@@ -18,6 +21,8 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
         None => DEFAULT_DEADLINE,
     };
     start_watchdog(deadline);
+    exit_75_on_sigbus();
+    refuse_when_nearly_full(ctx)?;
 
     let mut recipients = a.rcpt;
     recipients.extend(a.recipients);
@@ -44,6 +49,42 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     // The message is durable now. If stdout is gone (SIGPIPE-like), the MTA is not reading it: still a success.
     let _ = writeln!(std::io::stdout(), "{}", outcome.id);
     Ok(Status::Success)
+}
+
+/// Defers while the store's filesystem has less than the floor free, before anything is written.
+fn refuse_when_nearly_full(ctx: &Context) -> Result<(), CmdError> {
+    let floor = match ctx.config.min_free_space_bytes() {
+        0 => DEFAULT_HOLD_FLOOR,
+        n => n,
+    };
+    // If statvfs itself fails (no store yet, say), opening the store reports the real problem.
+    if let Ok(free) = quarantine_store::config::available_space(&ctx.store_path) {
+        if free < floor {
+            return Err(CmdError::Store(quarantine_store::Error::Invalid(format!(
+                "{} has only {} free, below the {} hold keeps in reserve (min_free_space)",
+                ctx.store_path.display(),
+                crate::output::human_bytes(free),
+                crate::output::human_bytes(floor)
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// A fault on a memory-mapped page (SQLite's `-shm` when the filesystem is full) would kill hold with SIGBUS,
+/// which pipe(8) does not report as "try again later". Exit 75 instead: the row is either not committed (the MTA
+/// retries) or committed (the retry's queue id makes it a no-op).
+#[allow(unsafe_code)]
+fn exit_75_on_sigbus() {
+    const MSG: &[u8] = b"quarantine hold: bus error (filesystem full?) (message not held; the MTA will retry)\n";
+    // SAFETY: the handler calls only write(2) and _exit(2), both async-signal-safe; it never returns, so the
+    // faulting access is never retried.
+    let _ = unsafe {
+        signal_hook::low_level::register(signal_hook::consts::SIGBUS, || {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(EX_TEMPFAIL as i32);
+        })
+    };
 }
 
 /// Gives up with 75 when the deadline passes, wherever the hold is stuck (a stdin that never closes, a lock, a
