@@ -42,11 +42,20 @@ const MARKS: &[&str] = &["held", "releasing", "released", "failed"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Hold { body: usize, verdict: usize, rcpts: Vec<usize>, queue: Option<u8> },
+    Hold {
+        body: usize,
+        verdict: usize,
+        rcpts: Vec<usize>,
+        queue: Option<u8>,
+    },
     PurgeId(usize),
     PurgeVerdict(usize),
     /// Sets one recipient's release state, as a release's journal would.
-    Mark { msg: usize, rcpt: usize, state: usize },
+    Mark {
+        msg: usize,
+        rcpt: usize,
+        state: usize,
+    },
     Reopen,
     /// A hold killed between rename and commit: a complete blob, no row.
     CrashOrphanBlob(usize),
@@ -184,13 +193,13 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     reason: None,
                     queue_id: queue.map(|q| format!("QUEUE{q}")),
                 };
-                let out = store.hold(&req, &mut &bodies[*body][..]).map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
+                let out =
+                    store.hold(&req, &mut &bodies[*body][..]).map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
                 prop_assert_eq!(&out.hash, &hashes[*body], "{}", at);
                 prop_assert_eq!(out.size, bodies[*body].len() as u64, "{}", at);
                 // A retry: a live message with the same queue id, sender and bytes.
-                let existing = queue.and_then(|q| {
-                    model.msgs.iter().position(|m| !m.purged && m.queue == Some(q) && m.body == *body)
-                });
+                let existing = queue
+                    .and_then(|q| model.msgs.iter().position(|m| !m.purged && m.queue == Some(q) && m.body == *body));
                 prop_assert_eq!(out.duplicate, existing.is_some(), "{}", at);
                 let idx = match existing {
                     Some(i) => {
