@@ -99,6 +99,8 @@ impl Method {
 struct Bins {
     quarantine: PathBuf,
     maildir_deliver: PathBuf,
+    /// This executable, which is also the RSS helper (`quarantine-bench rss-of`).
+    bench: PathBuf,
 }
 
 impl Bins {
@@ -116,6 +118,22 @@ impl Bins {
         Ok(Bins {
             quarantine: pick(&args.quarantine, "quarantine")?,
             maildir_deliver: pick(&args.maildir_deliver, "maildir-deliver")?,
+            bench: exe.clone(),
+        })
+    }
+
+    /// Copies the three executables into `dir` and returns the copies.
+    fn snapshot(&self, dir: &Path) -> Result<Bins, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let copy = |from: &Path, name: &str| -> Result<PathBuf, String> {
+            let to = dir.join(name);
+            fs::copy(from, &to).map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
+            Ok(to)
+        };
+        Ok(Bins {
+            quarantine: copy(&self.quarantine, "quarantine")?,
+            maildir_deliver: copy(&self.maildir_deliver, "maildir-deliver")?,
+            bench: copy(&self.bench, "quarantine-bench")?,
         })
     }
 
@@ -378,7 +396,11 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(s, "Measured {} with `{}`.\n", self.date, self.command);
         let _ = writeln!(s, "| | |\n|---|---|");
-        let _ = writeln!(s, "| Machine | {} CPUs ({}), Linux {} |", m.nproc, m.cpu, m.kernel);
+        let _ = writeln!(
+            s,
+            "| Machine | {} CPUs ({}), Linux {}; load average {} at start |",
+            m.nproc, m.cpu, m.kernel, m.load_at_start
+        );
         let _ = writeln!(
             s,
             "| Scratch filesystem | {} on {} (mounted at {}) |",
@@ -510,6 +532,9 @@ pub fn run(args: HoldArgs) -> Result<(), String> {
         .tempdir_in(&base)
         .map_err(|e| format!("{}: {e}", base.display()))?;
     let scratch = scratch_dir.path().to_path_buf();
+    // Run private copies: a rebuild of the workspace during the run must neither break it nor change what is
+    // measured.
+    let bins = bins.snapshot(&scratch.join("bin"))?;
     let machine = Machine::probe(&scratch);
     if matches!(machine.fs_type.as_str(), "tmpfs" | "ramfs") {
         eprintln!(
@@ -636,7 +661,7 @@ pub fn run(args: HoldArgs) -> Result<(), String> {
         let target = scratch.join("rss");
         bins.prepare(method, &target)?;
         for _ in 0..3 {
-            let kib = rss::measure(&bins.argv(method, &target), &big)?;
+            let kib = rss::measure(&bins.bench, &bins.argv(method, &target), &big)?;
             match method {
                 Method::Hold => rss_hold_kib = rss_hold_kib.max(kib),
                 Method::Maildir => rss_maildir_kib = rss_maildir_kib.max(kib),

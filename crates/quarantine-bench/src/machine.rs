@@ -13,6 +13,8 @@ pub struct Machine {
     pub fs_type: String,
     pub mount_point: PathBuf,
     pub fs_source: String,
+    /// The 1-minute load average when the run started: other work on the machine moves fsync-bound figures.
+    pub load_at_start: String,
 }
 
 impl Machine {
@@ -32,7 +34,11 @@ impl Machine {
             .unwrap_or_else(|_| "unknown".into());
         let (mount_point, fs_type, fs_source) =
             filesystem_of(scratch).unwrap_or_else(|| (PathBuf::from("?"), "unknown".into(), "unknown".into()));
-        Machine { nproc, cpu, kernel, fs_type, mount_point, fs_source }
+        let load_at_start = fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
+        Machine { nproc, cpu, kernel, fs_type, mount_point, fs_source, load_at_start }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -43,6 +49,7 @@ impl Machine {
             "fs_type": self.fs_type,
             "mount_point": self.mount_point,
             "fs_source": self.fs_source,
+            "load_at_start": self.load_at_start,
         })
     }
 }

@@ -44,10 +44,10 @@ fn children_maxrss_kib() -> Option<u64> {
     (rc == 0).then(|| u64::try_from(ru.ru_maxrss).unwrap_or(0))
 }
 
-/// Runs `command` under the `rss-of` helper (this same executable) and returns the child's peak RSS in KiB.
-pub fn measure(command: &[OsString], stdin: &Path) -> Result<u64, String> {
-    let me = std::env::current_exe().map_err(|e| format!("locating quarantine-bench itself: {e}"))?;
-    let out = Command::new(me)
+/// Runs `command` under the `rss-of` helper (`helper` is a copy of this executable) and returns the child's
+/// peak RSS in KiB.
+pub fn measure(helper: &Path, command: &[OsString], stdin: &Path) -> Result<u64, String> {
+    let out = Command::new(helper)
         .arg("rss-of")
         .arg("--stdin")
         .arg(stdin)
