@@ -29,11 +29,13 @@ pub enum Command {
     /// Create a store (directories 0700, files 0600). Harmless on an existing store.
     Init,
     /// Hold one message from stdin (or --file): exit 0 once it is durable, 75 on any failure so the MTA retries.
-    #[command(after_help = "Postfix master.cf (pipe transport; null_sender= keeps a bounce's empty sender empty):\n  \
+    #[command(
+        after_help = "Postfix master.cf (pipe transport; null_sender= keeps a bounce's empty sender empty):\n  \
         quarantine unix - n n - - pipe flags=Rq null_sender= user=quarantine\n    \
         argv=/usr/bin/quarantine hold --verdict X --queue-id ${queue_id} --from ${sender} -- ${recipient}\n\n\
         Exit status: 0 only when the message is on disk and indexed; 75 (EX_TEMPFAIL) for every failure, \
-        bad arguments included.")]
+        bad arguments included."
+    )]
     Hold(HoldArgs),
     /// Show one message: envelope, verdict, parsed headers, recipients and their release state.
     Show(ShowArgs),

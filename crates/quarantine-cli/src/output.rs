@@ -65,7 +65,6 @@ impl quarantine_store::Progress for TermProgress {
     }
 }
 
-
 /// Asks a yes/no question on the terminal. Only called when stdin is a terminal: cron never waits on a prompt.
 pub fn confirm(question: &str) -> std::io::Result<bool> {
     use std::io::Write;

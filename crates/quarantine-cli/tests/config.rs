@@ -13,9 +13,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Env { dir: tempfile::tempdir().unwrap() }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -39,10 +37,7 @@ impl Env {
 
 fn cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("QUARANTINE_STORE")
-        .env_remove("QUARANTINE_CONFIG")
-        .stdin(Stdio::null());
+    c.args(args).env_remove("QUARANTINE_STORE").env_remove("QUARANTINE_CONFIG").stdin(Stdio::null());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -72,10 +67,7 @@ fn assert_problem(out: &Output, key: &str, line: usize) -> String {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "exit status; stderr: {err}");
     let want = format!("line {line}: {key}: ");
-    assert!(
-        err.contains(&want),
-        "stderr should contain {want:?}:\n{err}"
-    );
+    assert!(err.contains(&want), "stderr should contain {want:?}:\n{err}");
     err
 }
 
@@ -99,17 +91,10 @@ fn check_accepts_a_file_setting_every_key() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains(&format!("{}: ok", s(&file))), "{stdout}");
-    assert!(
-        stdout.contains(&format!("store {} (file {}:1)", s(&store), s(&file))),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("store {} (file {}:1)", s(&store), s(&file))), "{stdout}");
     // The same file is what every other command then uses.
     let out = run(&["--config", s(&file), "verify"], &[]);
-    assert!(
-        out.status.success(),
-        "verify with the file: {}",
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "verify with the file: {}", text(&out.stderr));
 }
 
 #[test]
@@ -130,23 +115,14 @@ fn check_accepts_the_shipped_example_and_no_file_at_all() {
 fn check_names_an_unknown_key_and_its_line() {
     let e = Env::new();
     let store = e.store("q");
-    let file = e.file(
-        "c.toml",
-        "# quarantine\nrelay = \"smtp://127.0.0.1:10025\"\nstroe = \"/srv/q\"\n",
-    );
+    let file = e.file("c.toml", "# quarantine\nrelay = \"smtp://127.0.0.1:10025\"\nstroe = \"/srv/q\"\n");
     let err = assert_problem(&check(&file, &store), "stroe", 3);
-    assert!(
-        err.contains("unknown key") && err.contains("did you mean `store`"),
-        "{err}"
-    );
+    assert!(err.contains("unknown key") && err.contains("did you mean `store`"), "{err}");
     assert!(err.contains(s(&file)), "the file is named: {err}");
 
     let file = e.file("c2.toml", "[retention]\ndefault = \"30d\"\nverdicts = {}\n");
     assert_problem(&check(&file, &store), "retention.verdicts", 3);
-    let file = e.file(
-        "c3.toml",
-        "store = \"/srv/q\"\n\n[retension]\ndefault = \"30d\"\n",
-    );
+    let file = e.file("c3.toml", "store = \"/srv/q\"\n\n[retension]\ndefault = \"30d\"\n");
     assert_problem(&check(&file, &store), "retension", 3);
 }
 
@@ -155,27 +131,12 @@ fn check_names_a_value_of_the_wrong_type() {
     let e = Env::new();
     let store = e.store("q");
     let cases: &[(&str, &str, usize, &str)] = &[
-        (
-            "relay = \"smtp://x\"\ntrace_header = \"yes\"\n",
-            "trace_header",
-            2,
-            "boolean",
-        ),
+        ("relay = \"smtp://x\"\ntrace_header = \"yes\"\n", "trace_header", 2, "boolean"),
         ("hold_deadline = 60\n", "hold_deadline", 1, "string"),
         ("\n\nrelay_tls = 1\n", "relay_tls", 3, "boolean"),
         ("store = [\"/a\", \"/b\"]\n", "store", 1, "invalid type"),
-        (
-            "[retention]\nverdict = \"SPAM\"\n",
-            "retention.verdict",
-            2,
-            "invalid type",
-        ),
-        (
-            "[retention.verdict]\nSPAM = 14\n",
-            "retention.verdict.SPAM",
-            2,
-            "string",
-        ),
+        ("[retention]\nverdict = \"SPAM\"\n", "retention.verdict", 2, "invalid type"),
+        ("[retention.verdict]\nSPAM = 14\n", "retention.verdict.SPAM", 2, "string"),
     ];
     for (i, (body, key, line, what)) in cases.iter().enumerate() {
         let file = e.file(&format!("t{i}.toml"), body);
@@ -200,16 +161,10 @@ fn check_names_bad_durations_sizes_and_relays_all_at_once() {
     assert_problem(&out, "relay", 4);
     assert_problem(&out, "retention.default", 6);
     let err = assert_problem(&out, "retention.verdict.\"PMX:VIRUS\"", 8);
-    assert!(
-        err.contains("invalid duration \"soon\"") && err.contains("invalid size \"lots\""),
-        "{err}"
-    );
+    assert!(err.contains("invalid duration \"soon\"") && err.contains("invalid size \"lots\""), "{err}");
     assert!(err.contains("6 problems found"), "{err}");
 
-    let file = e.file(
-        "tls.toml",
-        "relay = \"smtps://relay.example.org\"\nrelay_tls = true\n",
-    );
+    let file = e.file("tls.toml", "relay = \"smtps://relay.example.org\"\nrelay_tls = true\n");
     assert_problem(&check(&file, &store), "relay_tls", 2);
     let file = e.file("zero.toml", "hold_deadline = \"0s\"\n");
     assert_problem(&check(&file, &store), "hold_deadline", 1);
@@ -221,39 +176,22 @@ fn check_names_bad_durations_sizes_and_relays_all_at_once() {
 fn check_reports_a_toml_syntax_error_with_its_line() {
     let e = Env::new();
     let store = e.store("q");
-    let file = e.file(
-        "c.toml",
-        "store = \"/srv/q\"\nrelay = smtp://127.0.0.1:10025\n",
-    );
+    let file = e.file("c.toml", "store = \"/srv/q\"\nrelay = smtp://127.0.0.1:10025\n");
     let out = check(&file, &store);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("line 2: "),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("line 2: "), "{}", text(&out.stderr));
     let file = e.file("dup.toml", "store = \"/a\"\n\nstore = \"/b\"\n");
     let out = check(&file, &store);
-    assert!(
-        text(&out.stderr).contains("line 3: "),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("line 3: "), "{}", text(&out.stderr));
 }
 
 #[test]
 fn check_refuses_a_store_it_cannot_reach() {
     let e = Env::new();
     // Missing, named by the file: the key and the line of `store`.
-    let file = e.file(
-        "missing.toml",
-        "relay = \"smtp://127.0.0.1:25\"\nstore = \"/nonexistent/quarantine-store\"\n",
-    );
+    let file = e.file("missing.toml", "relay = \"smtp://127.0.0.1:25\"\nstore = \"/nonexistent/quarantine-store\"\n");
     let err = assert_problem(&run(&["config", "check", s(&file)], &[]), "store", 2);
-    assert!(
-        err.contains("/nonexistent/quarantine-store does not exist"),
-        "{err}"
-    );
+    assert!(err.contains("/nonexistent/quarantine-store does not exist"), "{err}");
     // A file where the directory should be.
     let plain = e.file("plain", "x");
     let file = e.file("plain.toml", &format!("store = \"{}\"\n", s(&plain)));
@@ -261,40 +199,18 @@ fn check_refuses_a_store_it_cannot_reach() {
     assert!(err.contains("not a directory"), "{err}");
     // A directory that is not a store.
     std::fs::create_dir(e.path("empty")).unwrap();
-    let file = e.file(
-        "empty.toml",
-        &format!("store = \"{}\"\n", s(&e.path("empty"))),
-    );
+    let file = e.file("empty.toml", &format!("store = \"{}\"\n", s(&e.path("empty"))));
     let err = assert_problem(&run(&["config", "check", s(&file)], &[]), "store", 1);
     assert!(err.contains("not a quarantine store"), "{err}");
     // Named by the flag or the environment instead: they are named.
     let ok = e.file("ok.toml", "");
-    let out = run(
-        &["--store", "/nonexistent/q2", "config", "check", s(&ok)],
-        &[],
-    );
-    assert!(
-        text(&out.stderr).contains("--store: /nonexistent/q2 does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run(
-        &["config", "check", s(&ok)],
-        &[("QUARANTINE_STORE", "/nonexistent/q3")],
-    );
-    assert!(
-        text(&out.stderr).contains("$QUARANTINE_STORE: /nonexistent/q3"),
-        "{}",
-        text(&out.stderr)
-    );
+    let out = run(&["--store", "/nonexistent/q2", "config", "check", s(&ok)], &[]);
+    assert!(text(&out.stderr).contains("--store: /nonexistent/q2 does not exist"), "{}", text(&out.stderr));
+    let out = run(&["config", "check", s(&ok)], &[("QUARANTINE_STORE", "/nonexistent/q3")]);
+    assert!(text(&out.stderr).contains("$QUARANTINE_STORE: /nonexistent/q3"), "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(1));
     // --file-only judges the file alone.
-    assert!(run(
-        &["config", "check", "--file-only", s(&e.path("missing.toml"))],
-        &[]
-    )
-    .status
-    .success());
+    assert!(run(&["config", "check", "--file-only", s(&e.path("missing.toml"))], &[]).status.success());
 }
 
 #[test]
@@ -307,11 +223,7 @@ fn check_refuses_a_store_this_user_cannot_open() {
     }
     let e = Env::new();
     let store = e.store("q");
-    std::fs::set_permissions(
-        e.dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(e.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let file = e.file("c.toml", &format!("store = \"{}\"\n", s(&store)));
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let out = Command::new("runuser")
@@ -320,10 +232,7 @@ fn check_refuses_a_store_this_user_cannot_open() {
         .output()
         .unwrap();
     let err = assert_problem(&out, "store", 1);
-    assert!(
-        err.contains("unreachable") && err.contains("ermission denied"),
-        "{err}"
-    );
+    assert!(err.contains("unreachable") && err.contains("ermission denied"), "{err}");
 }
 
 fn current_uid() -> Option<u32> {
@@ -337,39 +246,16 @@ fn check_without_a_file_argument_uses_the_flag_then_the_environment() {
     let store = e.store("q");
     let good = e.file("good.toml", &format!("store = \"{}\"\n", s(&store)));
     let bad = e.file("bad.toml", "\nstroe = \"x\"\n");
-    assert!(run(&["--config", s(&good), "config", "check"], &[])
-        .status
-        .success());
-    assert_problem(
-        &run(&["--config", s(&bad), "config", "check"], &[]),
-        "stroe",
-        2,
-    );
-    assert!(
-        run(&["config", "check"], &[("QUARANTINE_CONFIG", s(&good))])
-            .status
-            .success()
-    );
-    assert_problem(
-        &run(&["config", "check"], &[("QUARANTINE_CONFIG", s(&bad))]),
-        "stroe",
-        2,
-    );
+    assert!(run(&["--config", s(&good), "config", "check"], &[]).status.success());
+    assert_problem(&run(&["--config", s(&bad), "config", "check"], &[]), "stroe", 2);
+    assert!(run(&["config", "check"], &[("QUARANTINE_CONFIG", s(&good))]).status.success());
+    assert_problem(&run(&["config", "check"], &[("QUARANTINE_CONFIG", s(&bad))]), "stroe", 2);
     // The flag wins over the environment.
-    assert!(run(
-        &["--config", s(&good), "config", "check"],
-        &[("QUARANTINE_CONFIG", s(&bad))]
-    )
-    .status
-    .success());
+    assert!(run(&["--config", s(&good), "config", "check"], &[("QUARANTINE_CONFIG", s(&bad))]).status.success());
     // A file that is not there: exit 1, named.
     let out = run(&["config", "check", "/nonexistent/quarantine.toml"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("/nonexistent/quarantine.toml"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("/nonexistent/quarantine.toml"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -380,10 +266,7 @@ fn other_commands_refuse_a_bad_file_naming_the_key_and_line() {
     let out = run(&["--store", s(&store), "--config", s(&bad), "verify"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("line 2: orphan_grace: invalid duration"),
-        "{err}"
-    );
+    assert!(err.contains("line 2: orphan_grace: invalid duration"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -398,13 +281,7 @@ fn show_json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
 }
 
 #[track_caller]
-fn assert_setting(
-    v: &serde_json::Value,
-    key: &str,
-    value: Option<&str>,
-    source: &str,
-    origin: Option<&str>,
-) {
+fn assert_setting(v: &serde_json::Value, key: &str, value: Option<&str>, source: &str, origin: Option<&str>) {
     let got = &v[key];
     assert_eq!(got["value"].as_str(), value, "{key}: {got}");
     assert_eq!(got["source"].as_str(), Some(source), "{key}: {got}");
@@ -426,13 +303,7 @@ fn show_says_where_each_setting_came_from() {
     assert_setting(&v, "config", Some(f), "flag", Some("--config"));
     assert_setting(&v, "store", Some("/srv/from-file"), "file", Some(&at(2)));
     assert_setting(&v, "hold_deadline", Some("30s"), "file", Some(&at(3)));
-    assert_setting(
-        &v,
-        "retention.verdict.\"PMX:VIRUS\"",
-        Some("90d"),
-        "file",
-        Some(&at(6)),
-    );
+    assert_setting(&v, "retention.verdict.\"PMX:VIRUS\"", Some("90d"), "file", Some(&at(6)));
     assert_setting(&v, "orphan_grace", Some("24h"), "default", None);
     assert_setting(&v, "trace_header", Some("true"), "default", None);
     assert_setting(&v, "relay", None, "default", None);
@@ -440,82 +311,39 @@ fn show_says_where_each_setting_came_from() {
     // The environment wins over the file, the flag over the environment.
     let env = [("QUARANTINE_STORE", "/srv/from-env")];
     let v = show_json(&["--config", f], &env);
-    assert_setting(
-        &v,
-        "store",
-        Some("/srv/from-env"),
-        "environment",
-        Some("QUARANTINE_STORE"),
-    );
+    assert_setting(&v, "store", Some("/srv/from-env"), "environment", Some("QUARANTINE_STORE"));
     let v = show_json(&["--config", f, "--store", "/srv/from-flag"], &env);
     assert_setting(&v, "store", Some("/srv/from-flag"), "flag", Some("--store"));
 
     // The config file itself: from the environment.
     let v = show_json(&[], &[("QUARANTINE_CONFIG", f)]);
-    assert_setting(
-        &v,
-        "config",
-        Some(f),
-        "environment",
-        Some("QUARANTINE_CONFIG"),
-    );
+    assert_setting(&v, "config", Some(f), "environment", Some("QUARANTINE_CONFIG"));
     assert_setting(&v, "hold_deadline", Some("30s"), "file", Some(&at(3)));
 
     // A file without `store`: the default store.
     let nostore = e.file("n.toml", "relay = \"smtp://127.0.0.1:10025\"\n");
     let v = show_json(&["--config", s(&nostore)], &[]);
     assert_setting(&v, "store", Some("/var/lib/quarantine"), "default", None);
-    assert_setting(
-        &v,
-        "relay",
-        Some("smtp://127.0.0.1:10025"),
-        "file",
-        Some(&format!("{}:1", s(&nostore))),
-    );
+    assert_setting(&v, "relay", Some("smtp://127.0.0.1:10025"), "file", Some(&format!("{}:1", s(&nostore))));
 }
 
 #[test]
 fn show_prints_a_table_and_refuses_a_bad_file() {
     let e = Env::new();
     let file = e.file("c.toml", "relay = \"smtp://127.0.0.1:10025\"\n");
-    let out = run(
-        &["--config", s(&file), "--store", "/srv/q", "config", "show"],
-        &[],
-    );
+    let out = run(&["--config", s(&file), "--store", "/srv/q", "config", "show"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
-    let line = |key: &str| {
-        table
-            .lines()
-            .find(|l| l.starts_with(&format!("{key} ")))
-            .unwrap_or("")
-            .to_string()
-    };
+    let line = |key: &str| table.lines().find(|l| l.starts_with(&format!("{key} "))).unwrap_or("").to_string();
     assert!(table.starts_with("KEY "), "{table}");
-    assert!(
-        line("store").contains("/srv/q") && line("store").ends_with("flag --store"),
-        "{table}"
-    );
-    assert!(
-        line("relay").ends_with(&format!("file {}:1", s(&file))),
-        "{table}"
-    );
-    assert!(
-        line("hold_deadline").contains("60s") && line("hold_deadline").ends_with("default"),
-        "{table}"
-    );
+    assert!(line("store").contains("/srv/q") && line("store").ends_with("flag --store"), "{table}");
+    assert!(line("relay").ends_with(&format!("file {}:1", s(&file))), "{table}");
+    assert!(line("hold_deadline").contains("60s") && line("hold_deadline").ends_with("default"), "{table}");
 
-    let bad = e.file(
-        "bad.toml",
-        "relay = \"smtp://127.0.0.1:10025\"\nrealy = \"x\"\n",
-    );
+    let bad = e.file("bad.toml", "relay = \"smtp://127.0.0.1:10025\"\nrealy = \"x\"\n");
     let out = run(&["--config", s(&bad), "config", "show"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("line 2: realy: unknown key"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("line 2: realy: unknown key"), "{}", text(&out.stderr));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -523,11 +351,7 @@ fn show_prints_a_table_and_refuses_a_bad_file() {
 
 fn completion(shell: &str) -> String {
     let out = run(&["completions", shell], &[]);
-    assert!(
-        out.status.success(),
-        "completions {shell}: {}",
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "completions {shell}: {}", text(&out.stderr));
     text(&out.stdout)
 }
 
@@ -535,16 +359,9 @@ fn completion(shell: &str) -> String {
 fn bash_completion_loads_and_completes() {
     let e = Env::new();
     let bash = completion("bash");
-    assert!(
-        !bash.contains("manpages"),
-        "offers the hidden packaging helper"
-    );
+    assert!(!bash.contains("manpages"), "offers the hidden packaging helper");
     let script = e.file("quarantine.bash", &bash);
-    let syntax = Command::new("bash")
-        .arg("-n")
-        .arg(&script)
-        .output()
-        .unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&script).output().unwrap();
     assert!(syntax.status.success(), "bash -n: {}", text(&syntax.stderr));
     // Sourced in a fresh bash: no error output, the completion is registered, and it completes subcommands,
     // nested ones and flags.
@@ -555,18 +372,9 @@ fn bash_completion_loads_and_completes() {
          COMP_WORDS=(quarantine release --dry); COMP_CWORD=2; _quarantine quarantine --dry release; echo \"3:${{COMPREPLY[*]}}\"\n",
         s(&script)
     );
-    let out = Command::new("bash")
-        .arg("--norc")
-        .arg("-c")
-        .arg(&probe)
-        .output()
-        .unwrap();
+    let out = Command::new("bash").arg("--norc").arg("-c").arg(&probe).output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success() && stderr.is_empty(),
-        "status {}; stderr: {stderr}",
-        out.status
-    );
+    assert!(out.status.success() && stderr.is_empty(), "status {}; stderr: {stderr}", out.status);
     assert!(stdout.contains("-F _quarantine quarantine"), "{stdout}");
     assert!(stdout.contains("1:release"), "{stdout}");
     assert!(stdout.contains("2:check"), "{stdout}");
@@ -576,43 +384,21 @@ fn bash_completion_loads_and_completes() {
 #[test]
 fn zsh_and_fish_completions_are_generated() {
     let zsh = completion("zsh");
-    assert!(
-        zsh.starts_with("#compdef quarantine"),
-        "{}",
-        &zsh[..zsh.len().min(200)]
-    );
+    assert!(zsh.starts_with("#compdef quarantine"), "{}", &zsh[..zsh.len().min(200)]);
     let fish = completion("fish");
-    assert!(
-        fish.contains("complete -c quarantine"),
-        "{}",
-        &fish[..fish.len().min(200)]
-    );
+    assert!(fish.contains("complete -c quarantine"), "{}", &fish[..fish.len().min(200)]);
     for (shell, script, check) in [("zsh", &zsh, "-n"), ("fish", &fish, "--no-execute")] {
-        assert!(
-            script.contains("release") && script.contains("--dry-run"),
-            "{shell}"
-        );
-        assert!(
-            !script.contains("manpages"),
-            "{shell}: offers the hidden packaging helper"
-        );
+        assert!(script.contains("release") && script.contains("--dry-run"), "{shell}");
+        assert!(!script.contains("manpages"), "{shell}: offers the hidden packaging helper");
         // Syntax-check with the shell itself where it is installed.
         let e = Env::new();
         let f = e.file("script", script);
         if let Ok(out) = Command::new(shell).arg(check).arg(&f).output() {
-            assert!(
-                out.status.success(),
-                "{shell} {check}: {}",
-                text(&out.stderr)
-            );
+            assert!(out.status.success(), "{shell} {check}: {}", text(&out.stderr));
         }
     }
     let out = run(&["completions", "tcsh"], &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an unknown shell is a usage error"
-    );
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
 }
 
 #[test]
@@ -640,53 +426,28 @@ fn man_pages_cover_every_subcommand_with_examples() {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();
-    assert!(
-        commands.contains(&"config") && commands.contains(&"release"),
-        "{help}"
-    );
+    assert!(commands.contains(&"config") && commands.contains(&"release"), "{help}");
     for c in &commands {
-        assert!(
-            dir.join(format!("quarantine-{c}.1")).is_file(),
-            "no page for {c}"
-        );
+        assert!(dir.join(format!("quarantine-{c}.1")).is_file(), "no page for {c}");
     }
     assert!(!dir.join("quarantine-manpages.1").exists());
     for page in ["quarantine-config-check.1", "quarantine-config-show.1"] {
         assert!(dir.join(page).is_file(), "{page}");
     }
     let top = std::fs::read_to_string(dir.join("quarantine.1")).unwrap();
-    for want in [
-        ".SH EXAMPLES",
-        ".SH FILES",
-        ".SH ENVIRONMENT",
-        ".SH EXIT STATUS",
-        "release \\-\\-verdict PMX:VIRUS",
-    ] {
+    for want in [".SH EXAMPLES", ".SH FILES", ".SH ENVIRONMENT", ".SH EXIT STATUS", "release \\-\\-verdict PMX:VIRUS"] {
         assert!(top.contains(want), "quarantine.1 lacks {want:?}");
     }
-    assert!(
-        top.contains("search \\-\\-rcpt alice@example.edu"),
-        "helpdesk example"
-    );
+    assert!(top.contains("search \\-\\-rcpt alice@example.edu"), "helpdesk example");
     assert!(top.contains("purge \\-\\-yes"), "cron example");
     // man renders it without warnings, where man is installed.
-    if let Ok(out) = Command::new("man")
-        .args(["--warnings", "-l"])
-        .arg(dir.join("quarantine.1"))
-        .env("MANWIDTH", "100")
-        .output()
+    if let Ok(out) =
+        Command::new("man").args(["--warnings", "-l"]).arg(dir.join("quarantine.1")).env("MANWIDTH", "100").output()
     {
         if out.status.success() {
             let page = text(&out.stdout);
-            assert!(
-                page.contains("EXAMPLES") && page.contains("quarantine freeze"),
-                "{page}"
-            );
-            assert!(
-                text(&out.stderr).trim().is_empty(),
-                "man warnings: {}",
-                text(&out.stderr)
-            );
+            assert!(page.contains("EXAMPLES") && page.contains("quarantine freeze"), "{page}");
+            assert!(text(&out.stderr).trim().is_empty(), "man warnings: {}", text(&out.stderr));
         }
     }
 }

@@ -26,23 +26,13 @@ use common::*;
 /// Compares big byte strings without dumping them into the failure message.
 fn assert_same(what: &str, got: &[u8], want: &[u8]) {
     if got != want {
-        let at = got
-            .iter()
-            .zip(want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: {} bytes, expected {} bytes; first difference at byte {at}",
-            got.len(),
-            want.len()
-        );
+        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        panic!("{what}: {} bytes, expected {} bytes; first difference at byte {at}", got.len(), want.len());
     }
 }
 
 fn is_hash(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `zstd -d -c < blob`: the standard tool, not our code, reads the blob back.
@@ -52,12 +42,7 @@ fn zstd_d(blob: &Path) -> Vec<u8> {
         .stdin(fs::File::open(blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display())))
         .output()
         .expect("run zstd");
-    assert!(
-        out.status.success(),
-        "zstd -d {}: {}",
-        blob.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "zstd -d {}: {}", blob.display(), String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -83,34 +68,19 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                fs::read(&p).unwrap(),
-            )
-        })
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
         .collect();
     out.sort();
-    assert!(
-        out.len() >= 6,
-        "tests/corpus has only {} .eml files",
-        out.len()
-    );
+    assert!(out.len() >= 6, "tests/corpus has only {} .eml files", out.len());
     out
 }
 
 fn corpus_file(name: &str) -> Vec<u8> {
-    corpus()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("tests/corpus/{name} is missing"))
-        .1
+    corpus().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("tests/corpus/{name} is missing")).1
 }
 
 fn corpus_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/corpus")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus").join(name)
 }
 
 /// Lines of pseudo-random base64-alphabet text, like an encoded attachment.
@@ -137,9 +107,8 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
     let mut one_mb_header = b"From: big@example.org\r\nTo: rcpt@example.net\r\nSubject: ".to_vec();
     for i in 0..(1 << 20) / 64 {
         // One folded 1 MB Subject...
-        one_mb_header.extend_from_slice(
-            format!("{i:08} lorem ipsum dolor sit amet consectetur adipiscing\r\n ").as_bytes(),
-        );
+        one_mb_header
+            .extend_from_slice(format!("{i:08} lorem ipsum dolor sit amet consectetur adipiscing\r\n ").as_bytes());
     }
     one_mb_header.extend_from_slice(b"end\r\nX-Unfolded: ");
     one_mb_header.extend(std::iter::repeat_n(b'x', 1 << 20)); // ...and one 1 MB line without a break
@@ -151,24 +120,12 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
             "no body, no blank line, no final newline",
             b"From: a@example.org\r\nTo: b@example.net\r\nSubject: headers only".to_vec(),
         ),
-        (
-            "header block only",
-            b"From: a@example.org\nSubject: nothing below\n\n".to_vec(),
-        ),
-        (
-            "NUL bytes",
-            b"From: a@example.org\nSubject: nul\0inside\n\nbody\0\0with NULs\0\n\0".to_vec(),
-        ),
+        ("header block only", b"From: a@example.org\nSubject: nothing below\n\n".to_vec()),
+        ("NUL bytes", b"From: a@example.org\nSubject: nul\0inside\n\nbody\0\0with NULs\0\n\0".to_vec()),
         ("binary garbage", rng.bytes(256 * 1024)),
-        (
-            "bare CR line ends",
-            b"From: a@example.org\rSubject: old mac\r\rbody\r".to_vec(),
-        ),
+        ("bare CR line ends", b"From: a@example.org\rSubject: old mac\r\rbody\r".to_vec()),
         ("1 MB header", one_mb_header),
-        (
-            "100000-byte pattern",
-            (0..100_000u32).map(|i| (i % 251) as u8).collect(),
-        ),
+        ("100000-byte pattern", (0..100_000u32).map(|i| (i % 251) as u8).collect()),
     ]
 }
 
@@ -186,35 +143,19 @@ Content-Disposition: attachment; filename=\"disk.img\"\r\nContent-Transfer-Encod
 
 /// Asserts a failed operation left no trace: the same number of messages, and `verify --deep` is clean.
 fn assert_no_message_added(ts: &TestStore, before: u64, what: &str) {
-    assert_eq!(
-        ts.messages(),
-        before,
-        "{what}: a failed hold added a message row"
-    );
+    assert_eq!(ts.messages(), before, "{what}: a failed hold added a message row");
     let out = ts.q(&["verify", "--deep"]);
-    assert_eq!(
-        out.code,
-        0,
-        "{what}: verify --deep afterwards: {}{}",
-        out.text(),
-        out.stderr
-    );
+    assert_eq!(out.code, 0, "{what}: verify --deep afterwards: {}{}", out.text(), out.stderr);
 }
 
 fn tmp_files(ts: &TestStore) -> Vec<PathBuf> {
-    fs::read_dir(ts.root.join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect()
+    fs::read_dir(ts.root.join("tmp")).unwrap().map(|e| e.unwrap().path()).collect()
 }
 
 /// `c` run through `sh -c 'umask MASK && exec ...'`, with the same environment.
 fn under_umask(mask: &str, c: &Command) -> Command {
     let mut s = Command::new("sh");
-    s.arg("-c")
-        .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
-        .arg(c.get_program())
-        .args(c.get_args());
+    s.arg("-c").arg(format!("umask {mask} && exec \"$0\" \"$@\"")).arg(c.get_program()).args(c.get_args());
     for (k, v) in c.get_envs() {
         match v {
             Some(v) => s.env(k, v),
@@ -224,8 +165,7 @@ fn under_umask(mask: &str, c: &Command) -> Command {
     s
 }
 
-const MSG: &[u8] =
-    b"From: Mallory <mallory@evil.example>\r\nTo: alice@example.edu\r\nSubject: your parcel\r\n\
+const MSG: &[u8] = b"From: Mallory <mallory@evil.example>\r\nTo: alice@example.edu\r\nSubject: your parcel\r\n\
 Message-ID: <parcel-1@evil.example>\r\n\r\nOpen the attached label.\r\n";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -237,10 +177,7 @@ fn corpus_round_trips_byte_exact() {
     let corpus = corpus();
     // The corpus must really contain what its names promise, or the round trip proves less than it says.
     let crlf = corpus_file("crlf.eml");
-    assert!(
-        crlf.windows(2).filter(|w| w == b"\r\n").count()
-            == crlf.iter().filter(|&&b| b == b'\n').count()
-    );
+    assert!(crlf.windows(2).filter(|w| w == b"\r\n").count() == crlf.iter().filter(|&&b| b == b'\n').count());
     assert!(!corpus_file("lf-only.eml").contains(&b'\r'));
     let latin1 = corpus_file("latin1-8bit.eml");
     assert!(
@@ -256,31 +193,17 @@ fn corpus_round_trips_byte_exact() {
         let mut args = vec!["--file", path.to_str().unwrap()];
         args.extend_from_slice(ENVELOPE);
         let id = ts.hold_ok_with(b"", &args);
-        assert_eq!(
-            ts.json(&id)["hash"],
-            hash.as_str(),
-            "{name}: --file and stdin disagree"
-        );
+        assert_eq!(ts.json(&id)["hash"], hash.as_str(), "{name}: --file and stdin disagree");
         assert_same(&format!("{name} via --file"), &ts.raw(&id), bytes);
-        assert!(
-            hashes.insert(hash),
-            "{name}: two different corpus files got the same hash"
-        );
+        assert!(hashes.insert(hash), "{name}: two different corpus files got the same hash");
     }
-    assert_eq!(
-        ts.blob_files().len(),
-        corpus.len(),
-        "one blob per distinct message"
-    );
+    assert_eq!(ts.blob_files().len(), corpus.len(), "one blob per distinct message");
 
     // The parsed fields come from the real headers (best effort, but these are plain).
     let id = ts.hold_ok(&corpus_file("multipart-attachment.eml"));
     let j = ts.json(&id);
     assert_eq!(j["subject"], "Invoice 2024-1187 for October");
-    assert_eq!(
-        j["attachments"],
-        serde_json::json!(["Invoice_2024-1187.pdf"])
-    );
+    assert_eq!(j["attachments"], serde_json::json!(["Invoice_2024-1187.pdf"]));
     let id = ts.hold_ok(&latin1);
     assert_eq!(ts.json(&id)["subject"], "Grüße aus Köln");
     ts.verify_deep_clean();
@@ -293,10 +216,7 @@ fn generated_cases_round_trip_byte_exact() {
     let mut hashes = HashSet::new();
     for (name, bytes) in &cases {
         let hash = assert_round_trip(&ts, name, bytes);
-        assert!(
-            hashes.insert(hash),
-            "{name}: a different input already had this hash"
-        );
+        assert!(hashes.insert(hash), "{name}: a different input already had this hash");
     }
     assert_eq!(ts.blob_files().len(), cases.len());
     ts.verify_deep_clean();
@@ -318,27 +238,11 @@ fn blob_name_is_blake3_of_the_original_bytes() {
     let ts = TestStore::new();
     let pattern: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     for (name, bytes, want) in [
-        (
-            "empty",
-            &b""[..],
-            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
-        ),
-        (
-            "abc",
-            &b"abc"[..],
-            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",
-        ),
-        (
-            "pattern",
-            &pattern[..],
-            "d93c23eedaf165a7e0be908ba86f1a7a520d568d2d13cde787c8580c5c72cc54",
-        ),
+        ("empty", &b""[..], "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"),
+        ("abc", &b"abc"[..], "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"),
+        ("pattern", &pattern[..], "d93c23eedaf165a7e0be908ba86f1a7a520d568d2d13cde787c8580c5c72cc54"),
     ] {
-        assert_eq!(
-            assert_round_trip(&ts, name, bytes),
-            want,
-            "{name}: blob name is not BLAKE3 of the original"
-        );
+        assert_eq!(assert_round_trip(&ts, name, bytes), want, "{name}: blob name is not BLAKE3 of the original");
         assert!(blob_path(&ts.root, want).is_file());
     }
 }
@@ -364,20 +268,7 @@ fn store_is_0700_and_0600_whatever_the_umask() {
         assert_eq!(out.code, 0, "hold {i} under umask 000: {out:?}");
     }
     // A failed hold (tmp file created, then a read error) must not leave loose modes either.
-    let out = run0(
-        &[
-            "hold",
-            "--file",
-            "/",
-            "--verdict",
-            "V",
-            "--from",
-            "",
-            "--",
-            "r@x.example",
-        ],
-        b"",
-    );
+    let out = run0(&["hold", "--file", "/", "--verdict", "V", "--from", "", "--", "r@x.example"], b"");
     assert_tempfail(&out, "hold --file /");
 
     let mut checked = (0, 0);
@@ -394,10 +285,7 @@ fn store_is_0700_and_0600_whatever_the_umask() {
     });
     assert!(ts.root.join("index.sqlite").is_file() && ts.root.join("tmp").is_dir());
     assert_eq!(ts.blob_files().len(), 4, "four distinct messages");
-    assert!(
-        checked.0 >= 2 + 4 && checked.1 >= 5,
-        "walked too little: {checked:?}"
-    );
+    assert!(checked.0 >= 2 + 4 && checked.1 >= 5, "walked too little: {checked:?}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -414,29 +302,19 @@ fn identical_bytes_make_two_messages_and_one_blob() {
     assert_eq!(ts.blob_files().len(), 1, "identical bytes are stored once");
     assert_same("first", &ts.raw(&a), MSG);
     assert_same("second", &ts.raw(&b), MSG);
-    assert!(
-        tmp_files(&ts).is_empty(),
-        "the second hold's temp file was left behind: {:?}",
-        tmp_files(&ts)
-    );
+    assert!(tmp_files(&ts).is_empty(), "the second hold's temp file was left behind: {:?}", tmp_files(&ts));
     ts.verify_deep_clean();
 }
 
 #[test]
 fn retried_hold_with_same_queue_id_sender_and_bytes_adds_nothing() {
     let ts = TestStore::new();
-    let env = argv(
-        "--verdict SPAM --queue-id 4Xk2Lp0z3Fz9tBq --from bob@example.org -- alice@example.edu",
-    );
+    let env = argv("--verdict SPAM --queue-id 4Xk2Lp0z3Fz9tBq --from bob@example.org -- alice@example.edu");
     let first = ts.hold_ok_with(MSG, &env);
     for _ in 0..3 {
         let out = ts.hold(MSG, &env);
         assert_eq!(out.code, 0, "{out:?}");
-        assert_eq!(
-            out.text(),
-            format!("{first}\n"),
-            "a retry must print the same id and nothing else"
-        );
+        assert_eq!(out.text(), format!("{first}\n"), "a retry must print the same id and nothing else");
     }
     assert_eq!(ts.messages(), 1, "retries created messages");
     assert_eq!(ts.sql_count("SELECT count(*) FROM recipients"), 1);
@@ -451,9 +329,7 @@ fn retried_hold_with_same_queue_id_sender_and_bytes_adds_nothing() {
     let mut env3 = env.clone();
     env3[3] = "4Xk2Lp0z3Fz9tZZ";
     let other_queue_id = ts.hold_ok_with(MSG, &env3);
-    let ids: HashSet<_> = [&first, &other_bytes, &other_sender, &other_queue_id]
-        .into_iter()
-        .collect();
+    let ids: HashSet<_> = [&first, &other_bytes, &other_sender, &other_queue_id].into_iter().collect();
     assert_eq!(ids.len(), 4, "these are four different messages");
     assert_eq!(ts.messages(), 4);
     assert_eq!(ts.blob_files().len(), 2);
@@ -470,11 +346,7 @@ fn envelope_null_sender_and_recipients() {
         let mut args = argv("--verdict V --from SENDER -- postmaster@example.edu");
         args[3] = from;
         let id = ts.hold_ok_with(MSG, &args);
-        assert_eq!(
-            ts.json(&id)["from"],
-            "",
-            "--from {from:?} must store the null sender"
-        );
+        assert_eq!(ts.json(&id)["from"], "", "--from {from:?} must store the null sender");
     }
     let id = ts.hold_ok_with(
         MSG,
@@ -485,14 +357,8 @@ fn envelope_null_sender_and_recipients() {
     );
     let j = ts.json(&id);
     let rcpts = j["recipients"].as_array().unwrap();
-    let addrs: Vec<&str> = rcpts
-        .iter()
-        .map(|r| r["address"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        addrs,
-        argv("a@example.edu b@example.edu c@example.edu d@example.edu")
-    );
+    let addrs: Vec<&str> = rcpts.iter().map(|r| r["address"].as_str().unwrap()).collect();
+    assert_eq!(addrs, argv("a@example.edu b@example.edu c@example.edu d@example.edu"));
     assert!(rcpts.iter().all(|r| r["state"] == "held"), "{rcpts:?}");
     assert_eq!(j["from"], "bob@example.org");
     assert_eq!(j["verdict"], "PMX:VIRUS");
@@ -516,63 +382,26 @@ fn hold_usage_and_configuration_errors_exit_75() {
     let envelope = "--verdict V --from a@b.example -- r@x.example";
     // {sp}, {empty} and {crlf} stand for a space, an empty argument and CR LF (see `argv`).
     let cases: Vec<(&str, String)> = vec![
-        (
-            "unknown flag",
-            "hold --bogus --verdict V --from a@b.example -- r@x.example".into(),
-        ),
-        (
-            "unknown flag before the subcommand",
-            format!("--bogus hold {envelope}"),
-        ),
-        (
-            "missing --verdict",
-            "hold --from a@b.example -- r@x.example".into(),
-        ),
+        ("unknown flag", "hold --bogus --verdict V --from a@b.example -- r@x.example".into()),
+        ("unknown flag before the subcommand", format!("--bogus hold {envelope}")),
+        ("missing --verdict", "hold --from a@b.example -- r@x.example".into()),
         ("missing --from", "hold --verdict V -- r@x.example".into()),
-        (
-            "blank --verdict",
-            "hold --verdict {sp} --from a@b.example -- r@x.example".into(),
-        ),
+        ("blank --verdict", "hold --verdict {sp} --from a@b.example -- r@x.example".into()),
         ("no recipient", "hold --verdict V --from a@b.example".into()),
-        (
-            "recipient smuggling SMTP",
-            "hold --verdict V --from a@b.example -- r@x.example{crlf}DATA".into(),
-        ),
-        (
-            "sender with a space",
-            "hold --verdict V --from a{sp}b@c.example -- r@x.example".into(),
-        ),
+        ("recipient smuggling SMTP", "hold --verdict V --from a@b.example -- r@x.example{crlf}DATA".into()),
+        ("sender with a space", "hold --verdict V --from a{sp}b@c.example -- r@x.example".into()),
         ("bad --deadline", format!("hold --deadline soon {envelope}")),
-        (
-            "--deadline without a unit",
-            format!("hold --deadline 10 {envelope}"),
-        ),
-        (
-            "empty --deadline",
-            format!("hold --deadline {{empty}} {envelope}"),
-        ),
-        (
-            "missing config file",
-            format!("--config /nonexistent/quarantine.toml hold {envelope}"),
-        ),
-        (
-            "config with an unknown key",
-            format!("--config {} hold {envelope}", bad_config.display()),
-        ),
-        (
-            "config with a bad hold_deadline",
-            format!("--config {} hold {envelope}", bad_deadline_config.display()),
-        ),
+        ("--deadline without a unit", format!("hold --deadline 10 {envelope}")),
+        ("empty --deadline", format!("hold --deadline {{empty}} {envelope}")),
+        ("missing config file", format!("--config /nonexistent/quarantine.toml hold {envelope}")),
+        ("config with an unknown key", format!("--config {} hold {envelope}", bad_config.display())),
+        ("config with a bad hold_deadline", format!("--config {} hold {envelope}", bad_deadline_config.display())),
     ];
     for (what, line) in &cases {
         let out = run(ts.cmd(&argv(line)), MSG, HANG);
         assert_tempfail(&out, what);
     }
-    assert!(
-        tmp_files(&ts).is_empty(),
-        "failed holds left temp files: {:?}",
-        tmp_files(&ts)
-    );
+    assert!(tmp_files(&ts).is_empty(), "failed holds left temp files: {:?}", tmp_files(&ts));
     assert_eq!(ts.blob_files().len(), 1);
     assert_no_message_added(&ts, 1, "usage errors");
 
@@ -585,18 +414,10 @@ fn hold_usage_and_configuration_errors_exit_75() {
         args.extend(ENVELOPE.iter().map(OsString::from));
         let out = run(cmd(&args), MSG, HANG);
         assert_tempfail(&out, what);
-        assert!(
-            out.stderr.contains("not a quarantine store"),
-            "{what}: {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains("not a quarantine store"), "{what}: {}", out.stderr);
     }
     assert!(!nowhere.exists(), "hold created a store directory");
-    assert_eq!(
-        fs::read_dir(&empty).unwrap().count(),
-        0,
-        "hold wrote into a directory that is not a store"
-    );
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0, "hold wrote into a directory that is not a store");
 }
 
 #[test]
@@ -605,10 +426,7 @@ fn hold_read_errors_exit_75() {
     ts.hold_ok(b"seed");
     let dir = ts.dir.path().to_str().unwrap().to_string();
     let missing = format!("{dir}/no-such-message.eml");
-    for (what, file) in [
-        ("--file is a directory", &dir),
-        ("--file does not exist", &missing),
-    ] {
+    for (what, file) in [("--file is a directory", &dir), ("--file does not exist", &missing)] {
         let mut args = vec!["hold", "--file", file];
         args.extend_from_slice(ENVELOPE);
         let out = run(ts.cmd(&args), b"", HANG);
@@ -618,17 +436,11 @@ fn hold_read_errors_exit_75() {
     let mut args = vec!["hold"];
     args.extend_from_slice(ENVELOPE);
     let mut c = ts.cmd(&args);
-    c.stdin(fs::File::open(ts.dir.path()).unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    c.stdin(fs::File::open(ts.dir.path()).unwrap()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let out = wait_limited(c.spawn().unwrap(), HANG, Instant::now());
     assert_tempfail(&out, "stdin is a directory");
 
-    assert!(
-        tmp_files(&ts).is_empty(),
-        "a failed read left its temp file: {:?}",
-        tmp_files(&ts)
-    );
+    assert!(tmp_files(&ts).is_empty(), "a failed read left its temp file: {:?}", tmp_files(&ts));
     assert_no_message_added(&ts, 1, "read errors");
 }
 
@@ -644,24 +456,13 @@ fn hold_exits_75_when_tmp_or_blobs_is_a_regular_file() {
         assert_tempfail(&out, &format!("{sub} is a regular file"));
         // Dedup path too: the blob for `seed` exists, but blobs/ is unreadable as a directory.
         if sub == "blobs" {
-            assert_tempfail(
-                &ts.hold(b"seed", ENVELOPE),
-                "blobs is a regular file (known hash)",
-            );
+            assert_tempfail(&ts.hold(b"seed", ENVELOPE), "blobs is a regular file (known hash)");
         }
-        assert_eq!(
-            fs::read(&real).unwrap(),
-            b"not a directory",
-            "hold overwrote {sub}"
-        );
+        assert_eq!(fs::read(&real).unwrap(), b"not a directory", "hold overwrote {sub}");
         fs::remove_file(&real).unwrap();
         fs::rename(&away, &real).unwrap();
         assert_no_message_added(&ts, 1, sub);
-        assert!(
-            tmp_files(&ts).is_empty(),
-            "{sub}: temp file left behind: {:?}",
-            tmp_files(&ts)
-        );
+        assert!(tmp_files(&ts).is_empty(), "{sub}: temp file left behind: {:?}", tmp_files(&ts));
     }
     // Repaired, the store takes mail again.
     assert_round_trip(&ts, "after repair", b"new message for blobs");
@@ -693,32 +494,17 @@ fn traced_hold(ts: &TestStore, msg: &[u8], inject: Option<&str>) -> (Out, Vec<Ev
     let mut args: Vec<OsString> = vec!["--store".into(), ts.root.clone().into(), "hold".into()];
     args.extend(ENVELOPE.iter().map(OsString::from));
     let out = run(strace_cmd(&strace_args, &args), msg, HANG);
-    let text = fs::read_to_string(&trace)
-        .unwrap_or_else(|e| panic!("no strace output ({e}); is strace usable? {out:?}"));
+    let text =
+        fs::read_to_string(&trace).unwrap_or_else(|e| panic!("no strace output ({e}); is strace usable? {out:?}"));
     let root = ts.root.to_str().unwrap();
-    let rel = |p: &str| {
-        p.strip_prefix(root)
-            .map(|r| r.trim_start_matches('/').to_string())
-    };
+    let rel = |p: &str| p.strip_prefix(root).map(|r| r.trim_start_matches('/').to_string());
     let mut evs = Vec::new();
     for line in text.lines() {
         if line.contains("fsync(") || line.contains("fdatasync(") {
-            let path = line
-                .split_once('<')
-                .and_then(|(_, r)| r.split_once(">)"))
-                .map(|(p, _)| p)
-                .unwrap();
-            evs.push(Ev::Sync(
-                rel(path).unwrap_or_else(|| panic!("fsync outside the store: {line}")),
-            ));
+            let path = line.split_once('<').and_then(|(_, r)| r.split_once(">)")).map(|(p, _)| p).unwrap();
+            evs.push(Ev::Sync(rel(path).unwrap_or_else(|| panic!("fsync outside the store: {line}"))));
         } else if line.contains("rename") && line.contains("/blobs/") {
-            let to = line
-                .rsplit(", \"")
-                .next()
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap();
+            let to = line.rsplit(", \"").next().unwrap().split('"').next().unwrap();
             evs.push(Ev::Rename(rel(to).unwrap()));
         } else if line.contains(" write(1<") {
             evs.push(Ev::Ack);
@@ -738,31 +524,15 @@ fn hold_exits_75_on_injected_fsync_eio() {
     let ts = TestStore::new();
     ts.hold_ok(SEED);
     let (out, evs) = traced_hold(&ts, MSG, None);
-    assert_eq!(
-        out.code, 0,
-        "strace does not work here (ptrace not permitted?): {out:?}"
-    );
+    assert_eq!(out.code, 0, "strace does not work here (ptrace not permitted?): {out:?}");
     let pos = |f: &dyn Fn(&Ev) -> bool| evs.iter().position(f);
     let ack = pos(&|e| *e == Ev::Ack).expect("the id was printed");
-    let staged = pos(&|e| matches!(e, Ev::Sync(p) if p.starts_with("tmp/") && p.ends_with(".tmp")))
-        .expect("tmp fsync");
+    let staged = pos(&|e| matches!(e, Ev::Sync(p) if p.starts_with("tmp/") && p.ends_with(".tmp"))).expect("tmp fsync");
     let renamed = pos(&|e| matches!(e, Ev::Rename(_))).expect("rename into blobs/");
-    let Ev::Rename(blob) = &evs[renamed] else {
-        unreachable!()
-    };
-    let blob_dir = Path::new(blob)
-        .parent()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let dir_synced = evs[renamed..]
-        .iter()
-        .position(|e| *e == Ev::Sync(blob_dir.clone()))
-        .map(|i| i + renamed);
-    let committed = evs[..ack]
-        .iter()
-        .rposition(|e| *e == Ev::Sync("index.sqlite-wal".into()));
+    let Ev::Rename(blob) = &evs[renamed] else { unreachable!() };
+    let blob_dir = Path::new(blob).parent().unwrap().to_str().unwrap().to_string();
+    let dir_synced = evs[renamed..].iter().position(|e| *e == Ev::Sync(blob_dir.clone())).map(|i| i + renamed);
+    let committed = evs[..ack].iter().rposition(|e| *e == Ev::Sync("index.sqlite-wal".into()));
     // DESIGN section 4: staged file fsynced, renamed, its directory fsynced, then the index commit, then the id.
     assert!(
         matches!((dir_synced, committed), (Some(d), Some(c)) if staged < renamed && d < c && c < ack),
@@ -772,21 +542,14 @@ fn hold_exits_75_on_injected_fsync_eio() {
     let syncs: Vec<(usize, String)> = evs
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| {
-            if let Ev::Sync(p) = e {
-                Some((i, p.clone()))
-            } else {
-                None
-            }
-        })
+        .filter_map(|(i, e)| if let Ev::Sync(p) = e { Some((i, p.clone())) } else { None })
         .collect();
     let mut failed = 0;
     for (n, (i, path)) in syncs.iter().enumerate() {
         let n = n + 1;
         // SQLite fsyncs the directory after creating the -wal and ignores that call's error by design (some
         // filesystems reject directory fsync); that one call, and only that one, may fail without failing the hold.
-        let sqlite_dirsync =
-            path.is_empty() && *i > 0 && evs[i - 1] == Ev::Sync("index.sqlite-wal".into());
+        let sqlite_dirsync = path.is_empty() && *i > 0 && evs[i - 1] == Ev::Sync("index.sqlite-wal".into());
         let ts = TestStore::new();
         ts.hold_ok(SEED);
         let (out, _) = traced_hold(&ts, MSG, Some(&format!("fsync:error=EIO:when={n}")));
@@ -811,11 +574,7 @@ fn hold_exits_75_on_injected_fsync_eio() {
             ts.verify_deep_clean();
         }
     }
-    assert!(
-        failed >= 6,
-        "only {failed} of {} injected fsync failures failed the hold: {evs:?}",
-        syncs.len()
-    );
+    assert!(failed >= 6, "only {failed} of {} injected fsync failures failed the hold: {evs:?}", syncs.len());
 
     // Every fsync and fdatasync failing.
     let ts = TestStore::new();
@@ -837,34 +596,20 @@ fn retry_after_a_failed_directory_fsync_does_not_trust_the_unsynced_blob() {
     probe.hold_ok(SEED);
     let (_, evs) = traced_hold(&probe, MSG, None);
     let renamed = evs.iter().position(|e| matches!(e, Ev::Rename(_))).unwrap();
-    let Ev::Rename(blob) = &evs[renamed] else {
-        unreachable!()
-    };
-    let blob_dir = Path::new(blob)
-        .parent()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let n = evs[..=renamed + 1]
-        .iter()
-        .filter(|e| matches!(e, Ev::Sync(_)))
-        .count();
+    let Ev::Rename(blob) = &evs[renamed] else { unreachable!() };
+    let blob_dir = Path::new(blob).parent().unwrap().to_str().unwrap().to_string();
+    let n = evs[..=renamed + 1].iter().filter(|e| matches!(e, Ev::Sync(_))).count();
     assert_eq!(evs[renamed + 1], Ev::Sync(blob_dir.clone()), "{evs:?}");
     let (out, _) = traced_hold(&ts, MSG, Some(&format!("fsync:error=EIO:when={n}")));
     assert_tempfail(&out, "EIO on the blob directory's fsync");
-    assert!(
-        ts.root.join(blob).is_file(),
-        "the failed hold's blob is in place (an orphan)"
-    );
+    assert!(ts.root.join(blob).is_file(), "the failed hold's blob is in place (an orphan)");
 
     // The MTA retries.
     let (out, evs) = traced_hold(&ts, MSG, None);
     assert_eq!(out.code, 0, "{out:?}");
     let ack = evs.iter().position(|e| *e == Ev::Ack).unwrap();
     assert!(
-        evs[..ack].contains(&Ev::Sync(blob_dir.clone()))
-            || evs[..ack].contains(&Ev::Sync(blob.clone())),
+        evs[..ack].contains(&Ev::Sync(blob_dir.clone())) || evs[..ack].contains(&Ev::Sync(blob.clone())),
         "the retry acknowledged a blob it never made durable: {evs:?}"
     );
 }
@@ -881,13 +626,7 @@ fn hold_exits_75_even_when_stderr_is_a_broken_pipe() {
     fs::write(&real, b"").unwrap();
     let mut args = vec!["hold"];
     args.extend_from_slice(ENVELOPE);
-    let mut child = ts
-        .cmd(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ts.cmd(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     drop(child.stderr.take()); // the reader goes away
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(MSG).unwrap();
@@ -897,11 +636,7 @@ fn hold_exits_75_even_when_stderr_is_a_broken_pipe() {
     let status = child.wait().unwrap();
     fs::remove_file(&real).unwrap();
     fs::rename(&away, &real).unwrap();
-    assert_eq!(
-        status.code(),
-        Some(75),
-        "hold with a broken stderr: {status:?}"
-    );
+    assert_eq!(status.code(), Some(75), "hold with a broken stderr: {status:?}");
     assert!(stdout.is_empty());
     assert_no_message_added(&ts, 1, "broken stderr");
 }
@@ -919,9 +654,7 @@ fn files_created_as_root_belong_to_the_store_owner() {
     }
     const NOBODY: u32 = 65534;
     std::os::unix::fs::chown(&ts.root, Some(NOBODY), Some(NOBODY)).unwrap();
-    walk(&ts.root, &mut |p, _| {
-        std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap()
-    });
+    walk(&ts.root, &mut |p, _| std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap());
     let check = |when: &str| {
         let mut n = 0;
         walk(&ts.root, &mut |p, _| {
@@ -948,29 +681,18 @@ fn files_created_as_root_belong_to_the_store_owner() {
     // While a hold is running (stdin still open) its temp file and SQLite's -wal and -shm exist.
     let mut args = vec!["hold"];
     args.extend_from_slice(ENVELOPE);
-    let mut child = ts
-        .cmd(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ts.cmd(&args).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"From: slow@example.org\r\n").unwrap();
     let started = Instant::now();
-    while (tmp_files(&ts).is_empty() || !ts.root.join("index.sqlite-shm").exists())
-        && started.elapsed() < HANG
-    {
+    while (tmp_files(&ts).is_empty() || !ts.root.join("index.sqlite-shm").exists()) && started.elapsed() < HANG {
         std::thread::sleep(Duration::from_millis(10));
     }
     let n = check("during a hold");
     let _ = child.kill();
     let _ = child.wait();
     assert!(ts.root.join("index.sqlite-wal").exists() && ts.root.join("index.sqlite-shm").exists());
-    assert!(
-        n >= 2 + 2 + 4 + 1 + 3,
-        "a running hold's files were not all there: {n}"
-    );
+    assert!(n >= 2 + 2 + 4 + 1 + 3, "a running hold's files were not all there: {n}");
     check("after a killed hold");
 }
 
@@ -980,18 +702,9 @@ fn hold_exits_75_when_the_index_stays_locked_past_the_deadline() {
     ts.hold_ok(b"seed");
     // The sqlite3 shell takes the write lock and keeps it until its stdin closes.
     let index = ts.root.join("index.sqlite");
-    let mut locker = Command::new("sqlite3")
-        .arg(&index)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sqlite3");
-    locker
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(b"BEGIN IMMEDIATE;\n")
-        .unwrap();
+    let mut locker =
+        Command::new("sqlite3").arg(&index).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("sqlite3");
+    locker.stdin.as_mut().unwrap().write_all(b"BEGIN IMMEDIATE;\n").unwrap();
     let started = Instant::now();
     while Command::new("sqlite3")
         .args(["-cmd", ".timeout 0"])
@@ -1002,10 +715,7 @@ fn hold_exits_75_when_the_index_stays_locked_past_the_deadline() {
         .unwrap()
         .success()
     {
-        assert!(
-            started.elapsed() < HANG,
-            "the sqlite3 locker never took the write lock"
-        );
+        assert!(started.elapsed() < HANG, "the sqlite3 locker never took the write lock");
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -1015,16 +725,8 @@ fn hold_exits_75_when_the_index_stays_locked_past_the_deadline() {
     drop(locker.stdin.take()); // EOF: the locker exits and releases the lock
     locker.wait().unwrap();
     assert_tempfail(&out, "index locked");
-    assert!(
-        out.elapsed < Duration::from_secs(5),
-        "75 came only after {:?} with --deadline 2s",
-        out.elapsed
-    );
-    assert!(
-        out.elapsed > Duration::from_millis(900),
-        "gave up after {:?} without waiting for the lock",
-        out.elapsed
-    );
+    assert!(out.elapsed < Duration::from_secs(5), "75 came only after {:?} with --deadline 2s", out.elapsed);
+    assert!(out.elapsed > Duration::from_millis(900), "gave up after {:?} without waiting for the lock", out.elapsed);
     assert_no_message_added(&ts, 1, "index locked");
     // The lock is gone: the same message goes in now.
     assert_round_trip(&ts, "after the lock", MSG);
@@ -1037,30 +739,14 @@ fn hold_exits_75_when_stdin_never_closes() {
     let mut args = vec!["hold", "--deadline", "1s"];
     args.extend_from_slice(ENVELOPE);
     let started = Instant::now();
-    let mut child = ts
-        .cmd(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ts.cmd(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(b"From: slow@example.org\r\nSubject: never ends\r\n")
-        .unwrap();
+    stdin.write_all(b"From: slow@example.org\r\nSubject: never ends\r\n").unwrap();
     let out = wait_limited(child, Duration::from_secs(30), started);
     drop(stdin);
     assert_tempfail(&out, "stdin never closes");
-    assert!(
-        out.elapsed >= Duration::from_millis(900),
-        "gave up after {:?}, before the 1s deadline",
-        out.elapsed
-    );
-    assert!(
-        out.elapsed < Duration::from_secs(5),
-        "the 1s deadline fired only after {:?}",
-        out.elapsed
-    );
+    assert!(out.elapsed >= Duration::from_millis(900), "gave up after {:?}, before the 1s deadline", out.elapsed);
+    assert!(out.elapsed < Duration::from_secs(5), "the 1s deadline fired only after {:?}", out.elapsed);
     assert_no_message_added(&ts, 1, "stdin never closes");
 }
 
@@ -1112,8 +798,13 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_hold() {
                     args.extend_from_slice(&["--", "r@example.net"]);
                     let delay = Duration::from_millis(rng.below(max_delay_ms + 1));
                     let started = Instant::now();
-                    let mut child =
-                        ts.cmd(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+                    let mut child = ts
+                        .cmd(&args)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap();
                     let writer = feed(&mut child, &msg);
                     std::thread::sleep(delay);
                     let _ = child.kill(); // SIGKILL; a no-op if it already exited
@@ -1134,10 +825,7 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_hold() {
     });
     let acked = acked.into_inner().unwrap();
     let killed = killed.into_inner().unwrap();
-    eprintln!(
-        "kill loop: {} acknowledged, {killed} killed, delays 0-{max_delay_ms} ms",
-        acked.len()
-    );
+    eprintln!("kill loop: {} acknowledged, {killed} killed, delays 0-{max_delay_ms} ms", acked.len());
     assert!(
         acked.len() >= 10 && killed >= 10,
         "the loop must both kill and complete holds: {} / {killed}",
@@ -1158,11 +846,7 @@ fn verify_deep_and_show_catch_flipped_and_truncated_blobs() {
     let ts = TestStore::new();
     let flipped_msg = corpus_file("multipart-attachment.eml");
     let truncated_msg = base64ish_lines(&mut XorShift::new(7), 300_000);
-    let (a, b, c) = (
-        ts.hold_ok(&flipped_msg),
-        ts.hold_ok(&truncated_msg),
-        ts.hold_ok(MSG),
-    );
+    let (a, b, c) = (ts.hold_ok(&flipped_msg), ts.hold_ok(&truncated_msg), ts.hold_ok(MSG));
     let hash = |id: &str| ts.json(id)["hash"].as_str().unwrap().to_string();
     let (ha, hb) = (hash(&a), hash(&b));
     ts.verify_deep_clean();
@@ -1174,31 +858,15 @@ fn verify_deep_and_show_catch_flipped_and_truncated_blobs() {
     bad[original.len() / 2] ^= 0x01;
     fs::write(&pa, &bad).unwrap();
     let out = ts.q(&["verify", "--deep"]);
-    assert_eq!(
-        out.code,
-        1,
-        "verify --deep missed a flipped byte: {}",
-        out.text()
-    );
+    assert_eq!(out.code, 1, "verify --deep missed a flipped byte: {}", out.text());
     let report = out.text();
-    assert!(
-        report.to_lowercase().contains("corrupt") && report.contains(&ha) && report.contains(&a),
-        "{report}"
-    );
+    assert!(report.to_lowercase().contains("corrupt") && report.contains(&ha) && report.contains(&a), "{report}");
     assert!(!report.contains(&hb), "an intact blob reported: {report}");
     for mode in ["--raw", "--headers"] {
         let out = ts.q(&["show", &a, mode]);
         assert_eq!(out.code, 1, "show {mode} on a corrupt blob: {out:?}");
-        assert!(
-            out.stdout.is_empty(),
-            "show {mode} wrote {} bytes of a corrupt blob",
-            out.stdout.len()
-        );
-        assert!(
-            out.stderr.to_lowercase().contains("corrupt"),
-            "show {mode}: {}",
-            out.stderr
-        );
+        assert!(out.stdout.is_empty(), "show {mode} wrote {} bytes of a corrupt blob", out.stdout.len());
+        assert!(out.stderr.to_lowercase().contains("corrupt"), "show {mode}: {}", out.stderr);
     }
     fs::write(&pa, &original).unwrap();
     ts.verify_deep_clean();
@@ -1206,31 +874,13 @@ fn verify_deep_and_show_catch_flipped_and_truncated_blobs() {
     // B's blob cut in half.
     let pb = ts.blob_path(&hb);
     let len = fs::metadata(&pb).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pb)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    fs::OpenOptions::new().write(true).open(&pb).unwrap().set_len(len / 2).unwrap();
     let out = ts.q(&["verify", "--deep"]);
-    assert_eq!(
-        out.code,
-        1,
-        "verify --deep missed a truncated blob: {}",
-        out.text()
-    );
-    assert!(
-        out.text().to_lowercase().contains("corrupt") && out.text().contains(&hb),
-        "{}",
-        out.text()
-    );
+    assert_eq!(out.code, 1, "verify --deep missed a truncated blob: {}", out.text());
+    assert!(out.text().to_lowercase().contains("corrupt") && out.text().contains(&hb), "{}", out.text());
     let out = ts.q(&["show", &b, "--raw"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stdout.is_empty(),
-        "show --raw wrote {} bytes of a truncated blob",
-        out.stdout.len()
-    );
+    assert!(out.stdout.is_empty(), "show --raw wrote {} bytes of a truncated blob", out.stdout.len());
     // The others are still fine.
     assert_same("intact message", &ts.raw(&c), MSG);
 }
@@ -1243,16 +893,9 @@ fn verify_catches_a_deleted_blob() {
     assert_eq!(ts.q(&["verify"]).code, 0);
     fs::remove_file(ts.blob_path(&ha)).unwrap();
     let out = ts.q(&["verify"]);
-    assert_eq!(
-        out.code,
-        1,
-        "plain verify missed a deleted blob: {}",
-        out.text()
-    );
+    assert_eq!(out.code, 1, "plain verify missed a deleted blob: {}", out.text());
     assert!(
-        out.text().to_lowercase().contains("missing")
-            && out.text().contains(&ha)
-            && out.text().contains(&a),
+        out.text().to_lowercase().contains("missing") && out.text().contains(&ha) && out.text().contains(&a),
         "{}",
         out.text()
     );
@@ -1274,11 +917,7 @@ fn init_on_an_existing_store_is_harmless() {
         let out = ts.q(&["init"]);
         assert_eq!(out.code, 0, "{out:?}");
     }
-    assert_eq!(
-        fs::read(ts.root.join("index.sqlite")).unwrap(),
-        index_before,
-        "init rewrote the index"
-    );
+    assert_eq!(fs::read(ts.root.join("index.sqlite")).unwrap(), index_before, "init rewrote the index");
     assert_eq!(ts.messages(), 1);
     assert_same("after re-init", &ts.raw(&id), MSG);
     ts.verify_deep_clean();
@@ -1302,40 +941,18 @@ fn init_refuses_a_non_empty_directory_that_is_not_a_store() {
     for d in [&docs, &other] {
         let before = listing(d);
         let mode_before = fs::metadata(d).unwrap().permissions().mode();
-        let out = run(
-            cmd(&[OsString::from("--store"), d.into(), "init".into()]),
-            b"",
-            HANG,
-        );
+        let out = run(cmd(&[OsString::from("--store"), d.into(), "init".into()]), b"", HANG);
         assert_eq!(out.code, 1, "init on {}: {out:?}", d.display());
-        assert!(
-            out.stderr.contains("not empty") || out.stderr.contains("not a quarantine store"),
-            "{}",
-            out.stderr
-        );
+        assert!(out.stderr.contains("not empty") || out.stderr.contains("not a quarantine store"), "{}", out.stderr);
         assert_eq!(listing(d), before, "init changed {}", d.display());
-        assert_eq!(
-            fs::metadata(d).unwrap().permissions().mode(),
-            mode_before,
-            "init chmodded {}",
-            d.display()
-        );
+        assert_eq!(fs::metadata(d).unwrap().permissions().mode(), mode_before, "init chmodded {}", d.display());
     }
 }
 
 /// Every file below `d` with its bytes.
 fn listing(d: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut v = Vec::new();
-    walk(d, &mut |p, is_dir| {
-        v.push((
-            p.to_path_buf(),
-            if is_dir {
-                Vec::new()
-            } else {
-                fs::read(p).unwrap()
-            },
-        ))
-    });
+    walk(d, &mut |p, is_dir| v.push((p.to_path_buf(), if is_dir { Vec::new() } else { fs::read(p).unwrap() })));
     v.sort();
     v
 }
@@ -1352,22 +969,13 @@ fn other_commands_refuse_a_directory_that_is_not_a_store() {
     for d in [&empty, &full, &missing] {
         let existed = d.exists();
         let before = if existed { listing(d) } else { Vec::new() };
-        for args in [
-            &["show", "0123456789"][..],
-            &["show", "0123456789", "--raw"],
-            &["verify"],
-            &["verify", "--deep"],
-        ] {
+        for args in [&["show", "0123456789"][..], &["show", "0123456789", "--raw"], &["verify"], &["verify", "--deep"]]
+        {
             let mut full_args: Vec<OsString> = vec!["--store".into(), d.into()];
             full_args.extend(args.iter().map(OsString::from));
             let out = run(cmd(&full_args), b"", HANG);
             assert_eq!(out.code, 1, "{args:?} on {}: {out:?}", d.display());
-            assert!(
-                out.stderr.contains("not a quarantine store"),
-                "{args:?} on {}: {}",
-                d.display(),
-                out.stderr
-            );
+            assert!(out.stderr.contains("not a quarantine store"), "{args:?} on {}: {}", d.display(), out.stderr);
             assert!(out.stdout.is_empty());
         }
         if existed {
@@ -1385,10 +993,7 @@ fn other_commands_refuse_a_directory_that_is_not_a_store() {
 fn show_never_prints_terminal_controls_raw() {
     let ts = TestStore::new();
     let msg = corpus_file("hostile-subject.eml");
-    assert!(
-        msg.windows(4).any(|w| w == b"\x1b[2J")
-            && msg.windows(3).any(|w| w == "\u{202e}".as_bytes())
-    );
+    assert!(msg.windows(4).any(|w| w == b"\x1b[2J") && msg.windows(3).any(|w| w == "\u{202e}".as_bytes()));
     let id = ts.hold_ok(&msg);
 
     // The index keeps the subject as it is; escaping is the printer's job.
@@ -1419,8 +1024,5 @@ fn show_never_prints_terminal_controls_raw() {
 
     // --json escapes control characters the JSON way.
     let out = ts.q(&["show", &id, "--json"]);
-    assert!(
-        !out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07),
-        "raw control byte in --json output"
-    );
+    assert!(!out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07), "raw control byte in --json output");
 }

@@ -12,31 +12,13 @@ fn hold_as(user: Option<&str>, store: &Path, body: &[u8]) -> std::process::Outpu
     let mut c = match user {
         Some(u) => {
             let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={u}"),
-                "--regid=nogroup",
-                "--clear-groups",
-                BIN,
-            ]);
+            c.args([&format!("--reuid={u}"), "--regid=nogroup", "--clear-groups", BIN]);
             c
         }
         None => Command::new(BIN),
     };
-    c.arg("--store").arg(store).args([
-        "hold",
-        "--verdict",
-        "SPAM",
-        "--from",
-        "a@b.example",
-        "--",
-        "c@d.example",
-    ]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    c.arg("--store").arg(store).args(["hold", "--verdict", "SPAM", "--from", "a@b.example", "--", "c@d.example"]);
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(body).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -60,52 +42,23 @@ fn root_commands_leave_files_the_store_owner_can_use() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let store = dir.path().join("store");
-    assert!(Command::new(BIN)
-        .arg("--store")
-        .arg(&store)
-        .arg("init")
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("chown")
-        .args(["-R", "nobody:nogroup"])
-        .arg(&store)
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new(BIN).arg("--store").arg(&store).arg("init").status().unwrap().success());
+    assert!(Command::new("chown").args(["-R", "nobody:nogroup"]).arg(&store).status().unwrap().success());
     let nobody = std::fs::metadata(&store).unwrap().uid();
 
     // Root holds a message (new fan-out directories, blob, WAL) and runs admin commands.
     let out = hold_as(None, &store, b"Subject: by root\r\n\r\nx\r\n");
     assert!(out.status.success(), "{out:?}");
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    for args in [
-        vec!["verify", "--deep"],
-        vec!["freeze", "--reason", "test"],
-        vec!["thaw"],
-        vec!["show", &id],
-    ] {
-        let o = Command::new(BIN)
-            .arg("--store")
-            .arg(&store)
-            .args(&args)
-            .output()
-            .unwrap();
+    for args in [vec!["verify", "--deep"], vec!["freeze", "--reason", "test"], vec!["thaw"], vec!["show", &id]] {
+        let o = Command::new(BIN).arg("--store").arg(&store).args(&args).output().unwrap();
         assert!(o.status.success(), "{args:?}: {o:?}");
     }
     // A root hold that is still running (index open, stdin not yet closed) has created -wal and -shm.
     let mut pending = Command::new(BIN)
         .arg("--store")
         .arg(&store)
-        .args([
-            "hold",
-            "--verdict",
-            "SPAM",
-            "--from",
-            "",
-            "--",
-            "e@f.example",
-        ])
+        .args(["hold", "--verdict", "SPAM", "--from", "", "--", "e@f.example"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -122,43 +75,20 @@ fn root_commands_leave_files_the_store_owner_can_use() {
     all_entries(&store, &mut entries);
     for p in &entries {
         let m = std::fs::symlink_metadata(p).unwrap();
-        assert_eq!(
-            m.uid(),
-            nobody,
-            "{} is owned by uid {}, not the store's owner",
-            p.display(),
-            m.uid()
-        );
+        assert_eq!(m.uid(), nobody, "{} is owned by uid {}, not the store's owner", p.display(), m.uid());
         let mode = m.mode() & 0o777;
-        assert!(
-            mode == 0o600 || mode == 0o700,
-            "{} has mode {mode:o}",
-            p.display()
-        );
+        assert!(mode == 0o600 || mode == 0o700, "{} has mode {mode:o}", p.display());
     }
 
     // The store's own account can still hold (new blob dirs under root-created ones) and read.
     let out = hold_as(Some("nobody"), &store, b"Subject: by nobody\r\n\r\ny\r\n");
-    assert!(
-        out.status.success(),
-        "hold as the store owner after root: {out:?}"
-    );
+    assert!(out.status.success(), "hold as the store owner after root: {out:?}");
     let out = hold_as(Some("nobody"), &store, b"Subject: by root\r\n\r\nx\r\n");
-    assert!(
-        out.status.success(),
-        "dedup onto a root-written blob: {out:?}"
-    );
-    pending
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Subject: late\r\n\r\nz\r\n")
-        .unwrap();
+    assert!(out.status.success(), "dedup onto a root-written blob: {out:?}");
+    pending.stdin.take().unwrap().write_all(b"Subject: late\r\n\r\nz\r\n").unwrap();
     assert!(pending.wait_with_output().unwrap().status.success());
 }
 
 fn nix_is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }

@@ -32,6 +32,13 @@ pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 /// Opens the index with the pragmas every connection needs. `create` allows creating a missing file (init only).
 pub fn open(path: &Path, create: bool, busy: Duration) -> Result<Connection> {
+    let conn = connect(path, create, busy)?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+/// Opens the file without touching it: no pragma that writes, so a foreign database can be inspected and refused.
+pub fn connect(path: &Path, create: bool, busy: Duration) -> Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -39,13 +46,25 @@ pub fn open(path: &Path, create: bool, busy: Duration) -> Result<Connection> {
     let e = sql_err(path);
     let conn = Connection::open_with_flags(path, flags).map_err(&e)?;
     conn.busy_timeout(busy).map_err(&e)?;
+    Ok(conn)
+}
+
+/// The pragmas every connection needs.
+///
+/// # Performance
+/// The last connection to close checkpoints the WAL and deletes it, so a one-message `hold` pays for creating
+/// the WAL and for a checkpoint. Keeping the WAL across processes (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`) would save
+/// about four fsyncs per hold, but then the frames of a commit whose WAL fsync *failed* stay visible to the next
+/// process: a hold that exited 75 would still have added its row. Until that is handled, correctness wins.
+pub fn configure(conn: &Connection, path: &Path) -> Result<()> {
+    let e = sql_err(path);
     // journal_mode needs a lock when it changes something; on an existing WAL index it is a no-op read.
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(&e)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Invalid(format!("{}: could not switch the index to WAL (got {mode})", path.display())));
     }
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA trusted_schema=OFF;").map_err(&e)?;
-    Ok(conn)
+    Ok(())
 }
 
 pub fn application_id(conn: &Connection, path: &Path) -> Result<i64> {

@@ -431,7 +431,7 @@ impl Store {
                 }
             }
             tx.commit().map_err(&e)?;
-            fsync_dirs_parallel(&dirs)?;
+            crate::durable::fsync_dirs_parallel(&dirs)?;
             progress.advance(done.len() as u64);
         }
         progress.finish();
@@ -489,7 +489,7 @@ impl Store {
                 }
             }
             tx.commit().map_err(&e)?;
-            fsync_dirs_parallel(&dirs)?;
+            crate::durable::fsync_dirs_parallel(&dirs)?;
         }
         for t in self.stale_tmp_files(grace)? {
             match fs::remove_file(&t) {
@@ -508,22 +508,4 @@ impl Store {
     pub fn vacuum(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM").map_err(self.sql_err())
     }
-}
-
-/// fsyncs directories on a few threads at once: ext4 folds concurrent fsyncs into one journal commit, so this
-/// costs about what a handful of sequential fsyncs would.
-fn fsync_dirs_parallel(dirs: &BTreeSet<PathBuf>) -> Result<()> {
-    const WORKERS: usize = 8;
-    if dirs.is_empty() {
-        return Ok(());
-    }
-    let dirs: Vec<&PathBuf> = dirs.iter().collect();
-    let chunk = dirs.len().div_ceil(WORKERS);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = dirs
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().try_for_each(|d| crate::durable::fsync_dir(d))))
-            .collect();
-        handles.into_iter().try_for_each(|h| h.join().expect("fsync worker panicked"))
-    })
 }

@@ -78,19 +78,20 @@ impl Selector {
     pub fn to_sql(&self) -> Sql {
         let mut parts: Vec<String> = Vec::new();
         let mut params: Vec<Value> = Vec::new();
-        let mut any = |parts: &mut Vec<String>, items: &[String], one: &dyn Fn(usize) -> String, f: &dyn Fn(&str) -> String| {
-            if items.is_empty() {
-                return;
-            }
-            let ors: Vec<String> = items
-                .iter()
-                .map(|it| {
-                    params.push(Value::Text(f(it)));
-                    one(params.len())
-                })
-                .collect();
-            parts.push(format!("({})", ors.join(" OR ")));
-        };
+        let mut any =
+            |parts: &mut Vec<String>, items: &[String], one: &dyn Fn(usize) -> String, f: &dyn Fn(&str) -> String| {
+                if items.is_empty() {
+                    return;
+                }
+                let ors: Vec<String> = items
+                    .iter()
+                    .map(|it| {
+                        params.push(Value::Text(f(it)));
+                        one(params.len())
+                    })
+                    .collect();
+                parts.push(format!("({})", ors.join(" OR ")));
+            };
         let same = |s: &str| s.to_string();
         let lower = |s: &str| s.to_lowercase();
         any(&mut parts, &self.ids, &|i| format!("m.id = ?{i}"), &|s| ids::normalise(s));

@@ -37,7 +37,8 @@ impl Store {
         }
         let index_path = root.join(INDEX_FILE);
         let outcome = if index_path.exists() {
-            if !is_store_index(&index_path)? {
+            let conn = index::connect(&index_path, false, Duration::from_secs(60))?;
+            if !is_store_index(&conn, &index_path)? {
                 return Err(Error::NotEmpty(root.to_path_buf()));
             }
             InitOutcome::AlreadyAStore
@@ -65,7 +66,7 @@ impl Store {
     /// for another writer's lock.
     pub fn open(root: &Path, busy: Duration) -> Result<Store> {
         let index_path = root.join(INDEX_FILE);
-        if !index_path.is_file() || !is_store_index(&index_path)? {
+        if !index_path.is_file() {
             return Err(Error::NotAStore(root.to_path_buf()));
         }
         let owner = Owner::of(root)?;
@@ -74,9 +75,19 @@ impl Store {
 
     fn open_at(root: &Path, busy: Duration, owner: Owner) -> Result<Store> {
         let index_path = root.join(INDEX_FILE);
-        let mut conn = index::open(&index_path, false, busy)?;
-        // Opening may have created -wal and -shm; SQLite fsyncs the directory for them but ignores a failure.
-        durable::fsync_dir(root)?;
+        let conn = index::connect(&index_path, false, busy)?;
+        // Checked on the one connection, before any pragma that writes: a foreign database is refused untouched.
+        if !is_store_index(&conn, &index_path)? {
+            return Err(Error::NotAStore(root.to_path_buf()));
+        }
+        let wal = index_path.with_extension("sqlite-wal");
+        let had_wal = wal.exists();
+        index::configure(&conn, &index_path)?;
+        if !had_wal && wal.exists() {
+            // SQLite fsyncs the directory for a new -wal but ignores a failure of that fsync.
+            durable::fsync_dir(root)?;
+        }
+        let mut conn = conn;
         index::migrate(&mut conn, &index_path)?;
         // SQLite gives -wal/-shm the database file's owner when run as root; the index file itself we check here.
         owner.apply(&index_path)?;
@@ -107,15 +118,14 @@ impl Store {
 
 /// True if `path` is an SQLite file carrying our application id (an empty file, as `init` leaves it before the
 /// first migration, counts too).
-fn is_store_index(path: &Path) -> Result<bool> {
+fn is_store_index(conn: &Connection, path: &Path) -> Result<bool> {
     let meta = fs::metadata(path).map_err(Error::io("stat", path))?;
     if meta.len() == 0 {
         return Ok(true);
     }
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(index::sql_err(path))?;
-    match index::application_id(&conn, path) {
+    match index::application_id(conn, path) {
         Ok(id) => Ok(id == index::APPLICATION_ID),
+        // Not a database at all ("file is not a database"), or unreadable as one.
         Err(_) => Ok(false),
     }
 }

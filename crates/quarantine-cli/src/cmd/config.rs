@@ -90,11 +90,7 @@ fn check(cli: &Cli, a: &CheckArgs) -> CmdResult {
         )?,
     }
     if !a.file_only {
-        writeln!(
-            out,
-            "store {} ({store_source}): a quarantine store",
-            escape(&store.display().to_string())
-        )?;
+        writeln!(out, "store {} ({store_source}): a quarantine store", escape(&store.display().to_string()))?;
     }
     Ok(Status::Success)
 }
@@ -103,21 +99,11 @@ fn report(file: Option<&str>, problems: &[Problem]) -> CmdResult {
     let mut err = std::io::stderr().lock();
     for p in problems {
         match file {
-            Some(f) => writeln!(
-                err,
-                "quarantine: config {}: {}",
-                escape(f),
-                escape(&p.to_string())
-            )?,
+            Some(f) => writeln!(err, "quarantine: config {}: {}", escape(f), escape(&p.to_string()))?,
             None => writeln!(err, "quarantine: config: {}", escape(&p.to_string()))?,
         }
     }
-    writeln!(
-        err,
-        "{} problem{} found",
-        problems.len(),
-        if problems.len() == 1 { "" } else { "s" }
-    )?;
+    writeln!(err, "{} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" })?;
     Ok(Status::Failure)
 }
 
@@ -157,18 +143,8 @@ fn show(cli: &Cli, a: &ShowArgs) -> CmdResult {
             (escape(&s.key), escape(&value), escape(&source))
         })
         .collect();
-    let kw = rows
-        .iter()
-        .map(|r| r.0.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(3);
-    let vw = rows
-        .iter()
-        .map(|r| r.1.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(5);
+    let kw = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).max(3);
+    let vw = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).max(5);
     writeln!(out, "{:kw$}  {:vw$}  SOURCE", "KEY", "VALUE")?;
     for (k, v, s) in rows {
         writeln!(out, "{k:kw$}  {v:vw$}  {s}")?;
@@ -181,10 +157,7 @@ fn origin(source: &Source) -> serde_json::Value {
     match source {
         Source::Flag(f) => (*f).into(),
         Source::Env(v) => (*v).into(),
-        Source::File {
-            path,
-            line: Some(l),
-        } => format!("{}:{l}", path.display()).into(),
+        Source::File { path, line: Some(l) } => format!("{}:{l}", path.display()).into(),
         Source::File { path, line: None } => path.display().to_string().into(),
         Source::Default => serde_json::Value::Null,
     }

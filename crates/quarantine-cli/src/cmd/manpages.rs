@@ -28,8 +28,7 @@ pub fn run(a: &ManpagesArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     for (name, page) in pages(&cmd)? {
         let path = a.dir.join(&name);
-        std::fs::write(&path, page)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, page).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         writeln!(out, "{}", path.display())?;
     }
     Ok(Status::Success)
@@ -43,9 +42,8 @@ pub fn pages(cmd: &clap::Command) -> std::io::Result<Vec<(String, Vec<u8>)>> {
 }
 
 fn collect(cmd: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
-    let man = Man::new(cmd.clone())
-        .manual("quarantine manual")
-        .source(concat!("quarantine ", env!("CARGO_PKG_VERSION")));
+    let man =
+        Man::new(cmd.clone()).manual("quarantine manual").source(concat!("quarantine ", env!("CARGO_PKG_VERSION")));
     let mut page = Vec::new();
     render(&man, cmd, &mut page)?;
     pages.push((man.get_filename(), page));
@@ -56,10 +54,7 @@ fn collect(cmd: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) -> std::io::
 }
 
 fn render(man: &Man, cmd: &clap::Command, w: &mut dyn Write) -> std::io::Result<()> {
-    let name = cmd
-        .get_display_name()
-        .unwrap_or_else(|| cmd.get_name())
-        .to_string();
+    let name = cmd.get_display_name().unwrap_or_else(|| cmd.get_name()).to_string();
     man.render_title(w)?;
     man.render_name_section(w)?;
     man.render_synopsis_section(w)?;
@@ -113,22 +108,13 @@ enum Block {
 /// ':' and whose other lines are indented is a titled literal block. `Examples:` blocks go to EXAMPLES, the rest
 /// to NOTES.
 fn split_after_help(cmd: &clap::Command) -> (Vec<Block>, Vec<Block>) {
-    let text = cmd
-        .get_after_long_help()
-        .or_else(|| cmd.get_after_help())
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let text = cmd.get_after_long_help().or_else(|| cmd.get_after_help()).map(|s| s.to_string()).unwrap_or_default();
     let (mut examples, mut notes) = (Vec::new(), Vec::new());
-    for para in text
-        .split("\n\n")
-        .map(str::trim_end)
-        .filter(|p| !p.trim().is_empty())
-    {
+    for para in text.split("\n\n").map(str::trim_end).filter(|p| !p.trim().is_empty()) {
         let mut lines = para.lines();
         let first = lines.next().unwrap_or_default();
         let rest: Vec<&str> = lines.collect();
-        let literal =
-            first.ends_with(':') && !rest.is_empty() && rest.iter().all(|l| l.starts_with(' '));
+        let literal = first.ends_with(':') && !rest.is_empty() && rest.iter().all(|l| l.starts_with(' '));
         if literal && first == "Examples:" {
             examples.push(Block::Literal(rest.iter().map(|l| l.to_string()).collect()));
         } else if literal {
@@ -182,9 +168,7 @@ fn section(w: &mut dyn Write, title: &str, body: &[Block]) -> std::io::Result<()
                 }
                 writeln!(w, ".RE\n.fi")?;
             }
-            Block::Item(term, text) => {
-                writeln!(w, ".TP\n\\fB{}\\fR\n{}", escape(term), escape(text))?
-            }
+            Block::Item(term, text) => writeln!(w, ".TP\n\\fB{}\\fR\n{}", escape(term), escape(text))?,
         }
     }
     Ok(())
@@ -340,15 +324,9 @@ mod tests {
             let page = format!("quarantine-{}.1", sub.get_name());
             assert_eq!(names.contains(&page), !sub.is_hide_set(), "{page}");
         }
-        assert!(
-            names.contains(&"quarantine-config-check.1".to_string()),
-            "{names:?}"
-        );
+        assert!(names.contains(&"quarantine-config-check.1".to_string()), "{names:?}");
         for (page, _) in EXAMPLES {
-            assert!(
-                names.contains(&format!("{page}.1")),
-                "EXAMPLES for a page that does not exist: {page}"
-            );
+            assert!(names.contains(&format!("{page}.1")), "EXAMPLES for a page that does not exist: {page}");
         }
     }
 }

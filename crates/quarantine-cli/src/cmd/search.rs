@@ -221,7 +221,6 @@ fn cut(s: &str, width: usize) -> String {
     out
 }
 
-
 const CSV_HEADER: [&str; 17] = [
     "id",
     "received",
@@ -284,5 +283,4 @@ mod tests {
         assert_eq!(cut("日本語テキスト", 5), "日本…");
         assert_eq!(cut("abc", 0), "");
     }
-
 }

@@ -9,7 +9,11 @@ use crate::cli::SelectorArgs;
 pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
     let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CmdError> {
         v.as_deref()
-            .map(|s| timeexpr::parse_now(s).map(|t| t.timestamp_micros()).map_err(|e| CmdError::Usage(format!("{flag}: {e}"))))
+            .map(|s| {
+                timeexpr::parse_now(s)
+                    .map(|t| t.timestamp_micros())
+                    .map_err(|e| CmdError::Usage(format!("{flag}: {e}")))
+            })
             .transpose()
     };
     let sel = Selector {

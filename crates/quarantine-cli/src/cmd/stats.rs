@@ -7,8 +7,8 @@ use quarantine_store::stats::Stats;
 
 use super::{CmdResult, Context};
 use crate::exit::Status;
-use crate::output::thousands;
 use crate::output::escape;
+use crate::output::thousands;
 
 /// Days the table shows (`--json` has them all).
 const DAYS_SHOWN: usize = 31;

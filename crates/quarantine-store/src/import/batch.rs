@@ -69,26 +69,6 @@ pub(crate) struct AuditInfo<'a> {
     pub(crate) extra_skipped: u64,
 }
 
-/// Threads fsyncing the batch's blob directories: a directory fsync on ext4 mostly waits for a journal commit
-/// and a cache flush, which concurrent callers share.
-const DIR_SYNC_THREADS: usize = 16;
-
-/// Fsyncs every directory, several at a time; the first error fails the batch (and is never retried).
-fn fsync_dirs(dirs: &[PathBuf]) -> Result<()> {
-    if dirs.len() <= 1 {
-        return dirs.iter().try_for_each(|d| durable::fsync_dir(d));
-    }
-    let per = dirs.len().div_ceil(DIR_SYNC_THREADS);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = dirs
-            .chunks(per)
-            .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|d| durable::fsync_dir(d))))
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("fsync thread panicked")).collect::<Result<Vec<()>>>()
-    })?;
-    Ok(())
-}
-
 impl Store {
     /// Commits `items` in one write transaction (see the module docs). On error nothing of the batch is
     /// committed; blobs already renamed stay as orphans, which the next run dedups onto and purge sweeps after
@@ -123,7 +103,7 @@ impl Store {
             actions.push(action);
             metas.push((hash, size, env, fields, reason, received_us));
         }
-        fsync_dirs(&dirs.into_iter().collect::<Vec<_>>())?;
+        durable::fsync_dirs_parallel(&dirs)?;
 
         let mut counts = BatchCounts::default();
         let mut ids: Vec<Option<String>> = vec![None; metas.len()];
