@@ -15,10 +15,10 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// The store directory.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = "Global options")]
     pub store: Option<PathBuf>,
     /// The configuration file (TOML).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -222,8 +222,6 @@ pub struct PurgeArgs {
     /// Purge messages received longer ago than this (90m, 6h, 30d, 1w), combined with any selectors.
     #[arg(long, value_name = "DURATION")]
     pub older_than: Option<String>,
-    #[command(flatten)]
-    pub selectors: SelectorArgs,
     /// With no selector: purge every message (not the retention policy).
     #[arg(long)]
     pub all: bool,
@@ -248,6 +246,10 @@ pub struct PurgeArgs {
     /// Print the plan and the result as JSON.
     #[arg(long)]
     pub json: bool,
+    // Last: clap's `next_help_heading` of the flattened selectors would otherwise file the flags after it under
+    // "Selectors" too.
+    #[command(flatten)]
+    pub selectors: SelectorArgs,
 }
 
 #[derive(Debug, Args)]
@@ -255,14 +257,17 @@ pub struct FreezeArgs {
     /// Why (shown by stats, purge and the audit log).
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
+    /// Who, for the audit log (default $SUDO_USER, else $USER).
     #[arg(long, value_name = "NAME")]
     pub actor: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ThawArgs {
+    /// Why, for the audit log.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    /// Who, for the audit log (default $SUDO_USER, else $USER).
     #[arg(long, value_name = "NAME")]
     pub actor: Option<String>,
 }

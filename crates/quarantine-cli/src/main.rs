@@ -9,6 +9,16 @@ macro_rules! say {
     }};
 }
 
+/// `println!` that cannot panic: a report whose reader went away (`release ... | head`) must not kill a command
+/// half way through its work (a release would leave recipients in doubt). Streams that should stop on a closed
+/// pipe (`search --json`) write with `?` instead.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod cmd;
 mod exit;

@@ -216,6 +216,27 @@ fn a_5xx_after_the_data_fails_with_the_reply() {
 }
 
 #[test]
+fn retry_failed_sends_refused_recipients_again_once_the_relay_is_fixed() {
+    let env = Env::new();
+    let broken = Sink::start(&["-f", "."]);
+    let id = env.hold("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
+    assert_eq!(env.release(&["--id", &id, "--relay", &broken.url()]).code, 1);
+    let fixed = Sink::start(&[]);
+    let r = env.release(&["--id", &id, "--relay", &fixed.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(fixed.messages().is_empty(), "a plain re-run never resends failed recipients");
+    let r = env.release(&["--id", &id, "--relay", &fixed.url(), "--retry-failed"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = fixed.messages();
+    assert_eq!(got.len(), 1, "one message, both recipients");
+    assert_eq!(got[0].rcpt_addrs(), ["b@example.net", "c@example.net"]);
+    for (addr, state, attempts, _) in env.states(&id) {
+        assert_eq!(state, "released", "{addr}");
+        assert_eq!(attempts, 1, "{addr}");
+    }
+}
+
+#[test]
 fn a_non_ascii_recipient_fails_alone_when_the_relay_lacks_smtputf8() {
     let env = Env::new();
     // smtp-sink does not announce SMTPUTF8: that recipient fails with a clear reason, the other is delivered.

@@ -87,6 +87,8 @@ fn human(d: &Duration) -> String {
         format!("{}d", s / 86_400)
     } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
     } else {
         format!("{s}s")
     }
@@ -354,6 +356,7 @@ impl Store {
                     .map_err(&e)?;
                 }
                 tx.commit().map_err(&e)?;
+                checkpoint_passive(&self.conn);
                 report.messages += messages;
                 report.recipients += recipients;
                 progress.advance(batch.len() as u64);
@@ -361,11 +364,6 @@ impl Store {
         }
         progress.finish();
         report.gc = self.gc(progress)?;
-        if report.messages >= 10_000 {
-            // Copy the WAL back into the index so it stops growing. PASSIVE never blocks writers: holds keep
-            // flowing (a TRUNCATE checkpoint would take the write lock for as long as the copy takes).
-            let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
-        }
         Ok(report)
     }
 
@@ -431,6 +429,7 @@ impl Store {
                 }
             }
             tx.commit().map_err(&e)?;
+            checkpoint_passive(&self.conn);
             crate::durable::fsync_dirs_parallel(&dirs)?;
             progress.advance(done.len() as u64);
         }
@@ -508,4 +507,12 @@ impl Store {
     pub fn vacuum(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM").map_err(self.sql_err())
     }
+}
+
+/// Copies the WAL back into the index after each batch, in this process. Without it the WAL grows by a batch's
+/// pages each time, and SQLite's autocheckpoint lands on whichever commit crosses 1,000 pages — often a `hold`,
+/// which then spends a second copying the purge's pages before it can acknowledge. PASSIVE never waits for a lock
+/// and never blocks writers; the next writer restarts the WAL from the beginning once it is fully copied.
+fn checkpoint_passive(conn: &rusqlite::Connection) {
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
 }

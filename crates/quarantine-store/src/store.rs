@@ -66,8 +66,12 @@ impl Store {
     /// for another writer's lock.
     pub fn open(root: &Path, busy: Duration) -> Result<Store> {
         let index_path = root.join(INDEX_FILE);
-        if !index_path.is_file() {
-            return Err(Error::NotAStore(root.to_path_buf()));
+        match fs::metadata(&index_path) {
+            // An empty index is what a crashed `init` leaves: only `init` may finish it.
+            Ok(m) if m.is_file() && m.len() > 0 => {}
+            Ok(_) => return Err(Error::NotAStore(root.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotAStore(root.to_path_buf())),
+            Err(e) => return Err(permission_hint(e, &index_path)),
         }
         let owner = Owner::of(root)?;
         Store::open_at(root, busy, owner)
@@ -125,9 +129,24 @@ fn is_store_index(conn: &Connection, path: &Path) -> Result<bool> {
     }
     match index::application_id(conn, path) {
         Ok(id) => Ok(id == index::APPLICATION_ID),
-        // Not a database at all ("file is not a database"), or unreadable as one.
-        Err(_) => Ok(false),
+        Err(Error::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. })
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            Ok(false)
+        }
+        // Unreadable (permissions, I/O): say so, rather than "not a store" and a useless hint to run init.
+        Err(e) => Err(e),
     }
+}
+
+/// A permission error on the store says whose it is: the usual cause is running as the wrong account.
+fn permission_hint(e: std::io::Error, path: &Path) -> Error {
+    let op = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        "open (run as the store's owner, the account the MTA runs `hold` as, or as root)"
+    } else {
+        "stat"
+    };
+    Error::Io { op, path: path.to_path_buf(), source: e }
 }
 
 pub fn now_us() -> i64 {

@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     match check(&ctx.store_path, min_free, busy) {
         Ok(r) => {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();
-            println!(
+            out!(
                 "ok: {}: a hold would succeed now ({} free{inodes}; minimum {})",
                 r.store.display(),
                 human(r.free_bytes),
@@ -37,7 +37,7 @@ pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
             Ok(Status::Success)
         }
         Err(why) => {
-            eprintln!("quarantine check: {why}");
+            say!("quarantine check: {why}");
             Ok(Status::TempFail)
         }
     }

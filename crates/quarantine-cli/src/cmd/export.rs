@@ -66,18 +66,18 @@ pub fn run(ctx: &Context, a: ExportArgs) -> CmdResult {
     let mut store = ctx.open()?;
     let report = store.export(&sel, &req, &TermProgress::new())?;
     if report.matched == 0 {
-        println!("no messages match");
+        out!("no messages match");
         return Ok(Status::Success);
     }
     for f in &report.failed {
-        eprintln!("quarantine: export {}: {}", f.id, escape(&f.error));
+        say!("quarantine: export {}: {}", f.id, escape(&f.error));
     }
     if format == Format::Mbox {
         for f in &report.files {
-            println!("{}", escape(&f.display().to_string()));
+            out!("{}", escape(&f.display().to_string()));
         }
     }
-    println!(
+    out!(
         "exported {} of {} message(s), {} of originals, to {} ({}){}",
         report.exported,
         report.matched,

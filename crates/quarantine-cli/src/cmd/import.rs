@@ -102,7 +102,7 @@ pub fn run(ctx: &Context, a: ImportArgs) -> CmdResult {
 
     let report = store.import(&opts, &TermProgress::new())?;
     if a.json {
-        println!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
+        out!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
     } else {
         print_summary(&report);
     }
@@ -111,10 +111,10 @@ pub fn run(ctx: &Context, a: ImportArgs) -> CmdResult {
 
 fn print_summary(r: &ImportReport) {
     for s in &r.skipped {
-        eprintln!("skipped {}: {}", escape(&s.source), escape(&s.reason));
+        say!("skipped {}: {}", escape(&s.source), escape(&s.reason));
     }
     if let Some(e) = &r.aborted {
-        eprintln!("quarantine: import stopped: {e} (everything counted below is committed; re-run to continue)");
+        say!("quarantine: import stopped: {e} (everything counted below is committed; re-run to continue)");
     }
     let mut line = format!(
         "imported {} message{} ({}), {} already held, {} skipped",
@@ -127,9 +127,9 @@ fn print_summary(r: &ImportReport) {
     if r.recipients_added > 0 {
         line.push_str(&format!(", {} recipient(s) added to messages already held", r.recipients_added));
     }
-    println!("{line}");
+    out!("{line}");
     if r.recipients_from_headers > 0 {
-        println!(
+        out!(
             "note: {} message(s) had no envelope header; their recipients come from To/Cc (Bcc unknown)",
             r.recipients_from_headers
         );
@@ -144,7 +144,7 @@ fn print_summary(r: &ImportReport) {
             }
         }
         let parts: Vec<String> = reasons.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        println!("skipped: {}", parts.join(", "));
+        out!("skipped: {}", parts.join(", "));
     }
 }
 

@@ -8,9 +8,9 @@ use crate::exit::Status;
 pub fn run(ctx: &Context) -> CmdResult {
     let (_, outcome) = Store::init(&ctx.store_path)?;
     match outcome {
-        InitOutcome::Created => println!("created a quarantine store in {}", ctx.store_path.display()),
+        InitOutcome::Created => out!("created a quarantine store in {}", ctx.store_path.display()),
         InitOutcome::AlreadyAStore => {
-            println!("{} is already a quarantine store; nothing to do", ctx.store_path.display())
+            out!("{} is already a quarantine store; nothing to do", ctx.store_path.display())
         }
     }
     Ok(Status::Success)

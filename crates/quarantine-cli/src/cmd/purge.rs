@@ -52,14 +52,16 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         return Ok(Status::Success);
     }
     if let Some(f) = &plan.frozen {
-        eprintln!(
+        say!(
             "quarantine: refusing to purge: the store is frozen since {} by {} ({}); `quarantine thaw` lifts it",
-            f.at, f.actor, f.reason
+            f.at,
+            f.actor,
+            f.reason
         );
         return Ok(Status::Failure);
     }
     if plan.messages > 0 && !a.yes && interactive() && !confirm(&format!("Purge {} message(s)?", plan.messages))? {
-        eprintln!("nothing purged");
+        say!("nothing purged");
         return Ok(Status::Success);
     }
     let actor = audit::actor(a.actor.as_deref());
@@ -70,9 +72,9 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         store.vacuum()?;
     }
     if a.json {
-        println!("{}", serde_json::json!({ "purged": report, "orphans": sweep }));
+        out!("{}", serde_json::json!({ "purged": report, "orphans": sweep }));
     } else {
-        println!(
+        out!(
             "purged {} message(s) ({} recipient(s)); removed {} blob(s), freed {}; {} orphan blob(s) and {} temp file(s) removed, {} orphan(s) younger than the grace kept{}",
             report.messages,
             report.recipients,
@@ -93,23 +95,23 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
 
 fn print_plan(plan: &PurgePlan, json: bool) {
     if json {
-        println!("{}", serde_json::json!({ "plan": plan }));
+        out!("{}", serde_json::json!({ "plan": plan }));
         return;
     }
     for r in &plan.rules {
-        println!("rule: {}", r.label);
+        out!("rule: {}", r.label);
     }
-    println!(
+    out!(
         "would purge {} message(s), {} recipient(s), {} of originals",
         plan.messages,
         plan.recipients,
         human_bytes(plan.bytes)
     );
     if plan.skipped_releasing > 0 {
-        println!("skipping {} message(s) with a release in progress", plan.skipped_releasing);
+        out!("skipping {} message(s) with a release in progress", plan.skipped_releasing);
     }
     if let Some(f) = &plan.frozen {
-        println!("FROZEN since {} by {}: {} (purge refuses until `quarantine thaw`)", f.at, f.actor, f.reason);
+        out!("FROZEN since {} by {}: {} (purge refuses until `quarantine thaw`)", f.at, f.actor, f.reason);
     }
 }
 
@@ -133,9 +135,9 @@ pub fn freeze(ctx: &Context, a: FreezeArgs) -> CmdResult {
     let mut store = ctx.open()?;
     let actor = audit::actor(a.actor.as_deref());
     if store.freeze(&a.reason, &actor)? {
-        println!("frozen: purge refuses until `quarantine thaw`");
+        out!("frozen: purge refuses until `quarantine thaw`");
     } else if let Some(f) = store.frozen()? {
-        println!("already frozen since {} by {}: {}", f.at, f.actor, f.reason);
+        out!("already frozen since {} by {}: {}", f.at, f.actor, f.reason);
     }
     Ok(Status::Success)
 }
@@ -144,9 +146,9 @@ pub fn thaw(ctx: &Context, a: ThawArgs) -> CmdResult {
     let mut store = ctx.open()?;
     let actor = audit::actor(a.actor.as_deref());
     if store.thaw(&actor, a.reason.as_deref())? {
-        println!("thawed: purge runs again");
+        out!("thawed: purge runs again");
     } else {
-        println!("the store was not frozen");
+        out!("the store was not frozen");
     }
     Ok(Status::Success)
 }

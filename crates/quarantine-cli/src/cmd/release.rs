@@ -42,6 +42,9 @@ pub struct ReleaseArgs {
     /// Also send to recipients left in doubt by a release that did not finish (they may get a duplicate).
     #[arg(long)]
     pub retry_in_doubt: bool,
+    /// Also send to recipients a relay refused permanently before (5xx), e.g. after fixing the relay.
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Print what would be sent, and send nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -97,7 +100,8 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
         !a.no_trace_header && ctx.config.trace_header.unwrap_or(quarantine_store::config::DEFAULT_TRACE_HEADER);
 
     let mut store = ctx.open()?;
-    let req = PlanRequest { selector, copy_to: a.to.clone(), retry_in_doubt: a.retry_in_doubt };
+    let req =
+        PlanRequest { selector, copy_to: a.to.clone(), retry_in_doubt: a.retry_in_doubt, retry_failed: a.retry_failed };
     let plan = store.plan_release(&req).map_err(|e| match e {
         quarantine_store::Error::BadAddress { .. } => CmdError::Usage(format!("--to: {e}")),
         e => CmdError::Store(e),
@@ -108,7 +112,7 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
     if a.dry_run {
         if a.json {
             let v = serde_json::json!({ "dry_run": true, "via": via, "counts": counts, "plan": plan });
-            println!("{v}");
+            out!("{v}");
         } else {
             print_plan(&plan, &via);
         }
@@ -117,9 +121,9 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
     let transport = transport.expect("checked above");
 
     if counts.recipients + counts.refused > 0 && !a.yes && interactive() {
-        eprintln!("{}", plan_line(&plan, &via));
+        say!("{}", plan_line(&plan, &via));
         if !confirm("Release them?")? {
-            eprintln!("nothing released");
+            say!("nothing released");
             return Ok(Status::Success);
         }
     }
@@ -142,7 +146,7 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
     };
     let report = store.execute_release(&plan, &opts, &TermProgress::new())?;
     if a.json {
-        println!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
+        out!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
     } else {
         print_report(&report);
     }
@@ -224,7 +228,11 @@ fn print_plan(plan: &Plan, via: &str) {
             .iter()
             .filter(|r| r.action.sends())
             .map(|r| {
-                let retry = if matches!(r.action, Action::RetryInDoubt { .. }) { " (retry in doubt)" } else { "" };
+                let retry = match r.action {
+                    Action::RetryInDoubt { .. } => " (retry in doubt)",
+                    Action::RetryFailed => " (retry failed)",
+                    _ => "",
+                };
                 format!("<{}>{retry}", r.address)
             })
             .collect();
@@ -257,14 +265,17 @@ fn print_plan(plan: &Plan, via: &str) {
             out.push_str(&format!("      {}  {note}\n", m.id));
         }
     }
-    print!("{}", escape_lines(&out));
-    println!("dry run: would release {}", plan_line(plan, via));
+    {
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), "{}", escape_lines(&out));
+    }
+    out!("dry run: would release {}", plan_line(plan, via));
 }
 
 fn skip_word(s: &Skip) -> &'static str {
     match s {
         Skip::Released => "already released",
-        Skip::Failed => "failed earlier",
+        Skip::Failed => "failed earlier (--retry-failed sends it again)",
         Skip::Purged => "purged",
         Skip::InDoubt { .. } => "in doubt",
         Skip::Busy { .. } => "being released",
@@ -319,9 +330,12 @@ fn print_report(r: &Report) {
             out.push_str(&format!("{word:<9} ... and {} more\n", thousands((of_kind.len() - SHOW_PROBLEMS) as u64)));
         }
     }
-    print!("{}", escape_lines(&out));
-    if let Some(why) = &r.stopped {
-        println!("{}", escape(&format!("stopped early: {why}")));
+    {
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), "{}", escape_lines(&out));
     }
-    println!("{head}  [release {}]", r.release);
+    if let Some(why) = &r.stopped {
+        out!("{}", escape(&format!("stopped early: {why}")));
+    }
+    out!("{head}  [release {}]", r.release);
 }

@@ -1,6 +1,6 @@
 //! `quarantine show ID`: one message, readable, as JSON, its header block, or its original bytes.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use quarantine_store::message::header_block;
 use quarantine_store::MessageRecord;
@@ -17,7 +17,13 @@ pub fn run(ctx: &Context, a: ShowArgs) -> CmdResult {
     if a.raw || a.headers {
         // Verified in full before the first byte is written: corrupt data is never passed off as the original.
         let bytes = store.original(&rec)?;
-        out.write_all(if a.raw { &bytes } else { header_block(&bytes) })?;
+        let wanted = if a.raw { &bytes[..] } else { header_block(&bytes) };
+        if std::io::stdout().is_terminal() {
+            // A person is reading: hostile mail must not drive the terminal. Pipes and files get the exact bytes.
+            out.write_all(escape_lines(wanted).as_bytes())?;
+        } else {
+            out.write_all(wanted)?;
+        }
     } else if a.json {
         serde_json::to_writer(&mut out, &rec).map_err(std::io::Error::from)?;
         writeln!(out)?;
@@ -86,4 +92,16 @@ fn summary(r: &MessageRecord) -> String {
         }
     }
     s
+}
+
+/// Escapes each line's content for a terminal, keeping the line breaks.
+fn escape_lines(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .split_inclusive('\n')
+        .map(|line| {
+            let body = line.trim_end_matches(['\r', '\n']);
+            let end = if line.ends_with('\n') { "\n" } else { "" };
+            format!("{}{end}", escape(body))
+        })
+        .collect()
 }

@@ -9,21 +9,21 @@ pub fn run(ctx: &Context, a: VerifyArgs) -> CmdResult {
     let store = ctx.open()?;
     let report = store.verify(a.deep, &TermProgress::new())?;
     if a.json {
-        println!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
+        out!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
     } else {
         for p in &report.missing {
-            println!("MISSING  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
+            out!("MISSING  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
         }
         for p in &report.corrupt {
-            println!("CORRUPT  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
+            out!("CORRUPT  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
         }
         for o in &report.orphans {
-            println!("orphan   {}", o.display());
+            out!("orphan   {}", o.display());
         }
         for t in &report.stale_tmp {
-            println!("stale    {}", t.display());
+            out!("stale    {}", t.display());
         }
-        println!(
+        out!(
             "{} blob(s) checked{}, {} missing, {} corrupt, {} orphan(s), {} stale temp file(s)",
             report.blobs_checked,
             if a.deep { " deeply" } else { "" },

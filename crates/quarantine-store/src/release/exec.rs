@@ -161,6 +161,7 @@ impl Store {
             "transport": opts.transport.to_string(),
             "copy_to": plan.copy_to,
             "retry_in_doubt": plan.retry_in_doubt,
+            "retry_failed": plan.retry_failed,
             "trace_header": opts.trace_header,
         });
 
@@ -340,6 +341,13 @@ impl Store {
                     Action::RetryInDoubt { previous } => {
                         if journal::claim_in_doubt(&tx, &m.id, &r.address, previous, tag).map_err(&e)? {
                             report.retried_in_doubt += 1;
+                            mine.push(r.address.clone());
+                        } else {
+                            report.skipped += 1;
+                        }
+                    }
+                    Action::RetryFailed => {
+                        if journal::claim_failed(&tx, &m.id, &r.address, tag).map_err(&e)? {
                             mine.push(r.address.clone());
                         } else {
                             report.skipped += 1;

@@ -144,6 +144,18 @@ pub(crate) fn claim_held(conn: &Connection, message: &str, address: &str, tag: &
     Ok(n == 1)
 }
 
+/// Claims a `failed` recipient of a live message for `tag`, for `--retry-failed`. False if it changed.
+pub(crate) fn claim_failed(conn: &Connection, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE recipients SET state = 'releasing', release_id = ?3
+             WHERE message = ?1 AND address_lc = ?2 AND state = 'failed'
+               AND EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND purged_us IS NULL)",
+        )?
+        .execute(params![message, address::fold(address), tag])?;
+    Ok(n == 1)
+}
+
 /// Takes over an in-doubt recipient (still `releasing` under `old`) for `tag`, for `--retry-in-doubt`.
 pub(crate) fn claim_in_doubt(
     conn: &Connection,

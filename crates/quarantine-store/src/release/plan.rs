@@ -20,6 +20,8 @@ pub struct PlanRequest {
     pub copy_to: Option<String>,
     /// Send again to recipients left in doubt by a release that did not finish.
     pub retry_in_doubt: bool,
+    /// Send again to recipients a relay refused permanently (5xx), e.g. after fixing the relay's configuration.
+    pub retry_failed: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -27,6 +29,7 @@ pub struct Plan {
     pub selector: Selector,
     pub copy_to: Option<String>,
     pub retry_in_doubt: bool,
+    pub retry_failed: bool,
     pub messages: Vec<PlannedMessage>,
 }
 
@@ -57,6 +60,8 @@ pub enum Action {
     Send,
     /// In doubt and `--retry-in-doubt` was given: take over the old claim and send again.
     RetryInDoubt { previous: String },
+    /// `--retry-failed`: a recipient the relay refused permanently before, claimed from `failed`.
+    RetryFailed,
     /// `--to`: a copy; no journal change.
     Copy,
     /// Can never be put on an SMTP line: marked `failed`, never sent.
@@ -83,7 +88,7 @@ pub enum Skip {
 
 impl Action {
     pub fn sends(&self) -> bool {
-        matches!(self, Action::Send | Action::RetryInDoubt { .. } | Action::Copy)
+        matches!(self, Action::Send | Action::RetryInDoubt { .. } | Action::RetryFailed | Action::Copy)
     }
 }
 
@@ -120,7 +125,7 @@ impl Plan {
             }
             for r in &m.recipients {
                 match &r.action {
-                    Action::Send | Action::Copy => c.recipients += 1,
+                    Action::Send | Action::Copy | Action::RetryFailed => c.recipients += 1,
                     Action::RetryInDoubt { .. } => {
                         c.recipients += 1;
                         c.retry_in_doubt += 1;
@@ -184,6 +189,10 @@ impl Store {
                             None => Action::Send,
                         },
                         "released" => Action::Skip { skip: Skip::Released },
+                        "failed" if req.retry_failed => match sender_refusal.clone().or_else(|| refusal(&r.address)) {
+                            Some(why) => Action::Refuse { why },
+                            None => Action::RetryFailed,
+                        },
                         "failed" => Action::Skip { skip: Skip::Failed },
                         "purged" => Action::Skip { skip: Skip::Purged },
                         "releasing" => {
@@ -231,6 +240,7 @@ impl Store {
             selector: req.selector.clone(),
             copy_to: req.copy_to.clone(),
             retry_in_doubt: req.retry_in_doubt,
+            retry_failed: req.retry_failed,
             messages,
         })
     }
