@@ -53,6 +53,7 @@ fn main() {
             while !stop.exists() {
                 let started = Instant::now();
                 let mut s = Store::open(&store, Duration::from_secs(60)).expect("open store");
+                s.defer_checkpoints().expect("hold mode"); // as `quarantine hold` does
                 let req = HoldRequest {
                     from: "probe@example.org".into(),
                     recipients: vec!["probe@example.edu".into()],
@@ -61,7 +62,8 @@ fn main() {
                 };
                 let body = format!("Subject: probe {i}\r\n\r\nprobe {i}\r\n");
                 s.hold(&req, &mut Cursor::new(body.into_bytes())).expect("probe hold");
-                waits.push(started.elapsed().as_secs_f64() * 1000.0);
+                waits.push(started.elapsed().as_secs_f64() * 1000.0); // acknowledged here
+                s.checkpoint_after_ack();
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }

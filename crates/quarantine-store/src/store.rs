@@ -98,6 +98,23 @@ impl Store {
         Ok(Store { root: root.to_path_buf(), index_path, blobs: BlobStore::new(root, owner), conn })
     }
 
+    /// For `hold`: commits never run SQLite's autocheckpoint, so copying someone else's WAL (a large purge or
+    /// import running beside it) back into the index never delays an acknowledgement. Call
+    /// [`Store::checkpoint_after_ack`] once the message is acknowledged.
+    pub fn defer_checkpoints(&self) -> Result<()> {
+        self.conn.execute_batch("PRAGMA wal_autocheckpoint=0").map_err(self.sql_err())
+    }
+
+    /// After the acknowledgement: if the WAL has grown past 4 MiB, copy it back into the index (PASSIVE: never
+    /// waits for a lock). The last connection to close checkpoints anyway; this bounds the WAL when holds overlap
+    /// so that none is ever the last.
+    pub fn checkpoint_after_ack(&self) {
+        let wal = self.index_path.with_extension("sqlite-wal");
+        if fs::metadata(wal).map(|m| m.len()).unwrap_or(0) > 4 << 20 {
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

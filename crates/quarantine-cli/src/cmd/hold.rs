@@ -37,6 +37,7 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     // Whatever is left of the deadline bounds the wait for another writer's lock.
     let busy = deadline.saturating_sub(started.elapsed()).saturating_sub(Duration::from_millis(500));
     let mut store = Store::open(&ctx.store_path, busy)?;
+    store.defer_checkpoints()?;
     let outcome = match &a.file {
         Some(path) => {
             let mut f = std::fs::File::open(path).map_err(|e| {
@@ -48,6 +49,8 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     };
     // The message is durable now. If stdout is gone (SIGPIPE-like), the MTA is not reading it: still a success.
     let _ = writeln!(std::io::stdout(), "{}", outcome.id);
+    let _ = std::io::stdout().flush();
+    store.checkpoint_after_ack();
     Ok(Status::Success)
 }
 
