@@ -134,25 +134,23 @@ pub(crate) fn row_state(conn: &Connection, message: &str, address: &str) -> rusq
 
 /// Claims a `held` recipient of a live message for `tag`. False if it was not `held` any more.
 pub(crate) fn claim_held(conn: &Connection, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE recipients SET state = 'releasing', release_id = ?3
-             WHERE message = ?1 AND address_lc = ?2 AND state = 'held'
-               AND EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND purged_us IS NULL)",
-        )?
-        .execute(params![message, address::fold(address), tag])?;
-    Ok(n == 1)
+    claim_from(conn, "held", message, address, tag)
 }
 
 /// Claims a `failed` recipient of a live message for `tag`, for `--retry-failed`. False if it changed.
 pub(crate) fn claim_failed(conn: &Connection, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
+    claim_from(conn, "failed", message, address, tag)
+}
+
+/// `from` → `releasing` under `tag`, guarded by the state the plan saw, for a message that is still live.
+fn claim_from(conn: &Connection, from: &str, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached(
             "UPDATE recipients SET state = 'releasing', release_id = ?3
-             WHERE message = ?1 AND address_lc = ?2 AND state = 'failed'
+             WHERE message = ?1 AND address_lc = ?2 AND state = ?4
                AND EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND purged_us IS NULL)",
         )?
-        .execute(params![message, address::fold(address), tag])?;
+        .execute(params![message, address::fold(address), tag, from])?;
     Ok(n == 1)
 }
 
