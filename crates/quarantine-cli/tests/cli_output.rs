@@ -99,3 +99,26 @@ fn a_permission_problem_is_named_as_one() {
     assert!(err.contains("Permission denied") && err.contains("owner"), "{err}");
     assert!(!err.contains("not a quarantine store"), "{err}");
 }
+
+#[test]
+fn scanner_names_compare_case_insensitively_and_limit_zero_is_refused() {
+    let (_d, s) = store();
+    let mut c = Command::new(BIN)
+        .arg("--store")
+        .arg(&s)
+        .args(["hold", "--verdict", "V", "--scanner", "pmx", "--from", "a@example.org", "--", "b@example.net"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"Subject: s\r\n\r\nx\r\n").unwrap();
+    assert!(c.wait_with_output().unwrap().status.success());
+    for name in ["pmx", "PMX", "Pmx"] {
+        let out =
+            Command::new(BIN).arg("--store").arg(&s).args(["search", "--scanner", name, "--json"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "--scanner {name}");
+    }
+    let out = Command::new(BIN).arg("--store").arg(&s).args(["search", "--limit", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--limit"));
+}

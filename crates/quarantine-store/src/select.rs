@@ -117,7 +117,8 @@ impl Selector {
                 parts.push(format!("({exact_clause} OR {glob_clause})"));
             }
         }
-        any(&mut parts, &self.scanners, &|i| format!("m.scanner = ?{i}"), &same);
+        // Scanner names are free text typed by whoever configured the filter: `pmx` and `PMX` are the same one.
+        any(&mut parts, &self.scanners, &|i| format!("m.scanner = ?{i} COLLATE NOCASE"), &same);
         any(
             &mut parts,
             &self.attachments,

@@ -31,7 +31,7 @@ pub struct SearchArgs {
     #[arg(long, help_heading = "Output")]
     pub csv: bool,
     /// At most N messages, newest first (a table on a terminal shows 50 unless this is given).
-    #[arg(long, value_name = "N", help_heading = "Output")]
+    #[arg(long, value_name = "N", help_heading = "Output", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
 }
 
