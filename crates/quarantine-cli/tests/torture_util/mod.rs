@@ -417,35 +417,9 @@ pub fn message(tag: &str, rng: &mut XorShift, body_len: usize) -> Vec<u8> {
     m
 }
 
-/// A tiny deterministic PRNG (xorshift64*), so failures reproduce from the printed seed.
-#[derive(Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn new(seed: u64) -> XorShift {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next_u64().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
-}
+#[path = "../common/xorshift.rs"]
+mod xorshift;
+pub use xorshift::XorShift;
 
 /// Runs `f` over `items` on `threads` threads (a work queue), so sweeps use both cores.
 pub fn par_for_each<T: Sync>(items: &[T], threads: usize, f: impl Fn(usize, &T) + Sync) {

@@ -134,23 +134,7 @@ impl Store {
                 }
             }
         }
-        audit::record(
-            &tx,
-            &AuditEntry {
-                actor: info.actor,
-                action: "import",
-                selection: info.selection.clone(),
-                counts: serde_json::json!({
-                    "imported": counts.imported,
-                    "duplicates": counts.duplicates + info.extra_duplicates,
-                    "recipients_added": counts.recipients_added,
-                    "skipped": info.extra_skipped,
-                    "bytes": counts.bytes,
-                }),
-                reason: info.reason,
-            },
-        )
-        .map_err(&e)?;
+        record_import(&tx, info, &counts).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(counts)
     }
@@ -160,23 +144,28 @@ impl Store {
     pub(crate) fn record_import_tail(&mut self, info: &AuditInfo) -> Result<()> {
         let e = crate::index::sql_err(&self.index_path);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        audit::record(
-            &tx,
-            &AuditEntry {
-                actor: info.actor,
-                action: "import",
-                selection: info.selection.clone(),
-                counts: serde_json::json!({
-                    "imported": 0,
-                    "duplicates": info.extra_duplicates,
-                    "recipients_added": 0,
-                    "skipped": info.extra_skipped,
-                    "bytes": 0,
-                }),
-                reason: info.reason,
-            },
-        )
-        .map_err(&e)?;
+        record_import(&tx, info, &BatchCounts::default()).map_err(&e)?;
         tx.commit().map_err(&e)
     }
+}
+
+/// The `import` audit row of one transaction: what it committed plus what the staging threads found since the
+/// previous row, so the rows of a run add up to its summary.
+fn record_import(tx: &rusqlite::Transaction, info: &AuditInfo, counts: &BatchCounts) -> rusqlite::Result<()> {
+    audit::record(
+        tx,
+        &AuditEntry {
+            actor: info.actor,
+            action: "import",
+            selection: info.selection.clone(),
+            counts: serde_json::json!({
+                "imported": counts.imported,
+                "duplicates": counts.duplicates + info.extra_duplicates,
+                "recipients_added": counts.recipients_added,
+                "skipped": info.extra_skipped,
+                "bytes": counts.bytes,
+            }),
+            reason: info.reason,
+        },
+    )
 }
