@@ -210,15 +210,12 @@ fn deliver(argv: &[OsString], label: &str, path: &Path, data: &[u8], tally: &mut
     Ok(())
 }
 
-/// User + system time of all waited-for children so far (`cutime` + `cstime` of /proc/self/stat, in
-/// USER_HZ ticks, 100 per second on Linux).
+/// User + system time of all waited-for children so far, in 1/100 s (the tick the report divides by).
 fn children_cpu_ticks() -> u64 {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else { return 0 };
-    // Fields after the parenthesised command name; cutime and cstime are fields 16 and 17 of the whole line.
-    let Some((_, rest)) = stat.rsplit_once(") ") else { return 0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(13) + get(14)
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(ru) = getrusage(UsageWho::RUSAGE_CHILDREN) else { return 0 };
+    let us = |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1_000_000 + t.tv_usec() as u64;
+    (us(ru.user_time()) + us(ru.system_time())) / 10_000
 }
 
 const USER_HZ: f64 = 100.0;

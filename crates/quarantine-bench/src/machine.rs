@@ -29,9 +29,7 @@ impl Machine {
                     .map(|(_, v)| v.trim().to_string())
             })
             .unwrap_or_else(|| "unknown".into());
-        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
+        let kernel = rustix::system::uname().release().to_string_lossy().into_owned();
         let (mount_point, fs_type, fs_source) =
             filesystem_of(scratch).unwrap_or_else(|| (PathBuf::from("?"), "unknown".into(), "unknown".into()));
         let load_at_start = fs::read_to_string("/proc/loadavg")

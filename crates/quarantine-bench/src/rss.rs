@@ -35,13 +35,9 @@ pub fn rss_of_main(stdin: &Path, command: &[OsString]) -> Result<(), String> {
 }
 
 /// `ru_maxrss` of all waited-for children, in KiB (Linux reports it in KiB).
-#[allow(unsafe_code)] // std has no getrusage; one FFI call filling a plain C struct we own.
 fn children_maxrss_kib() -> Option<u64> {
-    // SAFETY: `rusage` is a plain C struct of integers, for which all-zero bytes are a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable `rusage` that outlives the call; getrusage only writes into it.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    (rc == 0).then(|| u64::try_from(ru.ru_maxrss).unwrap_or(0))
+    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok()?;
+    Some(u64::try_from(ru.max_rss()).unwrap_or(0))
 }
 
 /// Runs `command` under the `rss-of` helper (`helper` is a copy of this executable) and returns the child's

@@ -21,6 +21,7 @@ macro_rules! out {
 
 mod cli;
 mod cmd;
+mod config;
 mod exit;
 mod output;
 

@@ -81,7 +81,7 @@ pub fn interactive() -> bool {
 }
 
 /// Bytes for people: 1.2 MiB.
-pub use quarantine_store::config::human as human_bytes;
+pub use quarantine_store::human_bytes;
 
 /// Counts for people: 14212 → "14,212".
 pub fn thousands(n: u64) -> String {

@@ -1,6 +1,7 @@
 //! The append-only audit trail: every import, release, purge and export writes one row in the same transaction
 //! as the change it records, so the log can never claim work that was rolled back or miss work that committed.
 
+use crate::state::AuditAction;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
@@ -20,7 +21,7 @@ pub fn actor(flag: Option<&str>) -> String {
 /// One audit row to write.
 pub struct AuditEntry<'a> {
     pub actor: &'a str,
-    pub action: &'a str,
+    pub action: AuditAction,
     /// The selection as given (flags, ids), JSON.
     pub selection: serde_json::Value,
     /// Counts of what was done, JSON object.
@@ -36,7 +37,7 @@ pub fn record(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     .execute(params![
         now_us(),
         entry.actor,
-        entry.action,
+        entry.action.as_str(),
         entry.selection.to_string(),
         entry.counts.to_string(),
         entry.reason

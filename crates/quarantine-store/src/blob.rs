@@ -45,10 +45,6 @@ impl StagedBlob {
         }
         Ok(())
     }
-
-    pub fn is_synced(&self) -> bool {
-        self.unsynced.is_none()
-    }
 }
 
 impl Drop for StagedBlob {

@@ -17,9 +17,9 @@ use rand::Rng;
 use rusqlite::TransactionBehavior;
 use serde::Serialize;
 
-use crate::config::{available_space, human};
-use crate::durable::{self, Owner};
+use crate::durable::{self, available_space, Owner};
 use crate::store::Store;
+use crate::units::human_bytes as human;
 
 /// The threshold when neither `--min-free` nor the config's `min_free_space` says otherwise.
 pub const DEFAULT_MIN_FREE: u64 = 100 << 20;

@@ -88,12 +88,6 @@ pub fn fsync_file(f: &File, path: &Path) -> Result<()> {
     f.sync_all().map_err(Error::io("fsync", path))
 }
 
-/// Atomically moves a fully written, fsynced file into place and makes the new name durable.
-pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(Error::io("rename into place", to))?;
-    fsync_dir(to.parent().expect("a blob path has a parent"))
-}
-
 /// fsyncs many directories on several threads at once: a directory fsync on ext4 mostly waits for a journal
 /// commit and a cache flush, which concurrent callers share. The first error fails the whole call (never retried).
 pub fn fsync_dirs_parallel<'a>(dirs: impl IntoIterator<Item = &'a PathBuf>) -> Result<()> {
@@ -108,4 +102,10 @@ pub fn fsync_dirs_parallel<'a>(dirs: impl IntoIterator<Item = &'a PathBuf>) -> R
             dirs.chunks(per).map(|chunk| s.spawn(move || chunk.iter().try_for_each(|d| fsync_dir(d)))).collect();
         handles.into_iter().try_for_each(|h| h.join().expect("fsync worker panicked"))
     })
+}
+
+/// Bytes available to an unprivileged user on the filesystem holding `path`.
+pub fn available_space(path: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -32,12 +32,10 @@ pub enum Error {
     MissingBlob { hash: String, path: PathBuf },
     #[error("blob {hash} is corrupt: {detail}")]
     CorruptBlob { hash: String, detail: String },
-    #[error("invalid address {addr:?}: {why}")]
-    BadAddress { addr: String, why: &'static str },
+    #[error(transparent)]
+    BadAddress(#[from] quarantine_mail::BadAddress),
     #[error("{0}")]
     Invalid(String),
-    #[error("config {path}: {detail}")]
-    Config { path: PathBuf, detail: String },
     #[error("the deadline passed before the message was committed")]
     DeadlinePassed,
 }

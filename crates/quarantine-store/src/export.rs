@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::message::MessageRecord;
 use crate::progress::Progress;
 use crate::select::Selector;
+use crate::state::AuditAction;
 use crate::store::Store;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -104,7 +105,7 @@ impl Store {
             &tx,
             &AuditEntry {
                 actor: req.actor,
-                action: "export",
+                action: AuditAction::Export,
                 selection: req.selection.clone(),
                 counts,
                 reason: req.reason,
@@ -170,7 +171,7 @@ impl Store {
             match self.original(rec) {
                 Ok(bytes) => {
                     buf.clear();
-                    mboxrd_entry(rec, &bytes, &mut buf);
+                    quarantine_mail::mboxrd::entry(&rec.from, rec.received_us, &bytes, &mut buf);
                     mbox.write_all(&buf).map_err(Error::io("write", &mbox_path))?;
                     serde_json::to_writer(&mut meta, rec).map_err(|e| Error::io("write", &meta_path)(e.into()))?;
                     meta.write_all(b"\n").map_err(Error::io("write", &meta_path))?;
@@ -231,94 +232,4 @@ fn finish(mut w: BufWriter<File>, path: &Path) -> Result<()> {
     w.flush().map_err(Error::io("write", path))?;
     let f = w.into_inner().map_err(|e| Error::io("write", path)(e.into_error()))?;
     durable::fsync_file(&f, path)
-}
-
-/// One mboxrd entry: the `From ` separator line, the message with `^>*From ` lines quoted, a final newline if the
-/// message lacks one, and the blank line that ends the entry.
-pub fn mboxrd_entry(rec: &MessageRecord, raw: &[u8], out: &mut Vec<u8>) {
-    let sender = if rec.from.is_empty() { "MAILER-DAEMON" } else { rec.from.as_str() };
-    // The separator must stay one line whatever the sender holds (addresses are checked at hold, but be sure).
-    let sender: String = sender.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect();
-    let when = chrono::DateTime::from_timestamp_micros(rec.received_us).unwrap_or_default();
-    out.extend_from_slice(format!("From {sender} {}\n", when.format("%a %b %e %H:%M:%S %Y")).as_bytes());
-    mboxrd_quote(raw, out);
-    if !raw.is_empty() && !raw.ends_with(b"\n") {
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-}
-
-/// Appends `raw` to `out`, quoting every line that matches `^>*From ` with one more `>` (mboxrd), so a reader
-/// that removes one `>` from such lines gets the original back exactly.
-pub fn mboxrd_quote(raw: &[u8], out: &mut Vec<u8>) {
-    for line in raw.split_inclusive(|&b| b == b'\n') {
-        let rest = &line[line.iter().take_while(|&&b| b == b'>').count()..];
-        if rest.starts_with(b"From ") {
-            out.push(b'>');
-        }
-        out.extend_from_slice(line);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unquote(mbox_body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for line in mbox_body.split_inclusive(|&b| b == b'\n') {
-            let n = line.iter().take_while(|&&b| b == b'>').count();
-            if n > 0 && line[n..].starts_with(b"From ") {
-                out.extend_from_slice(&line[1..]);
-            } else {
-                out.extend_from_slice(line);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn mboxrd_quotes_from_lines_reversibly() {
-        let raw =
-            b"From: a@b\r\nSubject: x\r\n\r\nFrom here\r\n>From there\r\n>>From afar\r\nFromage\r\n From x\r\nFrom";
-        let mut out = Vec::new();
-        mboxrd_quote(raw, &mut out);
-        assert_eq!(
-            out,
-            b"From: a@b\r\nSubject: x\r\n\r\n>From here\r\n>>From there\r\n>>>From afar\r\nFromage\r\n From x\r\nFrom"
-        );
-        assert_eq!(unquote(&out), raw);
-    }
-
-    #[test]
-    fn entry_has_separator_and_blank_line() {
-        let rec = MessageRecord {
-            id: "X".into(),
-            received: String::new(),
-            received_us: 1_700_000_000_000_000,
-            hash: String::new(),
-            size: 0,
-            from: String::new(),
-            recipients: vec![],
-            verdict: "SPAM".into(),
-            scanner: None,
-            reason: None,
-            queue_id: None,
-            header_from: None,
-            header_to: None,
-            header_cc: None,
-            subject: None,
-            message_id: None,
-            date: None,
-            attachments: vec![],
-            parse_note: None,
-            state: "held".into(),
-            purged_at: None,
-            purged_by: None,
-            purge_reason: None,
-        };
-        let mut out = Vec::new();
-        mboxrd_entry(&rec, b"Subject: s\n\nFrom me", &mut out);
-        assert_eq!(out, b"From MAILER-DAEMON Tue Nov 14 22:13:20 2023\nSubject: s\n\n>From me\n\n");
-    }
 }

@@ -13,11 +13,11 @@ use std::io::Read;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use crate::address;
 use crate::error::{Error, Result};
-use crate::headers::{self, HeaderFields};
 use crate::ids;
 use crate::store::{now_us, Store};
+use quarantine_mail::address;
+use quarantine_mail::headers::{self, HeaderFields};
 
 /// What the MTA or filter tells us about one message.
 #[derive(Clone, Debug, Default)]

@@ -1,43 +1,75 @@
-//! `quarantine-store` owns a mail quarantine store: content-addressed zstd blobs named by the BLAKE3 of the
-//! original bytes, an SQLite index of envelopes, headers, verdicts and per-recipient release state, and the
-//! operations on them (hold, show, verify; search, release and purge build on these).
+//! `quarantine-store`: the durable core of a mail quarantine, and the only code that writes under `STORE/`.
 //!
-//! # Invariants
-//! - A row that references a blob is committed only after the blob is renamed into place and its directory is
-//!   fsynced: a live row never points at a missing blob.
-//! - Blob bytes are checked against their name whenever they are read for a person or a relay.
-//! - Every file and directory in the store is 0600/0700 and belongs to the store directory's owner.
+//! A store is one directory (DESIGN section 2): content-addressed zstd blobs named by the BLAKE3 of the original
+//! bytes, an SQLite index of envelopes, headers, verdicts and per-recipient release state, and the audit trail.
+//! The operations on it mirror the CLI's commands: [`Store::hold`], [`Store::import`], [`Store::search`],
+//! [`Store::show`](Store::message), [`Store::export`], [`Store::plan_release`] / [`Store::execute_release`],
+//! [`Store::plan_purge`] / [`Store::purge`], [`Store::verify`], [`Store::stats`], [`check`]. Destructive ones are
+//! *plan, then execute*, so `--dry-run` is the plan printed. Long ones report through [`Progress`], so the
+//! library never touches a terminal. Released mail leaves through a [`Transport`] (`quarantine-relay`).
 //!
-//! The CLI (`quarantine-cli`) only parses arguments and prints; everything that touches the store is here.
+//! # Invariants, and where each is kept
+//! - **Every durable write follows one fsync discipline** (create 0600/0700 with the store's owner, write, fsync,
+//!   rename, fsync the directory; an fsync error is returned, never retried): `durable`, the only module that
+//!   creates, renames or unlinks under the store.
+//! - **A row never references a blob that is not durably in place**: the blob is renamed and its directory
+//!   fsynced inside the write transaction, before the row is inserted (`hold`, `import::batch`).
+//! - **Blob bytes are checked against their name whenever they are read** for a person or a relay, and a corrupt
+//!   blob is never trusted for a new message: `blob` (`read_verified`, `stream_verified`, `exists`).
+//! - **Each recipient is delivered at most once by release**, and a crash between send and record leaves the
+//!   recipient *in doubt*, never silently released: the journal in `release::journal` / `release::exec`.
+//! - **A blob is deleted only when no committed row references it**, and orphans only after a grace period:
+//!   `purge` (GC queue under the index write lock).
+//! - **Every change to the index writes its audit row in the same transaction**: `audit`.
+//! - **The schema only moves forward**, in one transaction, from numbered SQL files: `index` (`migrations/`).
 
-pub mod address;
-pub mod audit;
-pub mod blob;
-pub mod check;
-pub mod config;
-pub mod durable;
-pub mod duration;
-pub mod error;
-pub mod export;
-pub mod headers;
-pub mod hold;
-pub mod ids;
-pub mod import;
-pub mod index;
-pub mod message;
-pub mod progress;
-pub mod purge;
-pub mod release;
-pub mod search;
-pub mod select;
-pub mod stats;
-pub mod store;
-pub mod timeexpr;
-pub mod verify;
+mod audit;
+mod blob;
+mod check;
+mod durable;
+mod duration;
+mod error;
+mod export;
+mod hold;
+mod ids;
+mod import;
+mod index;
+mod message;
+mod progress;
+mod purge;
+mod release;
+mod search;
+mod select;
+mod state;
+mod stats;
+mod store;
+mod timeexpr;
+mod units;
+mod verify;
 
+pub use audit::{actor, AuditRow};
+pub use check::{check, CheckFailure, CheckReport, DEFAULT_MIN_FREE};
+pub use durable::available_space;
 pub use error::{Error, Result};
+pub use export::{ExportRequest, Format as ExportFormat};
 pub use hold::{HoldOutcome, HoldRequest};
-pub use message::{MessageRecord, Recipient};
+pub use ids::new_id;
+pub use import::{ImportOptions, ImportReport, DEFAULT_JOBS};
+pub use message::{header_block, MessageRecord, Recipient};
 pub use progress::{Progress, Silent};
-pub use store::{InitOutcome, Store};
+pub use purge::{PurgePlan, PurgeRule, RetentionPolicy, DEFAULT_ORPHAN_GRACE};
+pub use quarantine_mail::source::{Format as ImportFormat, MboxVariant, Skipped};
+pub use release::{
+    describe_tag, Action, Down, ExecOptions, Outcome, Plan, PlanCounts, PlanRequest, PlannedMessage, PlannedRecipient,
+    Problem as ReleaseProblem, ProblemKind, Report as ReleaseReport, Skip, Transport, BATCH,
+};
+pub use select::Selector;
+pub use state::{AuditAction, RecipientState};
+pub use stats::Stats;
+pub use store::{now_us, InitOutcome, Store, INDEX_FILE};
+pub use timeexpr::{parse as parse_time, parse_now as parse_time_now};
+pub use units::{human_bytes, parse_size};
 pub use verify::VerifyReport;
+
+/// Durations as admins write them: `90s`, `15m`, `6h`, `2d`, `1w`.
+pub use duration::parse as parse_duration;

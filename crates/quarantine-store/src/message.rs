@@ -5,12 +5,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ids;
+use crate::state::RecipientState;
 use crate::store::Store;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Recipient {
     pub address: String,
-    pub state: String,
+    pub state: RecipientState,
     pub attempts: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub released_at: Option<String>,
@@ -96,7 +97,7 @@ pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
 pub fn summarise_states(recipients: &[Recipient]) -> String {
     match recipients.first() {
         None => "held".into(),
-        Some(first) if recipients.iter().all(|r| r.state == first.state) => first.state.clone(),
+        Some(first) if recipients.iter().all(|r| r.state == first.state) => first.state.to_string(),
         Some(_) => "mixed".into(),
     }
 }

@@ -27,6 +27,7 @@ use crate::blob::is_hash;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::select::Selector;
+use crate::state::AuditAction;
 use crate::store::{now_us, Store};
 
 /// Messages tombstoned per write transaction: small enough that a hold never waits long behind a purge.
@@ -181,7 +182,7 @@ impl Store {
                 &tx,
                 &AuditEntry {
                     actor,
-                    action: "freeze",
+                    action: AuditAction::Freeze,
                     selection: serde_json::Value::Null,
                     counts: serde_json::json!({}),
                     reason: Some(reason),
@@ -203,7 +204,7 @@ impl Store {
                 &tx,
                 &AuditEntry {
                     actor,
-                    action: "thaw",
+                    action: AuditAction::Thaw,
                     selection: serde_json::Value::Null,
                     counts: serde_json::json!({}),
                     reason,
@@ -348,7 +349,7 @@ impl Store {
                         &tx,
                         &AuditEntry {
                             actor,
-                            action: "purge",
+                            action: AuditAction::Purge,
                             selection: serde_json::to_value(rule).expect("plain struct"),
                             counts: serde_json::json!({ "messages": messages, "recipients": recipients }),
                             reason,

@@ -13,7 +13,7 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::select::STATES;
+use crate::state::RecipientState;
 use crate::store::Store;
 
 #[derive(Clone, Debug, Serialize)]
@@ -114,7 +114,7 @@ impl Store {
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
-        let mut recipients: BTreeMap<String, u64> = STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        let mut recipients: BTreeMap<String, u64> = RecipientState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
         let mut stmt = c.prepare("SELECT state, count(*) FROM recipients GROUP BY state").map_err(&e)?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(&e)?;
         for row in rows {

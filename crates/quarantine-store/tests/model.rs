@@ -16,8 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use quarantine_store::purge::PurgeRule;
-use quarantine_store::select::Selector;
+use quarantine_store::PurgeRule;
+use quarantine_store::Selector;
 use quarantine_store::{HoldRequest, Silent, Store};
 
 /// The bodies holds draw from: few, so dedup happens all the time.
@@ -356,7 +356,8 @@ fn check(
         let rec = store.message(&m.id).map_err(|e| TestCaseError::fail(format!("{at}: {}: {e}", m.id)))?;
         prop_assert_eq!(rec.purged_at.is_some(), m.purged, "{}: {} purged?", at, m.id);
         prop_assert_eq!(&rec.hash, &hashes[m.body], "{}", at);
-        let got: Vec<(String, String)> = rec.recipients.iter().map(|r| (r.address.clone(), r.state.clone())).collect();
+        let got: Vec<(String, String)> =
+            rec.recipients.iter().map(|r| (r.address.clone(), r.state.to_string())).collect();
         prop_assert_eq!(&got, &m.rcpts, "{}: recipients of {}", at, m.id);
         match store.original(&rec) {
             Ok(bytes) => {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use clap::Args;
-use quarantine_store::check::{check, DEFAULT_MIN_FREE};
-use quarantine_store::config::{human, parse_size};
+use quarantine_store::{check, DEFAULT_MIN_FREE};
+use quarantine_store::{human_bytes as human, parse_size};
 
 use super::{CmdError, CmdResult, Context};
 use crate::exit::Status;
@@ -22,7 +22,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
-    let busy: Duration = quarantine_store::duration::parse(&a.timeout).map_err(CmdError::Usage)?;
+    let busy: Duration = quarantine_store::parse_duration(&a.timeout).map_err(CmdError::Usage)?;
     let configured = ctx.config.min_free_space_bytes();
     let min_free = a.min_free.unwrap_or(if configured > 0 { configured } else { DEFAULT_MIN_FREE });
     match check(&ctx.store_path, min_free, busy) {

@@ -7,8 +7,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::config::{self, Config, ConfigFile, Problem, Source};
 use clap::{Args, Subcommand};
-use quarantine_store::config::{self, Config, ConfigFile, Problem, Source};
 
 use super::CmdResult;
 use crate::cli::Cli;

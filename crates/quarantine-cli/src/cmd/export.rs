@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use quarantine_store::audit;
-use quarantine_store::export::{ExportRequest, Format};
+
+use quarantine_store::{ExportFormat as Format, ExportRequest};
 
 use super::{selectors, CmdError, CmdResult, Context};
 use crate::cli::SelectorArgs;
@@ -55,7 +55,7 @@ pub fn run(ctx: &Context, a: ExportArgs) -> CmdResult {
         FormatArg::Eml => Format::Eml,
         FormatArg::Mbox => Format::Mbox,
     };
-    let actor = audit::actor(a.actor.as_deref());
+    let actor = quarantine_store::actor(a.actor.as_deref());
     let mut selection = serde_json::json!({ "selector": sel });
     for (k, v) in [("since", &given.since), ("until", &given.until)] {
         if let Some(v) = v {

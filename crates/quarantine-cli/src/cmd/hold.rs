@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use quarantine_store::{duration, HoldRequest, Store};
+use quarantine_store::{HoldRequest, Store};
 
 use super::{CmdError, CmdResult, Context};
 use crate::cli::HoldArgs;
@@ -17,7 +17,7 @@ const DEFAULT_HOLD_FLOOR: u64 = 16 << 20;
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     let started = Instant::now();
     let deadline = match a.deadline.as_deref().or(ctx.config.hold_deadline.as_deref()) {
-        Some(d) => duration::parse(d).map_err(CmdError::Usage)?,
+        Some(d) => quarantine_store::parse_duration(d).map_err(CmdError::Usage)?,
         None => DEFAULT_DEADLINE,
     };
     start_watchdog(deadline);
@@ -61,7 +61,7 @@ fn refuse_when_nearly_full(ctx: &Context) -> Result<(), CmdError> {
         n => n,
     };
     // If statvfs itself fails (no store yet, say), opening the store reports the real problem.
-    if let Ok(free) = quarantine_store::config::available_space(&ctx.store_path) {
+    if let Ok(free) = quarantine_store::available_space(&ctx.store_path) {
         if free < floor {
             return Err(CmdError::Store(quarantine_store::Error::Invalid(format!(
                 "{} has only {} free, below the {} hold keeps in reserve (min_free_space)",

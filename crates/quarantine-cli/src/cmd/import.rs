@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use quarantine_store::import::{Format, ImportOptions, ImportReport, MboxVariant, DEFAULT_JOBS};
+use quarantine_store::{ImportFormat as Format, ImportOptions, ImportReport, MboxVariant, DEFAULT_JOBS};
 
 use super::{CmdError, CmdResult, Context};
 use crate::exit::Status;
@@ -93,7 +93,7 @@ pub fn run(ctx: &Context, a: ImportArgs) -> CmdResult {
         MboxVariantArg::Mboxo => MboxVariant::Mboxo,
     };
     opts.keep_dates = a.keep_dates;
-    opts.actor = quarantine_store::audit::actor(a.actor.as_deref());
+    opts.actor = quarantine_store::actor(a.actor.as_deref());
     if a.jobs == 0 || a.batch == 0 {
         return Err(CmdError::Usage("--jobs and --batch must be at least 1".into()));
     }

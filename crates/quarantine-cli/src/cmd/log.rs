@@ -3,8 +3,7 @@
 use std::io::{BufWriter, Write};
 
 use clap::Args;
-use quarantine_store::audit::AuditRow;
-use quarantine_store::timeexpr;
+use quarantine_store::AuditRow;
 
 use super::{CmdError, CmdResult, Context};
 use crate::exit::Status;
@@ -27,7 +26,7 @@ pub fn run(ctx: &Context, a: LogArgs) -> CmdResult {
     let since = a
         .since
         .as_deref()
-        .map(|s| timeexpr::parse_now(s).map(|t| t.timestamp_micros()))
+        .map(|s| quarantine_store::parse_time_now(s).map(|t| t.timestamp_micros()))
         .transpose()
         .map_err(|e| CmdError::Usage(format!("--since: {e}")))?;
     let store = ctx.open()?;

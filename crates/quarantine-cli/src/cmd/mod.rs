@@ -20,7 +20,7 @@ mod verify;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use quarantine_store::config::Config;
+use crate::config::Config;
 use quarantine_store::Store;
 
 use crate::cli::{Cli, Command};
@@ -30,6 +30,8 @@ use crate::exit::Status;
 pub enum CmdError {
     #[error(transparent)]
     Store(#[from] quarantine_store::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
     #[error("{0}")]

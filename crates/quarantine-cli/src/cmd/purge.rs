@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use quarantine_store::audit;
-use quarantine_store::duration;
-use quarantine_store::purge::{PurgePlan, PurgeRule, RetentionPolicy, DEFAULT_ORPHAN_GRACE};
-use quarantine_store::store::now_us;
+use quarantine_store::now_us;
+use quarantine_store::{PurgePlan, PurgeRule, RetentionPolicy, DEFAULT_ORPHAN_GRACE};
 
 use super::{selectors, CmdError, CmdResult, Context};
 use crate::cli::{FreezeArgs, PurgeArgs, ThawArgs};
@@ -15,7 +13,7 @@ use crate::output::{confirm, human_bytes, interactive, TermProgress};
 pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     let mut sel = selectors::resolve(&a.selectors)?;
     let rules = if let Some(age) = &a.older_than {
-        let age = duration::parse(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
+        let age = quarantine_store::parse_duration(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
         let cutoff = now_us() - age.as_micros() as i64;
         sel.until_us = Some(sel.until_us.map_or(cutoff, |u| u.min(cutoff)));
         vec![PurgeRule {
@@ -41,7 +39,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         policy.rules(now_us())
     };
     let grace = match a.orphan_grace.as_deref().or(ctx.config.orphan_grace.as_deref()) {
-        Some(g) => duration::parse(g).map_err(|e| CmdError::Usage(format!("--orphan-grace: {e}")))?,
+        Some(g) => quarantine_store::parse_duration(g).map_err(|e| CmdError::Usage(format!("--orphan-grace: {e}")))?,
         None => DEFAULT_ORPHAN_GRACE,
     };
 
@@ -64,7 +62,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         say!("nothing purged");
         return Ok(Status::Success);
     }
-    let actor = audit::actor(a.actor.as_deref());
+    let actor = quarantine_store::actor(a.actor.as_deref());
     let progress = TermProgress::new();
     let report = store.purge(&plan, &actor, a.reason.as_deref(), &progress)?;
     let sweep = store.sweep_orphans(grace)?;
@@ -119,7 +117,7 @@ fn retention_policy(ctx: &Context) -> Result<RetentionPolicy, CmdError> {
     let mut policy = RetentionPolicy::default();
     if let Some(r) = &ctx.config.retention {
         let parse = |k: &str, v: &str| -> Result<Duration, CmdError> {
-            duration::parse(v).map_err(|e| CmdError::Usage(format!("config retention {k}: {e}")))
+            quarantine_store::parse_duration(v).map_err(|e| CmdError::Usage(format!("config retention {k}: {e}")))
         };
         if let Some(d) = &r.default {
             policy.default = Some(parse("default", d)?);
@@ -133,7 +131,7 @@ fn retention_policy(ctx: &Context) -> Result<RetentionPolicy, CmdError> {
 
 pub fn freeze(ctx: &Context, a: FreezeArgs) -> CmdResult {
     let mut store = ctx.open()?;
-    let actor = audit::actor(a.actor.as_deref());
+    let actor = quarantine_store::actor(a.actor.as_deref());
     if store.freeze(&a.reason, &actor)? {
         out!("frozen: purge refuses until `quarantine thaw`");
     } else if let Some(f) = store.frozen()? {
@@ -144,7 +142,7 @@ pub fn freeze(ctx: &Context, a: FreezeArgs) -> CmdResult {
 
 pub fn thaw(ctx: &Context, a: ThawArgs) -> CmdResult {
     let mut store = ctx.open()?;
-    let actor = audit::actor(a.actor.as_deref());
+    let actor = quarantine_store::actor(a.actor.as_deref());
     if store.thaw(&actor, a.reason.as_deref())? {
         out!("thawed: purge runs again");
     } else {

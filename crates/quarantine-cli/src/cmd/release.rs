@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use quarantine_store::audit;
-use quarantine_store::release::{
-    Action, ExecOptions, Plan, PlanRequest, ProblemKind, RelayUrl, Report, Skip, Transport,
-};
+
+use quarantine_relay::{Relay, RelayUrl};
+use quarantine_store::{Action, ExecOptions, Plan, PlanRequest, ProblemKind, ReleaseReport as Report, Skip};
 
 use super::{selectors, CmdError, CmdResult, Context};
 use crate::cli::SelectorArgs;
@@ -87,7 +86,7 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
         }
     }
     let timeout = match &a.timeout {
-        Some(t) => quarantine_store::duration::parse(t).map_err(|e| CmdError::Usage(format!("--timeout: {e}")))?,
+        Some(t) => quarantine_store::parse_duration(t).map_err(|e| CmdError::Usage(format!("--timeout: {e}")))?,
         None => Duration::from_secs(60),
     };
     let transport = transport(ctx, &a)?;
@@ -96,8 +95,7 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
             "no relay: give --relay smtp://HOST:PORT or --sendmail CMD, or set `relay` in the config file".into(),
         ));
     }
-    let trace_header =
-        !a.no_trace_header && ctx.config.trace_header.unwrap_or(quarantine_store::config::DEFAULT_TRACE_HEADER);
+    let trace_header = !a.no_trace_header && ctx.config.trace_header.unwrap_or(crate::config::DEFAULT_TRACE_HEADER);
 
     let mut store = ctx.open()?;
     let req =
@@ -136,15 +134,14 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
     }
 
     let opts = ExecOptions {
-        transport,
-        actor: audit::actor(a.actor.as_deref()),
+        actor: quarantine_store::actor(a.actor.as_deref()),
         reason: a.reason.clone(),
         trace_header,
         rate: a.rate,
-        timeout,
         cancel: Some(&cancel),
     };
-    let report = store.execute_release(&plan, &opts, &TermProgress::new())?;
+    let mut sender = transport.open(timeout);
+    let report = store.execute_release(&plan, &opts, sender.as_mut(), &TermProgress::new())?;
     if a.json {
         out!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
     } else {
@@ -154,23 +151,23 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
 }
 
 /// `--relay`/`--sendmail`, else the config's `relay`, else its `sendmail`.
-fn transport(ctx: &Context, a: &ReleaseArgs) -> Result<Option<Transport>, CmdError> {
-    let usage = |e: quarantine_store::Error| CmdError::Usage(e.to_string());
+fn transport(ctx: &Context, a: &ReleaseArgs) -> Result<Option<Relay>, CmdError> {
+    let usage = |e: quarantine_relay::Error| CmdError::Usage(e.to_string());
     if let Some(cmd) = &a.sendmail {
-        return Ok(Some(Transport::sendmail(cmd).map_err(usage)?));
+        return Ok(Some(Relay::sendmail(cmd).map_err(usage)?));
     }
     if let Some(url) = &a.relay {
-        return Ok(Some(Transport::Smtp(RelayUrl::parse(url, a.tls).map_err(usage)?)));
+        return Ok(Some(Relay::Smtp(RelayUrl::parse(url, a.tls).map_err(usage)?)));
     }
     if let Some(url) = &ctx.config.relay {
         let tls = a.tls || ctx.config.relay_tls.unwrap_or(false);
-        return Ok(Some(Transport::Smtp(RelayUrl::parse(url, tls).map_err(usage)?)));
+        return Ok(Some(Relay::Smtp(RelayUrl::parse(url, tls).map_err(usage)?)));
     }
     if a.tls {
         return Err(CmdError::Usage("--tls needs an smtp:// relay (--relay or the config's `relay`)".into()));
     }
     match &ctx.config.sendmail {
-        Some(cmd) => Ok(Some(Transport::sendmail(cmd).map_err(usage)?)),
+        Some(cmd) => Ok(Some(Relay::sendmail(cmd).map_err(usage)?)),
         None => Ok(None),
     }
 }
@@ -252,13 +249,11 @@ fn print_plan(plan: &Plan, via: &str) {
                 Action::Skip { skip: Skip::InDoubt { previous } } => format!(
                     "in doubt <{}>: {}; not sent without --retry-in-doubt",
                     r.address,
-                    quarantine_store::release::journal::describe(previous)
+                    quarantine_store::describe_tag(previous)
                 ),
-                Action::Skip { skip: Skip::Busy { by } } => format!(
-                    "skip <{}>: being released by {}",
-                    r.address,
-                    quarantine_store::release::journal::describe(by)
-                ),
+                Action::Skip { skip: Skip::Busy { by } } => {
+                    format!("skip <{}>: being released by {}", r.address, quarantine_store::describe_tag(by))
+                }
                 Action::Skip { skip } => format!("skip <{}>: {}", r.address, skip_word(skip)),
                 _ => continue,
             };

@@ -1,7 +1,6 @@
 //! Turns the SELECTORS flags into the library's `Selector`, resolving times against the clock and `TZ`.
 
-use quarantine_store::select::Selector;
-use quarantine_store::timeexpr;
+use quarantine_store::{RecipientState, Selector};
 
 use super::CmdError;
 use crate::cli::SelectorArgs;
@@ -10,7 +9,7 @@ pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
     let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CmdError> {
         v.as_deref()
             .map(|s| {
-                timeexpr::parse_now(s)
+                quarantine_store::parse_time_now(s)
                     .map(|t| t.timestamp_micros())
                     .map_err(|e| CmdError::Usage(format!("{flag}: {e}")))
             })
@@ -28,7 +27,11 @@ pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
         attachments: a.attachment.clone(),
         since_us: time("--since", &a.since)?,
         until_us: time("--until", &a.until)?,
-        states: a.state.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        states: a
+            .state
+            .iter()
+            .map(|s| s.parse::<RecipientState>().map_err(|e| CmdError::Usage(format!("--state: {e}"))))
+            .collect::<Result<_, _>>()?,
     };
     sel.validate().map_err(|e| CmdError::Usage(e.to_string()))?;
     Ok(sel)

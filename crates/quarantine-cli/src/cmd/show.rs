@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use quarantine_store::message::header_block;
+use quarantine_store::header_block;
 use quarantine_store::MessageRecord;
 
 use super::{CmdResult, Context};

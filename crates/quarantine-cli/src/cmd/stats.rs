@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
-use quarantine_store::stats::Stats;
+use quarantine_store::Stats;
 
 use super::{CmdResult, Context};
 use crate::exit::Status;

@@ -121,7 +121,7 @@ impl Env {
             .collect()
     }
 
-    pub fn audit(&self) -> Vec<quarantine_store::audit::AuditRow> {
+    pub fn audit(&self) -> Vec<quarantine_store::AuditRow> {
         let store = quarantine_store::Store::open(&self.store, Duration::from_secs(30)).unwrap();
         store.audit_log(None).unwrap()
     }

@@ -23,9 +23,10 @@ use crate::audit::{self, AuditEntry};
 use crate::blob::StagedBlob;
 use crate::durable;
 use crate::error::Result;
-use crate::headers::HeaderFields;
 use crate::hold::{self, Envelope, HoldRequest, NewMessage};
+use crate::state::AuditAction;
 use crate::store::Store;
+use quarantine_mail::headers::HeaderFields;
 
 /// A message staged and fsynced in `tmp/`, with everything its rows need.
 pub(crate) struct Ready {
@@ -156,7 +157,7 @@ fn record_import(tx: &rusqlite::Transaction, info: &AuditInfo, counts: &BatchCou
         tx,
         &AuditEntry {
             actor: info.actor,
-            action: "import",
+            action: AuditAction::Import,
             selection: info.selection.clone(),
             counts: serde_json::json!({
                 "imported": counts.imported,

@@ -2,7 +2,7 @@
 //! quarantine files), with the durability of `hold` at a fraction of its cost per message.
 //!
 //! # Pipeline
-//! The sources are listed first ([`source::Unit`], one per message), so progress has a total. Then a pool of
+//! The sources are listed first ([`Unit`], one per message), so progress has a total. Then a pool of
 //! staging threads (`jobs`, default 16) takes units in turn: stream the message into `tmp/` (BLAKE3 + zstd, as
 //! `hold` does), parse its headers, recover its envelope ([`envelope`]), and — unless the message is already
 //! held — fsync the temp file. Many threads fsyncing at once is what lets ext4 fold their journal commits
@@ -28,13 +28,7 @@
 //! reported; the batch goes on. A failure of the store itself (disk full, an fsync error, the index) stops the
 //! import: what had committed stays, the summary says how far it got.
 
-mod amavis;
 mod batch;
-mod eml;
-mod envelope;
-mod maildir;
-mod mbox;
-mod source;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,44 +38,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::headers::{self, HeaderFields};
 use crate::hold::{self, HoldRequest};
 use crate::progress::Progress;
 use crate::store::{now_us, Store};
+use quarantine_mail::headers::{self, HeaderFields};
 
 use batch::{AuditInfo, Ready};
-use source::Unit;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Maildir,
-    Mbox,
-    Eml,
-    Amavis,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Maildir => "maildir",
-            Format::Mbox => "mbox",
-            Format::Eml => "eml",
-            Format::Amavis => "amavis",
-        }
-    }
-}
-
-/// How `>From ` lines of an mbox are read (see the `mbox` module).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MboxVariant {
-    /// `>`+`From ` lines lose one `>`.
-    #[default]
-    Mboxrd,
-    /// Lines are kept as found.
-    Mboxo,
-}
+use quarantine_mail::source::{self, amavis, envelope, Format, MboxVariant, Skipped, Unit};
 
 #[derive(Clone, Debug)]
 pub struct ImportOptions {
@@ -132,19 +95,6 @@ impl ImportOptions {
 /// so this is not about cores.
 pub const DEFAULT_JOBS: usize = 16;
 
-/// One message (or file, or directory) that was not imported, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Skipped {
-    pub source: String,
-    pub reason: String,
-}
-
-impl Skipped {
-    pub(crate) fn new(source: impl std::fmt::Display, reason: impl Into<String>) -> Skipped {
-        Skipped { source: source.to_string(), reason: reason.into() }
-    }
-}
-
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ImportReport {
     /// Messages found in the sources.
@@ -183,20 +133,15 @@ impl Store {
             return Err(Error::Invalid("the verdict cannot be empty".into()));
         }
         if let Some(f) = &opts.from {
-            crate::address::envelope_sender(f)?;
+            quarantine_mail::address::envelope_sender(f)?;
         }
         for r in &opts.rcpt {
-            crate::address::envelope_recipient(r)?;
+            quarantine_mail::address::envelope_recipient(r)?;
         }
         let mut report = ImportReport::default();
         let mut units = Vec::new();
         for p in &opts.paths {
-            units.extend(match opts.format {
-                Format::Maildir => maildir::units(p, &mut report.skipped),
-                Format::Mbox => mbox::units(p, &mut report.skipped),
-                Format::Eml => eml::units(p, &mut report.skipped),
-                Format::Amavis => amavis::units(p, &mut report.skipped),
-            });
+            units.extend(source::units(opts.format, p, &mut report.skipped));
         }
         report.found = units.len() as u64;
         let selection = selection(opts);
@@ -436,7 +381,8 @@ impl Stager<'_> {
             .prepare_cached("SELECT count(*) FROM recipients WHERE message = ?1 AND address_lc = ?2")
             .map_err(&e)?;
         for r in &env.recipients {
-            let n: i64 = stmt.query_row(rusqlite::params![id, crate::address::fold(r)], |r| r.get(0)).map_err(&e)?;
+            let n: i64 =
+                stmt.query_row(rusqlite::params![id, quarantine_mail::address::fold(r)], |r| r.get(0)).map_err(&e)?;
             if n == 0 {
                 return Ok(false);
             }

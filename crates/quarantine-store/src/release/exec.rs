@@ -8,17 +8,18 @@ use serde::Serialize;
 
 use super::journal::{self, Outcome, Tag};
 use super::plan::{Action, Plan, PlannedMessage, Skip};
-use super::sendmail::Sendmail;
-use super::smtp::{Down, Smtp};
-use super::{encode, Transport, BATCH};
+use quarantine_mail::encode;
+
+use super::{Down, Transport, BATCH};
 use crate::audit::{self, AuditEntry};
 use crate::error::Result;
 use crate::progress::Progress;
+use crate::state::AuditAction;
+use crate::state::RecipientState;
 use crate::store::{now_us, Store};
 
 /// How to carry a plan out.
 pub struct ExecOptions<'a> {
-    pub transport: Transport,
     /// Who is releasing (`audit::actor`): in the trace header, the journal tag and the audit row.
     pub actor: String,
     /// Free text for the audit row (`--reason`).
@@ -27,8 +28,6 @@ pub struct ExecOptions<'a> {
     pub trace_header: bool,
     /// At most this many messages per second.
     pub rate: Option<f64>,
-    /// Limit for connecting and for each SMTP command (the reply to the final `.` gets 10 minutes).
-    pub timeout: Duration,
     /// When set (e.g. by a SIGINT handler), stop after the current message; what was claimed but not sent goes
     /// back to `held`.
     pub cancel: Option<&'a AtomicBool>,
@@ -122,26 +121,6 @@ impl Report {
     }
 }
 
-enum Sender {
-    Smtp(Box<Smtp>),
-    Sendmail(Sendmail),
-}
-
-impl Sender {
-    fn send(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
-        match self {
-            Sender::Smtp(s) => s.send(from, rcpts, parts),
-            Sender::Sendmail(s) => s.send(from, rcpts, parts),
-        }
-    }
-
-    fn quit(&mut self) {
-        if let Sender::Smtp(s) = self {
-            s.quit();
-        }
-    }
-}
-
 /// Outcomes waiting for the next journal commit: (message, address, outcome).
 type Pending = Vec<(String, String, Outcome)>;
 
@@ -150,7 +129,13 @@ impl Store {
     /// each recipient's outcome. Per-recipient failures are counted and the run goes on; an unreachable relay
     /// stops it (everything not sent stays `held`). Returns `Err` only when the index itself fails, and then
     /// whatever was claimed and not recorded is left in doubt, never silently released.
-    pub fn execute_release(&mut self, plan: &Plan, opts: &ExecOptions, progress: &dyn Progress) -> Result<Report> {
+    pub fn execute_release(
+        &mut self,
+        plan: &Plan,
+        opts: &ExecOptions,
+        sender: &mut dyn Transport,
+        progress: &dyn Progress,
+    ) -> Result<Report> {
         let tag = Tag::current(&opts.actor);
         let tag_s = tag.encode();
         let copy = plan.copy_to.is_some();
@@ -158,7 +143,7 @@ impl Store {
         let selection = serde_json::json!({
             "release": tag.release,
             "selector": plan.selector,
-            "transport": opts.transport.to_string(),
+            "transport": sender.describe(),
             "copy_to": plan.copy_to,
             "retry_in_doubt": plan.retry_in_doubt,
             "retry_failed": plan.retry_failed,
@@ -190,10 +175,6 @@ impl Store {
         }
 
         let work: Vec<&PlannedMessage> = plan.messages.iter().filter(|m| m.sends()).collect();
-        let mut sender = match &opts.transport {
-            Transport::Smtp(url) => Sender::Smtp(Box::new(Smtp::new(url.clone(), opts.timeout))),
-            Transport::Sendmail(argv) => Sender::Sendmail(Sendmail::new(argv.clone())),
-        };
         progress.start("release", work.len() as u64);
         let mut pending: Pending = Vec::new();
         let mut last_flush = Instant::now();
@@ -219,7 +200,7 @@ impl Store {
             } else {
                 let start_entry = (!started).then(|| AuditEntry {
                     actor: &opts.actor,
-                    action: "release-start",
+                    action: AuditAction::ReleaseStart,
                     selection: selection.clone(),
                     counts: serde_json::to_value(plan.counts()).unwrap_or_default(),
                     reason: opts.reason.as_deref(),
@@ -297,11 +278,16 @@ impl Store {
             self.record_outcomes(&tag_s, &mut pending, None)?;
             last_flush = Instant::now();
         }
-        sender.quit();
+        sender.finish();
         progress.finish();
         let counts = report.counts_json();
-        let entry =
-            AuditEntry { actor: &opts.actor, action: "release", selection, counts, reason: opts.reason.as_deref() };
+        let entry = AuditEntry {
+            actor: &opts.actor,
+            action: AuditAction::Release,
+            selection,
+            counts,
+            reason: opts.reason.as_deref(),
+        };
         self.record_outcomes(&tag_s, &mut pending, Some(&entry))?;
         Ok(report)
     }
@@ -332,7 +318,7 @@ impl Store {
                             // Changed since the plan: another release got there first, or a purge.
                             report.skipped += 1;
                             let st = journal::row_state(&tx, &m.id, &r.address).map_err(&e)?;
-                            if let Some(st) = st.filter(|s| s.state == "releasing") {
+                            if let Some(st) = st.filter(|s| s.state == RecipientState::Releasing) {
                                 let by = journal::describe(st.release_id.as_deref().unwrap_or(""));
                                 report.problem(&m.id, &r.address, ProblemKind::Busy, format!("being released by {by}"));
                             }

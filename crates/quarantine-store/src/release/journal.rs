@@ -14,8 +14,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::address;
 use crate::ids;
+use crate::state::RecipientState;
+use quarantine_mail::address;
 
 /// What happened to one recipient, as recorded in the journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +121,7 @@ fn process_start(pid: u32) -> Option<u64> {
 /// A recipient row's journal columns.
 #[derive(Clone, Debug)]
 pub struct RowState {
-    pub state: String,
+    pub state: RecipientState,
     pub release_id: Option<String>,
 }
 
@@ -134,16 +135,22 @@ pub(crate) fn row_state(conn: &Connection, message: &str, address: &str) -> rusq
 
 /// Claims a `held` recipient of a live message for `tag`. False if it was not `held` any more.
 pub(crate) fn claim_held(conn: &Connection, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
-    claim_from(conn, "held", message, address, tag)
+    claim_from(conn, RecipientState::Held, message, address, tag)
 }
 
 /// Claims a `failed` recipient of a live message for `tag`, for `--retry-failed`. False if it changed.
 pub(crate) fn claim_failed(conn: &Connection, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
-    claim_from(conn, "failed", message, address, tag)
+    claim_from(conn, RecipientState::Failed, message, address, tag)
 }
 
 /// `from` → `releasing` under `tag`, guarded by the state the plan saw, for a message that is still live.
-fn claim_from(conn: &Connection, from: &str, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
+fn claim_from(
+    conn: &Connection,
+    from: RecipientState,
+    message: &str,
+    address: &str,
+    tag: &str,
+) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached(
             "UPDATE recipients SET state = 'releasing', release_id = ?3

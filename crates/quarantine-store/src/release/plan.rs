@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::journal::{self, Tag};
-use crate::address;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::select::Selector;
+use crate::state::RecipientState;
 use crate::store::Store;
+use quarantine_mail::address;
 
 /// What to plan.
 #[derive(Clone, Debug, Default)]
@@ -183,19 +184,21 @@ impl Store {
                     if !subset.is_empty() && !subset.contains(&address::fold(&r.address)) {
                         continue;
                     }
-                    let action = match r.state.as_str() {
-                        "held" => match sender_refusal.clone().or_else(|| refusal(&r.address)) {
+                    let action = match r.state {
+                        RecipientState::Held => match sender_refusal.clone().or_else(|| refusal(&r.address)) {
                             Some(why) => Action::Refuse { why },
                             None => Action::Send,
                         },
-                        "released" => Action::Skip { skip: Skip::Released },
-                        "failed" if req.retry_failed => match sender_refusal.clone().or_else(|| refusal(&r.address)) {
-                            Some(why) => Action::Refuse { why },
-                            None => Action::RetryFailed,
-                        },
-                        "failed" => Action::Skip { skip: Skip::Failed },
-                        "purged" => Action::Skip { skip: Skip::Purged },
-                        "releasing" => {
+                        RecipientState::Released => Action::Skip { skip: Skip::Released },
+                        RecipientState::Failed if req.retry_failed => {
+                            match sender_refusal.clone().or_else(|| refusal(&r.address)) {
+                                Some(why) => Action::Refuse { why },
+                                None => Action::RetryFailed,
+                            }
+                        }
+                        RecipientState::Failed => Action::Skip { skip: Skip::Failed },
+                        RecipientState::Purged => Action::Skip { skip: Skip::Purged },
+                        RecipientState::Releasing => {
                             // fill_details does not read release_id; ask the journal.
                             let stored = journal::row_state(&self.conn, &rec.id, &r.address)
                                 .map_err(self.sql_err())?
@@ -211,12 +214,6 @@ impl Store {
                             } else {
                                 Action::Skip { skip: Skip::InDoubt { previous: stored } }
                             }
-                        }
-                        other => {
-                            return Err(Error::Invalid(format!(
-                                "message {}: unknown recipient state {other:?}",
-                                rec.id
-                            )))
                         }
                     };
                     recipients.push(PlannedRecipient { address: r.address.clone(), action });

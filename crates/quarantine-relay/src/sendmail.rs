@@ -11,22 +11,27 @@
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use super::encode;
-use super::journal::Outcome;
-use super::smtp::Down;
+use quarantine_mail::encode;
+use quarantine_store::{Down, Outcome, Transport};
 
-pub(crate) struct Sendmail {
+pub struct Sendmail {
     argv: Vec<String>,
 }
 
 const EX_TEMPFAIL: i32 = 75;
 
 impl Sendmail {
-    pub(crate) fn new(argv: Vec<String>) -> Sendmail {
+    pub fn new(argv: Vec<String>) -> Sendmail {
         Sendmail { argv }
     }
+}
 
-    pub(crate) fn send(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
+impl Transport for Sendmail {
+    fn describe(&self) -> String {
+        format!("sendmail command `{}`", self.argv.join(" "))
+    }
+
+    fn send(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
         let body = encode::normalize(&parts.concat(), b"\n");
         let sender = if from.is_empty() { "<>" } else { from };
         let mut child = Command::new(&self.argv[0])

@@ -15,37 +15,37 @@ use crate::address;
 
 /// Where the envelope came from, for a message whose bytes do not carry it as an MTA would.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Hints {
+pub struct Hints {
     /// `--from`, when given.
-    pub(crate) from: Option<String>,
+    pub from: Option<String>,
     /// `--rcpt`, when given (non-empty).
-    pub(crate) rcpt: Vec<String>,
+    pub rcpt: Vec<String>,
     /// Read the amavisd-new `X-Envelope-From` / `X-Envelope-To` headers.
-    pub(crate) amavis: bool,
+    pub amavis: bool,
     /// The sender of an mbox `From ` line (`""` for `MAILER-DAEMON` or `<>`).
-    pub(crate) mbox_sender: Option<String>,
+    pub mbox_sender: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Guessed {
-    pub(crate) from: String,
-    pub(crate) recipients: Vec<String>,
+pub struct Guessed {
+    pub from: String,
+    pub recipients: Vec<String>,
     /// What a person should know about how the envelope was reconstructed (goes into the parse note).
-    pub(crate) notes: Vec<String>,
+    pub notes: Vec<String>,
     /// True when the recipients came from the To/Cc headers.
-    pub(crate) from_headers: bool,
+    pub from_headers: bool,
 }
 
 /// One header field as found: lower-cased name and unfolded value.
-pub(crate) struct Field {
-    pub(crate) name: String,
-    pub(crate) value: String,
+pub struct Field {
+    pub name: String,
+    pub value: String,
 }
 
 /// The fields of the header block at the start of `msg`, in order, unfolded. Stops at the first empty line (or
 /// the end of `msg`); lines that are neither fields nor continuations (an mbox `From ` line kept at the top of a
 /// file, garbage) are passed over.
-pub(crate) fn header_fields(msg: &[u8]) -> Vec<Field> {
+pub fn header_fields(msg: &[u8]) -> Vec<Field> {
     let mut out: Vec<Field> = Vec::new();
     let mut continuing = false;
     for raw in msg.split(|&b| b == b'\n') {
@@ -80,12 +80,12 @@ pub(crate) fn header_fields(msg: &[u8]) -> Vec<Field> {
 }
 
 /// The first value of header `name` (lower case).
-pub(crate) fn first<'a>(fields: &'a [Field], name: &str) -> Option<&'a str> {
+pub fn first<'a>(fields: &'a [Field], name: &str) -> Option<&'a str> {
     fields.iter().find(|f| f.name == name).map(|f| f.value.as_str())
 }
 
 /// The address in a header value such as `<a@b>`, `a@b`, `Name <a@b>` or `<a@b> (comment)`; `Some("")` for `<>`.
-pub(crate) fn one_address(value: &str) -> Option<String> {
+pub fn one_address(value: &str) -> Option<String> {
     let v = value.trim();
     if let Some(open) = v.find('<') {
         let rest = &v[open + 1..];
@@ -112,7 +112,7 @@ fn address_list(value: &str) -> Vec<String> {
 
 /// The sender named by an mbox `From ` line: `From SENDER DATE`. `MAILER-DAEMON` (Postfix's and sendmail's name
 /// for the null sender there) and `<>` are the null sender.
-pub(crate) fn mbox_line_sender(line: &str) -> Option<String> {
+pub fn mbox_line_sender(line: &str) -> Option<String> {
     let token = line.strip_prefix("From ")?.split_whitespace().next()?;
     if token.eq_ignore_ascii_case("MAILER-DAEMON") || token == "<>" {
         return Some(String::new());
@@ -121,7 +121,7 @@ pub(crate) fn mbox_line_sender(line: &str) -> Option<String> {
 }
 
 /// Works out the envelope of one message from the hints and its header block. `Err` is the reason to skip it.
-pub(crate) fn guess(hints: &Hints, prefix: &[u8]) -> Result<Guessed, String> {
+pub fn guess(hints: &Hints, prefix: &[u8]) -> Result<Guessed, String> {
     let fields = header_fields(prefix);
     let mut notes = Vec::new();
 

@@ -1,6 +1,14 @@
 //! Envelope addresses as the MTA hands them over.
 
-use crate::error::{Error, Result};
+/// An envelope address that cannot be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid address {addr:?}: {why}")]
+pub struct BadAddress {
+    pub addr: String,
+    pub why: &'static str,
+}
+
+type Result<T> = std::result::Result<T, BadAddress>;
 
 /// Normalises an envelope sender: `<>`, `""` and `<addr>` forms are accepted; the null sender becomes `""`.
 pub fn envelope_sender(raw: &str) -> Result<String> {
@@ -15,7 +23,7 @@ pub fn envelope_sender(raw: &str) -> Result<String> {
 pub fn envelope_recipient(raw: &str) -> Result<String> {
     let a = strip_brackets(raw);
     if a.is_empty() {
-        return Err(Error::BadAddress { addr: raw.to_string(), why: "a recipient cannot be empty" });
+        return Err(BadAddress { addr: raw.to_string(), why: "a recipient cannot be empty" });
     }
     check(a)?;
     Ok(a.to_string())
@@ -29,7 +37,7 @@ fn strip_brackets(raw: &str) -> &str {
 /// Refuses what can never be put on an SMTP command line: control characters (CR and LF smuggle commands),
 /// spaces and angle brackets. Non-ASCII is allowed (SMTPUTF8); release decides whether the relay can take it.
 pub fn check(a: &str) -> Result<()> {
-    let bad = |why| Err(Error::BadAddress { addr: a.to_string(), why });
+    let bad = |why| Err(BadAddress { addr: a.to_string(), why });
     if a.len() > 998 {
         return bad("longer than an SMTP line");
     }

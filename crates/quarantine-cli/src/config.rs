@@ -22,7 +22,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use quarantine_store::{available_space, human_bytes as human, parse_duration, parse_size, INDEX_FILE};
+
+/// A config file that cannot be read or is not valid, with its path.
+#[derive(Debug, thiserror::Error)]
+#[error("config {path}: {detail}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 pub const DEFAULT_CONFIG: &str = "/etc/quarantine/config.toml";
 pub const DEFAULT_STORE: &str = "/var/lib/quarantine";
@@ -161,7 +171,7 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config> {
         let text = read(path)?;
-        Config::parse(&text).map_err(|detail| Error::Config { path: path.to_path_buf(), detail })
+        Config::parse(&text).map_err(|detail| ConfigError { path: path.to_path_buf(), detail })
     }
 
     /// Parses and validates a file's text; the error is the first problem, as `line N: KEY: why`.
@@ -195,7 +205,7 @@ impl Config {
         }
         for (key, value) in [("hold_deadline", &self.hold_deadline), ("orphan_grace", &self.orphan_grace)] {
             if let Some(v) = value {
-                match crate::duration::parse(v) {
+                match parse_duration(v) {
                     Err(e) => bad(&[key], e),
                     Ok(d) if key == "hold_deadline" && d.is_zero() => {
                         bad(&[key], "must be longer than 0s (hold would defer every message)".into())
@@ -210,7 +220,7 @@ impl Config {
             }
         }
         if let Some(url) = &self.relay {
-            if let Err(e) = crate::release::RelayUrl::parse(url, self.relay_tls.unwrap_or(false)) {
+            if let Err(e) = quarantine_relay::RelayUrl::parse(url, self.relay_tls.unwrap_or(false)) {
                 let msg = e.to_string();
                 let msg = msg.strip_prefix("--relay ").unwrap_or(&msg);
                 let key = if self.relay_tls == Some(true) && url.to_ascii_lowercase().starts_with("smtps:") {
@@ -228,7 +238,7 @@ impl Config {
         }
         if let Some(r) = &self.retention {
             if let Some(d) = &r.default {
-                if let Err(e) = crate::duration::parse(d) {
+                if let Err(e) = parse_duration(d) {
                     bad(&["retention", "default"], e);
                 }
             }
@@ -239,7 +249,7 @@ impl Config {
                     // The default age excludes the listed verdicts exactly; a glob here would let it purge them.
                     let why = "a retention verdict is matched exactly: list each verdict, without * ? [";
                     bad(&["retention", "verdict", verdict], why.into());
-                } else if let Err(e) = crate::duration::parse(d) {
+                } else if let Err(e) = parse_duration(d) {
                     bad(&["retention", "verdict", verdict], e);
                 }
             }
@@ -347,7 +357,7 @@ impl ConfigFile {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Config { path: path.to_path_buf(), detail: e.to_string() })
+    std::fs::read_to_string(path).map_err(|e| ConfigError { path: path.to_path_buf(), detail: e.to_string() })
 }
 
 fn file_source(file: Option<&ConfigFile>, path: &[&str]) -> Source {
@@ -380,7 +390,7 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
         Err(e) => store_problem(format!("{shown} is unreachable: {e}")),
         Ok(m) if !m.is_dir() => store_problem(format!("{shown} is not a directory")),
         Ok(_) => {
-            let index = store.join(crate::store::INDEX_FILE);
+            let index = store.join(INDEX_FILE);
             if let Err(e) = std::fs::read_dir(store) {
                 store_problem(format!("{shown} is unreachable: {e} (run as the store's owner or root)"));
             } else if !index.is_file() {
@@ -432,62 +442,6 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-}
-
-/// Bytes available to an unprivileged user on the filesystem holding `path`.
-pub fn available_space(path: &Path) -> std::io::Result<u64> {
-    let st = rustix::fs::statvfs(path)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// `1.5 GiB`-style sizes for messages.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
-
-/// Sizes as admins write them: `0`, `4096`, `500M`, `2G`, `1.5G`, `10GiB`, `500MB`. `K`, `M`, `G`, `T` (alone
-/// or with `iB`) are powers of 1024; `kB`, `MB`, `GB`, `TB` powers of 1000; a bare number (or `B`) is bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size {s:?}: expected a number and a unit, such as 500M, 2G or 10GiB");
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim();
-    let factor: u64 = match unit {
-        "" | "B" => 1,
-        "K" | "KiB" | "k" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        "T" | "TiB" => 1 << 40,
-        "kB" | "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        _ => return Err(bad()),
-    };
-    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
-        return Err(bad());
-    }
-    if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(factor).ok_or_else(bad);
-    }
-    let f: f64 = num.parse().map_err(|_| bad())?;
-    let v = f * factor as f64;
-    if !(v.is_finite() && v < u64::MAX as f64) {
-        return Err(bad());
-    }
-    Ok(v as u64)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -666,7 +620,7 @@ mod tests {
         assert!(p.message.contains("did you mean `store`"), "{p}");
         let p = problem("hold_deadline = \"soon\"\n");
         assert_eq!((p.key.as_deref(), p.line), (Some("hold_deadline"), Some(1)), "{p}");
-        assert_eq!(p.to_string(), format!("line 1: hold_deadline: {}", crate::duration::parse("soon").unwrap_err()));
+        assert_eq!(p.to_string(), format!("line 1: hold_deadline: {}", parse_duration("soon").unwrap_err()));
         let e = Config::parse("hold_deadline = \"soon\"\n").unwrap_err();
         assert!(e.contains("hold_deadline") && e.contains("line 1"), "{e}");
     }
@@ -733,7 +687,7 @@ mod tests {
             assert!(parse_size(bad).unwrap_err().contains("invalid size"), "{bad}");
         }
         assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(parse_size(DEFAULT_MIN_FREE_SPACE).unwrap(), crate::check::DEFAULT_MIN_FREE);
+        assert_eq!(parse_size(DEFAULT_MIN_FREE_SPACE).unwrap(), quarantine_store::DEFAULT_MIN_FREE);
         assert_eq!(human(12), "12 B");
     }
 

@@ -24,13 +24,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::encode;
-use super::journal::Outcome;
-use super::{RelayUrl, Security};
-
-/// The relay cannot be used at all (connect, TLS or greeting failed): the run stops, nothing more is tried.
-#[derive(Debug)]
-pub(crate) struct Down(pub String);
+use crate::url::{RelayUrl, Security};
+use quarantine_mail::encode;
+use quarantine_store::{Down, Outcome, Transport};
 
 /// How long the relay may take to answer the final `.` (RFC 5321 section 4.5.3.2.6 suggests 10 minutes).
 const FINAL_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -151,7 +147,7 @@ impl Conn {
     }
 }
 
-pub(crate) struct Smtp {
+pub struct Smtp {
     url: RelayUrl,
     timeout: Duration,
     hello: String,
@@ -200,7 +196,7 @@ fn tls_config(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Ar
 }
 
 impl Smtp {
-    pub(crate) fn new(url: RelayUrl, timeout: Duration) -> Smtp {
+    pub fn new(url: RelayUrl, timeout: Duration) -> Smtp {
         Smtp { url, timeout, hello: hello_name(), tls: None, extra_roots: Vec::new(), conn: None, fresh: false }
     }
 
@@ -299,7 +295,7 @@ impl Smtp {
     }
 
     /// Ends the session politely.
-    pub(crate) fn quit(&mut self) {
+    fn quit(&mut self) {
         if let Some(mut c) = self.conn.take() {
             let _ = c.command("QUIT");
         }
@@ -308,7 +304,7 @@ impl Smtp {
     /// Sends one message (`parts`: its bytes in pieces, e.g. the trace header and the original, any line
     /// endings) from `from` (empty: the null sender) to `rcpts`, returning one outcome per recipient, in order.
     /// `Err` only when the relay cannot be reached at all; then nothing of this message was sent.
-    pub(crate) fn send(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
+    fn send_message(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
         // A reused connection gets RSET first: in the same write as the next MAIL group when the relay pipelines,
         // else on its own. If RSET fails the relay dropped the session (idle timeout, a limit on messages per
         // session): open a new one and send there. Nothing of the message can have been accepted by then.
@@ -339,6 +335,20 @@ impl Smtp {
             }
         }
         unreachable!("a fresh connection never needs RSET")
+    }
+}
+
+impl Transport for Smtp {
+    fn send(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
+        self.send_message(from, rcpts, parts)
+    }
+
+    fn finish(&mut self) {
+        self.quit();
+    }
+
+    fn describe(&self) -> String {
+        self.url.to_string()
     }
 }
 
@@ -646,7 +656,7 @@ mod tests {
                     "body {:?}",
                     String::from_utf8_lossy(body)
                 );
-                assert!(!encode::tests::has_bare_cr_or_lf(&wire));
+                assert!(!encode::has_bare_cr_or_lf(&wire));
             }
             smtp.quit();
         }

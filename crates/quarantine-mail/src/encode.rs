@@ -107,8 +107,7 @@ impl DataWriter {
 }
 
 /// Reverses [`smtp_data`] the way a receiver does: strips the terminator and one leading `.` from every line.
-/// Used by tests to check a round trip.
-#[cfg(test)]
+/// Tests and fuzz targets check round trips with it.
 pub fn smtp_undata(wire: &[u8]) -> Option<Vec<u8>> {
     let body = wire.strip_suffix(b".\r\n")?;
     let mut out = Vec::with_capacity(body.len());
@@ -134,8 +133,15 @@ pub fn trace_header(message_id: &str, actor: &str, rfc3339: &str) -> Vec<u8> {
     format!("X-Quarantine-Released: {}; by {}; {}\r\n", clean(message_id), clean(actor), clean(rfc3339)).into_bytes()
 }
 
+/// True when `b` holds a CR not followed by LF or an LF not preceded by CR: what must never reach the wire.
+pub fn has_bare_cr_or_lf(b: &[u8]) -> bool {
+    b.iter()
+        .enumerate()
+        .any(|(i, &c)| (c == b'\r' && b.get(i + 1) != Some(&b'\n')) || (c == b'\n' && (i == 0 || b[i - 1] != b'\r')))
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -211,11 +217,5 @@ pub(crate) mod tests {
             }
             assert_eq!(back, want, "{msg:?}");
         }
-    }
-
-    pub(crate) fn has_bare_cr_or_lf(b: &[u8]) -> bool {
-        b.iter().enumerate().any(|(i, &c)| {
-            (c == b'\r' && b.get(i + 1) != Some(&b'\n')) || (c == b'\n' && (i == 0 || b[i - 1] != b'\r'))
-        })
     }
 }

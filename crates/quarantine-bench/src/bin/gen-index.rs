@@ -155,7 +155,7 @@ fn main() {
         let mut seen_ids = std::collections::HashSet::with_capacity(a.messages as usize);
         for n in 0..a.messages {
             let id = loop {
-                let id = quarantine_store::ids::new_id();
+                let id = quarantine_store::new_id();
                 if seen_ids.insert(id.clone()) {
                     break id;
                 }

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::envelope::{first, Field};
-use super::source::{files_under, Unit, UnitKind};
 use super::Skipped;
+use super::{files_under, Unit, UnitKind};
 
 pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
     files_under(path, skipped).into_iter().map(|(p, m)| Unit::file(Arc::from(p), UnitKind::Amavis, &m)).collect()
@@ -31,6 +31,6 @@ pub(crate) fn open(f: File) -> io::Result<Box<dyn Read + Send>> {
 }
 
 /// What amavis said about the message, for the reason column.
-pub(crate) fn reason(fields: &[Field]) -> Option<String> {
+pub fn reason(fields: &[Field]) -> Option<String> {
     first(fields, "x-amavis-alert").filter(|v| !v.is_empty()).map(|v| v.chars().take(512).collect())
 }

@@ -7,19 +7,80 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{mbox, MboxVariant, Skipped};
+use serde::Serialize;
+
+pub mod amavis;
+mod eml;
+pub mod envelope;
+mod maildir;
+pub(crate) mod mbox;
+
+/// The source formats `import` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Maildir,
+    Mbox,
+    Eml,
+    Amavis,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Maildir => "maildir",
+            Format::Mbox => "mbox",
+            Format::Eml => "eml",
+            Format::Amavis => "amavis",
+        }
+    }
+}
+
+/// How `>From ` lines of an mbox are read (see the `mbox` module).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MboxVariant {
+    /// `>`+`From ` lines lose one `>`.
+    #[default]
+    Mboxrd,
+    /// Lines are kept as found.
+    Mboxo,
+}
+
+/// One message (or file, or directory) that was not imported, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub source: String,
+    pub reason: String,
+}
+
+impl Skipped {
+    pub fn new(source: impl std::fmt::Display, reason: impl Into<String>) -> Skipped {
+        Skipped { source: source.to_string(), reason: reason.into() }
+    }
+}
+
+/// Every message of `path` in `format`, in order; what cannot be read is reported in `skipped`.
+pub fn units(format: Format, path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
+    match format {
+        Format::Maildir => maildir::units(path, skipped),
+        Format::Mbox => mbox::units(path, skipped),
+        Format::Eml => eml::units(path, skipped),
+        Format::Amavis => amavis::units(path, skipped),
+    }
+}
 
 /// One message to import.
 #[derive(Clone, Debug)]
-pub(crate) struct Unit {
-    pub(crate) path: Arc<Path>,
-    pub(crate) kind: UnitKind,
+pub struct Unit {
+    pub path: Arc<Path>,
+    pub kind: UnitKind,
     /// When the source says the message arrived (Maildir name, mbox `From ` line date, file mtime), microseconds.
-    pub(crate) source_time_us: Option<i64>,
+    pub source_time_us: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum UnitKind {
+pub enum UnitKind {
     /// The whole file is the message (eml, Maildir).
     File,
     /// An amavisd-new quarantine file: the whole file, gunzipped if it is gzip.
@@ -34,7 +95,7 @@ impl Unit {
     }
 
     /// How the summary names this message: the path, and for an mbox the message number and byte offset.
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match &self.kind {
             UnitKind::Mbox { n, offset, .. } => {
                 format!("{} (message {n} at byte {offset})", self.path.display())
@@ -44,11 +105,11 @@ impl Unit {
     }
 
     /// The message's bytes, as they go into the blob.
-    pub(crate) fn open(&self, variant: MboxVariant) -> io::Result<Box<dyn Read + Send>> {
+    pub fn open(&self, variant: MboxVariant) -> io::Result<Box<dyn Read + Send>> {
         let mut f = File::open(&self.path)?;
         match &self.kind {
             UnitKind::File => Ok(Box::new(f)),
-            UnitKind::Amavis => super::amavis::open(f),
+            UnitKind::Amavis => amavis::open(f),
             UnitKind::Mbox { offset, len, .. } => {
                 f.seek(SeekFrom::Start(*offset))?;
                 let body = BufReader::with_capacity(64 * 1024, f.take(*len));

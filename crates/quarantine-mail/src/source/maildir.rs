@@ -7,8 +7,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::source::{Unit, UnitKind};
 use super::Skipped;
+use super::{Unit, UnitKind};
 
 pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
     let mut out = Vec::new();

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::envelope::mbox_line_sender;
-use super::source::{files_under, Unit, UnitKind};
 use super::Skipped;
+use super::{files_under, Unit, UnitKind};
 
 pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
     let mut out = Vec::new();
