@@ -128,3 +128,10 @@ impl Scratch {
         run(self.cmd(args), input, limit)
     }
 }
+
+/// Fails the test unless it runs as root (a private Postfix instance, or switching to another account, needs
+/// it); CI's `scripts/test` runs as root. Tests never skip.
+#[track_caller]
+pub fn require_root(why: &str) {
+    assert!(is_root(), "this test needs root ({why}): run it as root, as CI's scripts/test does");
+}

@@ -13,7 +13,7 @@ mod import;
 // mod packaging;
 // mod postfix;
 // mod purge;
-// mod release;
+mod release;
 mod search;
 // mod torture;
 
