@@ -246,5 +246,3 @@ fn is_live(pid: u32) -> bool {
         Err(_) => false,
     }
 }
-
-

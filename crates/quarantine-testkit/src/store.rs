@@ -229,4 +229,3 @@ impl Drop for IndexLock {
         let _ = self.child.wait();
     }
 }
-

@@ -256,7 +256,11 @@ fn amavis_files_plain_and_gzipped_keep_their_bytes_and_envelope() {
     fs::write(dir.join("virus-AbC123"), &virus).unwrap();
     let gz = dir.join("spam/A/spam-Zz9.gz");
     fs::write(dir.join("spam/A/spam-Zz9"), &spam).unwrap();
-    assert!(Command::new(quarantine_testkit::require("gzip", "gzip")).arg(dir.join("spam/A/spam-Zz9")).status().unwrap().success());
+    assert!(Command::new(quarantine_testkit::require("gzip", "gzip"))
+        .arg(dir.join("spam/A/spam-Zz9"))
+        .status()
+        .unwrap()
+        .success());
     assert!(gz.is_file());
     // A gzip file cut short: reported and skipped, the rest goes on.
     let gz_bytes = fs::read(&gz).unwrap();

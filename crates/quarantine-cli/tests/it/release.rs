@@ -612,7 +612,8 @@ fn ctrl_c_stops_after_the_current_message_and_puts_the_rest_back() {
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    let kill = std::process::Command::new(require("kill", "procps")).args(["-INT", &child.id().to_string()]).status().unwrap();
+    let kill =
+        std::process::Command::new(require("kill", "procps")).args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let r = finish(child, "release", Instant::now());
     assert_eq!(r.code, 1, "{}", r.all());
@@ -684,9 +685,7 @@ fn sendmail_through_a_real_postfix_keeps_the_envelope_and_the_bytes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("delivered 3"), "{text}");
 
-    wait_for(std::time::Duration::from_secs(30), "both messages at the sink", || {
-        pf.sink_files().len() >= 2
-    });
+    wait_for(std::time::Duration::from_secs(30), "both messages at the sink", || pf.sink_files().len() >= 2);
     let files = pf.sink_files();
     assert_eq!(files.len(), 2, "{files:#?}");
     let find =

@@ -78,34 +78,46 @@ Content-Type: text/html\nContent-Disposition: attachment; filename=\"Report.HTML
 /// Four messages with distinct verdicts, scanners, senders, recipients, subjects and attachments.
 fn corpus() -> (Store, [String; 4]) {
     let s = new_store();
-    let m1 = hold(&s, &Msg {
-        verdict: "PMX:VIRUS",
-        from: "Alerts@Bank.example",
-        rcpts: &["Alice@Example.edu"],
-        scanner: Some("pmx"),
-        bytes: M1,
-    });
-    let m2 = hold(&s, &Msg {
-        verdict: "PMX:PHISH",
-        from: "<>",
-        rcpts: &["bob@example.edu", "carol@example.edu"],
-        scanner: Some("pmx"),
-        bytes: M2,
-    });
-    let m3 = hold(&s, &Msg {
-        verdict: "SPAM",
-        from: "promo@shop.example",
-        rcpts: &["alice@example.edu", "hidden@example.edu"],
-        scanner: Some("rspamd"),
-        bytes: M3,
-    });
-    let m4 = hold(&s, &Msg {
-        verdict: "Heuristics.Phishing.Email",
-        from: "x@evil.example",
-        rcpts: &["dave@example.edu"],
-        scanner: Some("clamav"),
-        bytes: M4,
-    });
+    let m1 = hold(
+        &s,
+        &Msg {
+            verdict: "PMX:VIRUS",
+            from: "Alerts@Bank.example",
+            rcpts: &["Alice@Example.edu"],
+            scanner: Some("pmx"),
+            bytes: M1,
+        },
+    );
+    let m2 = hold(
+        &s,
+        &Msg {
+            verdict: "PMX:PHISH",
+            from: "<>",
+            rcpts: &["bob@example.edu", "carol@example.edu"],
+            scanner: Some("pmx"),
+            bytes: M2,
+        },
+    );
+    let m3 = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "promo@shop.example",
+            rcpts: &["alice@example.edu", "hidden@example.edu"],
+            scanner: Some("rspamd"),
+            bytes: M3,
+        },
+    );
+    let m4 = hold(
+        &s,
+        &Msg {
+            verdict: "Heuristics.Phishing.Email",
+            from: "x@evil.example",
+            rcpts: &["dave@example.edu"],
+            scanner: Some("clamav"),
+            bytes: M4,
+        },
+    );
     (s, [m1, m2, m3, m4])
 }
 
@@ -343,13 +355,10 @@ fn csv_quotes_commas_quotes_and_newlines() {
     ];
     let mut ids = Vec::new();
     for (bytes, _) in &subjects {
-        ids.push(hold(&s, &Msg {
-            verdict: "SPAM",
-            from: "a@b.example",
-            rcpts: &["x@y.example", "z@y.example"],
-            scanner: None,
-            bytes,
-        }));
+        ids.push(hold(
+            &s,
+            &Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["x@y.example", "z@y.example"], scanner: None, bytes },
+        ));
     }
     let out = s.q(&["search", "--csv"]).ok();
     assert!(out.contains("\"she said \"\"hi\"\"\""), "{out}");
@@ -381,7 +390,10 @@ fn hostile_subjects_never_reach_stdout_raw() {
     ];
     let mut ids = Vec::new();
     for bytes in hostile {
-        ids.push(hold(&s, &Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["x@y.example"], scanner: None, bytes }));
+        ids.push(hold(
+            &s,
+            &Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["x@y.example"], scanner: None, bytes },
+        ));
     }
     let clean = |what: &str, out: &[u8]| {
         for bad in [&b"\x1b"[..], b"\x07", b"\x00", "\u{202e}".as_bytes(), b"\x9b"] {
@@ -426,13 +438,16 @@ fn table_fits_columns_and_says_how_many_more() {
     let long = format!("Subject: {}\n\nx\n", "a very long subject line that goes on ".repeat(5));
     for i in 0..5 {
         let rcpt = format!("someone.with.a.long.name.{i}@departement.example.edu");
-        hold(&s, &Msg {
-            verdict: "Heuristics.Phishing.Email.Long",
-            from: "sender.with.long.name@marketing.example.com",
-            rcpts: &[&rcpt, "second@example.edu"],
-            scanner: None,
-            bytes: long.as_bytes(),
-        });
+        hold(
+            &s,
+            &Msg {
+                verdict: "Heuristics.Phishing.Email.Long",
+                from: "sender.with.long.name@marketing.example.com",
+                rcpts: &[&rcpt, "second@example.edu"],
+                scanner: None,
+                bytes: long.as_bytes(),
+            },
+        );
     }
     for cols in [80usize, 120, 160] {
         let out = run_env(&s, &["search"], &[("COLUMNS", &cols.to_string())], b"").ok();
@@ -463,13 +478,16 @@ fn export_eml_is_byte_exact_and_never_overwrites() {
     let s = new_store();
     let raw1: &[u8] = b"From: a@b\r\nSubject: crlf and 8bit \xe9\xff\r\n\r\nbody\r\nFrom here\r\n";
     let raw2: &[u8] = b"Subject: no final newline\n\nlast line";
-    let id1 = hold(&s, &Msg {
-        verdict: "SPAM",
-        from: "s@x.example",
-        rcpts: &["r1@y.example", "R2@y.example"],
-        scanner: Some("rspamd"),
-        bytes: raw1,
-    });
+    let id1 = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "s@x.example",
+            rcpts: &["r1@y.example", "R2@y.example"],
+            scanner: Some("rspamd"),
+            bytes: raw1,
+        },
+    );
     let id2 = hold(&s, &Msg { verdict: "PMX:VIRUS", from: "<>", rcpts: &["r3@y.example"], scanner: None, bytes: raw2 });
     let dir = s.work().join("out/nested");
     let out = s.q(&["export", &id1, &id2.to_lowercase(), "--to", dir.to_str().unwrap()]);
@@ -580,20 +598,26 @@ fn export_mbox_reads_back_with_python_mailbox() {
 #[test]
 fn export_reports_a_corrupt_blob_and_goes_on() {
     let s = new_store();
-    let good = hold(&s, &Msg {
-        verdict: "SPAM",
-        from: "a@x.example",
-        rcpts: &["r@y.example"],
-        scanner: None,
-        bytes: b"Subject: good\n\nok\n",
-    });
-    let bad = hold(&s, &Msg {
-        verdict: "SPAM",
-        from: "a@x.example",
-        rcpts: &["r@y.example"],
-        scanner: None,
-        bytes: b"Subject: bad\n\nok\n",
-    });
+    let good = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "a@x.example",
+            rcpts: &["r@y.example"],
+            scanner: None,
+            bytes: b"Subject: good\n\nok\n",
+        },
+    );
+    let bad = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "a@x.example",
+            rcpts: &["r@y.example"],
+            scanner: None,
+            bytes: b"Subject: bad\n\nok\n",
+        },
+    );
     std::fs::write(s.blob_of(&bad), b"not a zstd frame").unwrap();
     for format in ["eml", "mbox"] {
         let dir = s.work().join(format);
@@ -620,21 +644,15 @@ fn audit_rows_for_export_are_written_and_append_only() {
     let out =
         s.q(&["export", &m1, "--to", dir.to_str().unwrap(), "--actor", "helpdesk-anna", "--reason", "ticket 4711"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = run_env(&s, 
+    let out = run_env(
+        &s,
         &["export", "--verdict", "SPAM", "--since", "1h", "--to", dir.to_str().unwrap()],
         &[("SUDO_USER", "root-via-sudo")],
         b"",
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = s.q(&[
-        "export",
-        "--rcpt",
-        "alice@example.edu",
-        "--to",
-        dir.join("more").to_str().unwrap(),
-        "--format",
-        "mbox",
-    ]);
+    let out =
+        s.q(&["export", "--rcpt", "alice@example.edu", "--to", dir.join("more").to_str().unwrap(), "--format", "mbox"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     let rows = json_lines(&s.q(&["log", "--json"]).ok());
@@ -682,13 +700,16 @@ fn stats_counts_verdicts_days_states_and_storage() {
     ] {
         hold(&s, &Msg { verdict, from: "s@y.example", rcpts, scanner: None, bytes: &same });
     }
-    hold(&s, &Msg {
-        verdict: "SPAM",
-        from: "s@y.example",
-        rcpts: &["d@x.example"],
-        scanner: None,
-        bytes: b"Subject: other\n\nx\n",
-    });
+    hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "s@y.example",
+            rcpts: &["d@x.example"],
+            scanner: None,
+            bytes: b"Subject: other\n\nx\n",
+        },
+    );
     let st: serde_json::Value = serde_json::from_str(&s.q(&["stats", "--json"]).ok()).unwrap();
     assert_eq!(st["messages"], 4);
     assert_eq!(st["bytes"], 3 * same.len() as u64 + 18);
