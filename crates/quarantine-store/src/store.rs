@@ -127,8 +127,9 @@ impl Store {
         &self.blobs
     }
 
-    /// The index connection, for read queries by sibling modules and tests.
-    pub fn conn(&self) -> &Connection {
+    /// The index connection, for this crate's unit tests.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
 

@@ -6,8 +6,6 @@
 //! killed at any moment never loses an acknowledged message; verify and show refuse damaged blobs; init never
 //! scatters files over foreign data; show never prints terminal controls raw.
 
-mod common;
-
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
@@ -18,7 +16,28 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use quarantine_testkit::gen::{argv, is_id, walk, XorShift};
+use quarantine_testkit::run::{feed, run, wait};
+use quarantine_testkit::strace::Strace;
+use quarantine_testkit::{Input, Out, Store, HANG};
+
+use crate::store;
+
+/// The envelope most tests hold with.
+pub const ENVELOPE: &[&str] =
+    &["--verdict", "PMX:VIRUS", "--scanner", "pmx", "--from", "sender@example.org", "--", "rcpt@example.net"];
+
+/// Asserts the MTA contract for a failed hold: exit 75, nothing on stdout, exactly one line on stderr.
+#[track_caller]
+fn assert_tempfail(out: &Out, what: &str) {
+    assert_eq!(out.code, 75, "{what}: expected exit 75, got {out:?}");
+    assert!(out.stdout.is_empty(), "{what}: a failed hold printed {:?}", out.text());
+    assert!(
+        out.stderr.ends_with('\n') && out.stderr.matches('\n').count() == 1 && out.stderr.trim().len() > 10,
+        "{what}: stderr must be exactly one line, got {:?}",
+        out.stderr
+    );
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers local to these tests
@@ -47,10 +66,10 @@ fn zstd_d(blob: &Path) -> Vec<u8> {
 }
 
 /// Holds `msg`, then checks it every way it can be read back; returns its hash.
-fn assert_round_trip(ts: &TestStore, name: &str, msg: &[u8]) -> String {
-    let id = ts.hold_ok(msg);
+fn assert_round_trip(ts: &Store, name: &str, msg: &[u8]) -> String {
+    let id = ts.hold_ok(msg, ENVELOPE);
     assert_same(&format!("{name}: show --raw"), &ts.raw(&id), msg);
-    let j = ts.json(&id);
+    let j = ts.show_json(&id);
     assert_eq!(j["id"], id.as_str(), "{name}");
     assert_eq!(j["size"].as_u64(), Some(msg.len() as u64), "{name}: size");
     let hash = j["hash"].as_str().expect("hash is a string").to_string();
@@ -142,13 +161,13 @@ Content-Disposition: attachment; filename=\"disk.img\"\r\nContent-Transfer-Encod
 }
 
 /// Asserts a failed operation left no trace: the same number of messages, and `verify --deep` is clean.
-fn assert_no_message_added(ts: &TestStore, before: u64, what: &str) {
+fn assert_no_message_added(ts: &Store, before: u64, what: &str) {
     assert_eq!(ts.messages(), before, "{what}: a failed hold added a message row");
     let out = ts.q(&["verify", "--deep"]);
     assert_eq!(out.code, 0, "{what}: verify --deep afterwards: {}{}", out.text(), out.stderr);
 }
 
-fn tmp_files(ts: &TestStore) -> Vec<PathBuf> {
+fn tmp_files(ts: &Store) -> Vec<PathBuf> {
     fs::read_dir(ts.root.join("tmp")).unwrap().map(|e| e.unwrap().path()).collect()
 }
 
@@ -173,7 +192,7 @@ Message-ID: <parcel-1@evil.example>\r\n\r\nOpen the attached label.\r\n";
 
 #[test]
 fn corpus_round_trips_byte_exact() {
-    let ts = TestStore::new();
+    let ts = store();
     let corpus = corpus();
     // The corpus must really contain what its names promise, or the round trip proves less than it says.
     let crlf = corpus_file("crlf.eml");
@@ -192,26 +211,26 @@ fn corpus_round_trips_byte_exact() {
         let path = corpus_path(name);
         let mut args = vec!["--file", path.to_str().unwrap()];
         args.extend_from_slice(ENVELOPE);
-        let id = ts.hold_ok_with(b"", &args);
-        assert_eq!(ts.json(&id)["hash"], hash.as_str(), "{name}: --file and stdin disagree");
+        let id = ts.hold_ok(b"", &args);
+        assert_eq!(ts.show_json(&id)["hash"], hash.as_str(), "{name}: --file and stdin disagree");
         assert_same(&format!("{name} via --file"), &ts.raw(&id), bytes);
         assert!(hashes.insert(hash), "{name}: two different corpus files got the same hash");
     }
     assert_eq!(ts.blob_files().len(), corpus.len(), "one blob per distinct message");
 
     // The parsed fields come from the real headers (best effort, but these are plain).
-    let id = ts.hold_ok(&corpus_file("multipart-attachment.eml"));
-    let j = ts.json(&id);
+    let id = ts.hold_ok(&corpus_file("multipart-attachment.eml"), ENVELOPE);
+    let j = ts.show_json(&id);
     assert_eq!(j["subject"], "Invoice 2024-1187 for October");
     assert_eq!(j["attachments"], serde_json::json!(["Invoice_2024-1187.pdf"]));
-    let id = ts.hold_ok(&latin1);
-    assert_eq!(ts.json(&id)["subject"], "Grüße aus Köln");
-    ts.verify_deep_clean();
+    let id = ts.hold_ok(&latin1, ENVELOPE);
+    assert_eq!(ts.show_json(&id)["subject"], "Grüße aus Köln");
+    ts.verify_deep_clean("");
 }
 
 #[test]
 fn generated_cases_round_trip_byte_exact() {
-    let ts = TestStore::new();
+    let ts = store();
     let cases = generated();
     let mut hashes = HashSet::new();
     for (name, bytes) in &cases {
@@ -219,23 +238,23 @@ fn generated_cases_round_trip_byte_exact() {
         assert!(hashes.insert(hash), "{name}: a different input already had this hash");
     }
     assert_eq!(ts.blob_files().len(), cases.len());
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 #[test]
 fn twenty_mb_message_round_trips_byte_exact() {
-    let ts = TestStore::new();
+    let ts = store();
     let msg = twenty_mb_message();
     assert!(msg.len() >= 20 * 1024 * 1024);
     assert_round_trip(&ts, "20 MB message", &msg);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 /// The name is BLAKE3 of the ORIGINAL bytes (not of the zstd frame): checked against reference values computed
 /// with the reference `blake3` crate, outside the code under test.
 #[test]
 fn blob_name_is_blake3_of_the_original_bytes() {
-    let ts = TestStore::new();
+    let ts = store();
     let pattern: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     for (name, bytes, want) in [
         ("empty", &b""[..], "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"),
@@ -243,7 +262,7 @@ fn blob_name_is_blake3_of_the_original_bytes() {
         ("pattern", &pattern[..], "d93c23eedaf165a7e0be908ba86f1a7a520d568d2d13cde787c8580c5c72cc54"),
     ] {
         assert_eq!(assert_round_trip(&ts, name, bytes), want, "{name}: blob name is not BLAKE3 of the original");
-        assert!(blob_path(&ts.root, want).is_file());
+        assert!(ts.blob_path(want).is_file());
     }
 }
 
@@ -252,12 +271,12 @@ fn blob_name_is_blake3_of_the_original_bytes() {
 
 #[test]
 fn store_is_0700_and_0600_whatever_the_umask() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
+    let scratch = crate::scratch();
+    let root = scratch.path().join("store");
     fs::create_dir(&root).unwrap();
     fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap(); // an admin's mkdir with a loose mode
-    let ts = TestStore { dir, root };
-    let run0 = |args: &[&str], input: &[u8]| run(under_umask("000", &ts.cmd(args)), input, HANG);
+    let ts = Store { scratch, root };
+    let run0 = |args: &[&str], input: &[u8]| run(under_umask("000", &ts.cmd(args)), Input::Bytes(input), HANG);
     assert_eq!(run0(&["init"], b"").code, 0);
     let bounce = corpus_file("bounce-dsn.eml");
     let msgs: [&[u8]; 5] = [MSG, b"second message", MSG, b"", &bounce];
@@ -293,24 +312,24 @@ fn store_is_0700_and_0600_whatever_the_umask() {
 
 #[test]
 fn identical_bytes_make_two_messages_and_one_blob() {
-    let ts = TestStore::new();
-    let a = ts.hold_ok(MSG);
-    let b = ts.hold_ok(MSG);
+    let ts = store();
+    let a = ts.hold_ok(MSG, ENVELOPE);
+    let b = ts.hold_ok(MSG, ENVELOPE);
     assert_ne!(a, b, "two holds (no queue id) are two messages");
-    assert_eq!(ts.json(&a)["hash"], ts.json(&b)["hash"]);
+    assert_eq!(ts.show_json(&a)["hash"], ts.show_json(&b)["hash"]);
     assert_eq!(ts.messages(), 2);
     assert_eq!(ts.blob_files().len(), 1, "identical bytes are stored once");
     assert_same("first", &ts.raw(&a), MSG);
     assert_same("second", &ts.raw(&b), MSG);
     assert!(tmp_files(&ts).is_empty(), "the second hold's temp file was left behind: {:?}", tmp_files(&ts));
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 #[test]
 fn retried_hold_with_same_queue_id_sender_and_bytes_adds_nothing() {
-    let ts = TestStore::new();
+    let ts = store();
     let env = argv("--verdict SPAM --queue-id 4Xk2Lp0z3Fz9tBq --from bob@example.org -- alice@example.edu");
-    let first = ts.hold_ok_with(MSG, &env);
+    let first = ts.hold_ok(MSG, &env);
     for _ in 0..3 {
         let out = ts.hold(MSG, &env);
         assert_eq!(out.code, 0, "{out:?}");
@@ -319,21 +338,21 @@ fn retried_hold_with_same_queue_id_sender_and_bytes_adds_nothing() {
     assert_eq!(ts.messages(), 1, "retries created messages");
     assert_eq!(ts.sql_count("SELECT count(*) FROM recipients"), 1);
     assert_eq!(ts.blob_files().len(), 1);
-    assert_eq!(ts.json(&first)["queue_id"], "4Xk2Lp0z3Fz9tBq");
+    assert_eq!(ts.show_json(&first)["queue_id"], "4Xk2Lp0z3Fz9tBq");
 
     // Only the same queue id AND sender AND bytes is a retry.
-    let other_bytes = ts.hold_ok_with(b"different bytes", &env);
+    let other_bytes = ts.hold_ok(b"different bytes", &env);
     let mut env2 = env.clone();
     env2[5] = "carol@example.org";
-    let other_sender = ts.hold_ok_with(MSG, &env2);
+    let other_sender = ts.hold_ok(MSG, &env2);
     let mut env3 = env.clone();
     env3[3] = "4Xk2Lp0z3Fz9tZZ";
-    let other_queue_id = ts.hold_ok_with(MSG, &env3);
+    let other_queue_id = ts.hold_ok(MSG, &env3);
     let ids: HashSet<_> = [&first, &other_bytes, &other_sender, &other_queue_id].into_iter().collect();
     assert_eq!(ids.len(), 4, "these are four different messages");
     assert_eq!(ts.messages(), 4);
     assert_eq!(ts.blob_files().len(), 2);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -341,21 +360,21 @@ fn retried_hold_with_same_queue_id_sender_and_bytes_adds_nothing() {
 
 #[test]
 fn envelope_null_sender_and_recipients() {
-    let ts = TestStore::new();
+    let ts = store();
     for from in ["<>", ""] {
         let mut args = argv("--verdict V --from SENDER -- postmaster@example.edu");
         args[3] = from;
-        let id = ts.hold_ok_with(MSG, &args);
-        assert_eq!(ts.json(&id)["from"], "", "--from {from:?} must store the null sender");
+        let id = ts.hold_ok(MSG, &args);
+        assert_eq!(ts.show_json(&id)["from"], "", "--from {from:?} must store the null sender");
     }
-    let id = ts.hold_ok_with(
+    let id = ts.hold_ok(
         MSG,
         &argv(
             "--verdict PMX:VIRUS --scanner pmx --reason Eicar-Test-Signature --queue-id Q1 \
              --from <bob@example.org> --rcpt a@example.edu --rcpt b@example.edu -- c@example.edu d@example.edu",
         ),
     );
-    let j = ts.json(&id);
+    let j = ts.show_json(&id);
     let rcpts = j["recipients"].as_array().unwrap();
     let addrs: Vec<&str> = rcpts.iter().map(|r| r["address"].as_str().unwrap()).collect();
     assert_eq!(addrs, argv("a@example.edu b@example.edu c@example.edu d@example.edu"));
@@ -373,11 +392,11 @@ fn envelope_null_sender_and_recipients() {
 
 #[test]
 fn hold_usage_and_configuration_errors_exit_75() {
-    let ts = TestStore::new();
-    ts.hold_ok(b"seed");
-    let bad_config = ts.dir.path().join("bad.toml");
+    let ts = store();
+    ts.hold_ok(b"seed", ENVELOPE);
+    let bad_config = ts.path().join("bad.toml");
     fs::write(&bad_config, "stroe = \"/var/lib/quarantine\"\n").unwrap();
-    let bad_deadline_config = ts.dir.path().join("deadline.toml");
+    let bad_deadline_config = ts.path().join("deadline.toml");
     fs::write(&bad_deadline_config, "hold_deadline = \"soon\"\n").unwrap();
     let envelope = "--verdict V --from a@b.example -- r@x.example";
     // {sp}, {empty} and {crlf} stand for a space, an empty argument and CR LF (see `argv`).
@@ -398,7 +417,7 @@ fn hold_usage_and_configuration_errors_exit_75() {
         ("config with a bad hold_deadline", format!("--config {} hold {envelope}", bad_deadline_config.display())),
     ];
     for (what, line) in &cases {
-        let out = run(ts.cmd(&argv(line)), MSG, HANG);
+        let out = run(ts.cmd(&argv(line)), Input::Bytes(MSG), HANG);
         assert_tempfail(&out, what);
     }
     assert!(tmp_files(&ts).is_empty(), "failed holds left temp files: {:?}", tmp_files(&ts));
@@ -406,13 +425,13 @@ fn hold_usage_and_configuration_errors_exit_75() {
     assert_no_message_added(&ts, 1, "usage errors");
 
     // No store at all, and a directory that is not a store: still 75, and nothing is created there.
-    let nowhere = ts.dir.path().join("no-such-store");
-    let empty = ts.dir.path().join("empty");
+    let nowhere = ts.path().join("no-such-store");
+    let empty = ts.path().join("empty");
     fs::create_dir(&empty).unwrap();
     for (what, dir) in [("no store", &nowhere), ("not a store", &empty)] {
         let mut args: Vec<OsString> = vec!["--store".into(), dir.into(), "hold".into()];
         args.extend(ENVELOPE.iter().map(OsString::from));
-        let out = run(cmd(&args), MSG, HANG);
+        let out = run(ts.scratch.cmd(&args), Input::Bytes(MSG), HANG);
         assert_tempfail(&out, what);
         assert!(out.stderr.contains("not a quarantine store"), "{what}: {}", out.stderr);
     }
@@ -422,22 +441,22 @@ fn hold_usage_and_configuration_errors_exit_75() {
 
 #[test]
 fn hold_read_errors_exit_75() {
-    let ts = TestStore::new();
-    ts.hold_ok(b"seed");
-    let dir = ts.dir.path().to_str().unwrap().to_string();
+    let ts = store();
+    ts.hold_ok(b"seed", ENVELOPE);
+    let dir = ts.path().to_str().unwrap().to_string();
     let missing = format!("{dir}/no-such-message.eml");
     for (what, file) in [("--file is a directory", &dir), ("--file does not exist", &missing)] {
         let mut args = vec!["hold", "--file", file];
         args.extend_from_slice(ENVELOPE);
-        let out = run(ts.cmd(&args), b"", HANG);
+        let out = run(ts.cmd(&args), Input::Null, HANG);
         assert_tempfail(&out, what);
     }
     // stdin that cannot be read (a directory): EISDIR on the first read.
     let mut args = vec!["hold"];
     args.extend_from_slice(ENVELOPE);
     let mut c = ts.cmd(&args);
-    c.stdin(fs::File::open(ts.dir.path()).unwrap()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = wait_limited(c.spawn().unwrap(), HANG, Instant::now());
+    c.stdin(fs::File::open(ts.path()).unwrap()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = wait(c.spawn().unwrap(), "hold", Some(HANG), None, Instant::now());
     assert_tempfail(&out, "stdin is a directory");
 
     assert!(tmp_files(&ts).is_empty(), "a failed read left its temp file: {:?}", tmp_files(&ts));
@@ -446,8 +465,8 @@ fn hold_read_errors_exit_75() {
 
 #[test]
 fn hold_exits_75_when_tmp_or_blobs_is_a_regular_file() {
-    let ts = TestStore::new();
-    let seed = ts.hold_ok(b"seed");
+    let ts = store();
+    let seed = ts.hold_ok(b"seed", ENVELOPE);
     for sub in ["tmp", "blobs"] {
         let (real, away) = (ts.root.join(sub), ts.root.join(format!("{sub}.away")));
         fs::rename(&real, &away).unwrap();
@@ -479,21 +498,15 @@ enum Ev {
 }
 
 /// Runs `hold` (with [`ENVELOPE`]) under strace, optionally injecting a fault, and returns what it did.
-fn traced_hold(ts: &TestStore, msg: &[u8], inject: Option<&str>) -> (Out, Vec<Ev>) {
-    let trace = ts.dir.path().join("trace");
-    let mut strace_args: Vec<OsString> = vec![
-        "-y".into(),
-        "-o".into(),
-        trace.clone().into(),
-        "-e".into(),
-        "trace=fsync,fdatasync,rename,renameat,renameat2,write".into(),
-    ];
+fn traced_hold(ts: &Store, msg: &[u8], inject: Option<&str>) -> (Out, Vec<Ev>) {
+    let trace = ts.work().join("trace");
+    let mut strace = Strace::new().trace(&["fsync", "fdatasync", "rename", "renameat", "renameat2", "write"]);
     if let Some(spec) = inject {
-        strace_args.extend(["-e".into(), format!("inject={spec}").into()]);
+        strace = strace.inject(spec);
     }
     let mut args: Vec<OsString> = vec!["--store".into(), ts.root.clone().into(), "hold".into()];
     args.extend(ENVELOPE.iter().map(OsString::from));
-    let out = run(strace_cmd(&strace_args, &args), msg, HANG);
+    let out = run(strace.trace_to(&trace).command(ts, &args), Input::Bytes(msg), HANG);
     let text =
         fs::read_to_string(&trace).unwrap_or_else(|e| panic!("no strace output ({e}); is strace usable? {out:?}"));
     let root = ts.root.to_str().unwrap();
@@ -521,8 +534,8 @@ const SEED: &[u8] = b"From: seed@example.org\r\nSubject: seed\r\n\r\nseed\r\n";
 #[test]
 fn hold_exits_75_on_injected_fsync_eio() {
     // Baseline: which fsyncs a hold does, in which order, relative to the rename and the printed id.
-    let ts = TestStore::new();
-    ts.hold_ok(SEED);
+    let ts = store();
+    ts.hold_ok(SEED, ENVELOPE);
     let (out, evs) = traced_hold(&ts, MSG, None);
     assert_eq!(out.code, 0, "strace does not work here (ptrace not permitted?): {out:?}");
     let pos = |f: &dyn Fn(&Ev) -> bool| evs.iter().position(f);
@@ -550,8 +563,8 @@ fn hold_exits_75_on_injected_fsync_eio() {
         // SQLite fsyncs the directory after creating the -wal and ignores that call's error by design (some
         // filesystems reject directory fsync); that one call, and only that one, may fail without failing the hold.
         let sqlite_dirsync = path.is_empty() && *i > 0 && evs[i - 1] == Ev::Sync("index.sqlite-wal".into());
-        let ts = TestStore::new();
-        ts.hold_ok(SEED);
+        let ts = store();
+        ts.hold_ok(SEED, ENVELOPE);
         let (out, _) = traced_hold(&ts, MSG, Some(&format!("fsync:error=EIO:when={n}")));
         let what = format!("EIO on fsync #{n} ({path:?})");
         if *i < ack && !sqlite_dirsync {
@@ -571,14 +584,14 @@ fn hold_exits_75_on_injected_fsync_eio() {
             let id = out.text().trim().to_string();
             assert_same(&what, &ts.raw(&id), MSG);
             assert_eq!(ts.messages(), 2, "{what}");
-            ts.verify_deep_clean();
+            ts.verify_deep_clean("");
         }
     }
     assert!(failed >= 6, "only {failed} of {} injected fsync failures failed the hold: {evs:?}", syncs.len());
 
     // Every fsync and fdatasync failing.
-    let ts = TestStore::new();
-    ts.hold_ok(SEED);
+    let ts = store();
+    ts.hold_ok(SEED, ENVELOPE);
     let (out, _) = traced_hold(&ts, MSG, Some("fsync,fdatasync:error=EIO"));
     assert_tempfail(&out, "EIO on every fsync and fdatasync");
     assert_no_message_added(&ts, 1, "EIO on every fsync and fdatasync");
@@ -589,11 +602,11 @@ fn hold_exits_75_on_injected_fsync_eio() {
 /// directory) before it acknowledges, not trust what the failed hold left behind.
 #[test]
 fn retry_after_a_failed_directory_fsync_does_not_trust_the_unsynced_blob() {
-    let ts = TestStore::new();
-    ts.hold_ok(SEED);
+    let ts = store();
+    ts.hold_ok(SEED, ENVELOPE);
     // Find the fsync of the blob's directory after the rename, and fail exactly that one.
-    let probe = TestStore::new();
-    probe.hold_ok(SEED);
+    let probe = store();
+    probe.hold_ok(SEED, ENVELOPE);
     let (_, evs) = traced_hold(&probe, MSG, None);
     let renamed = evs.iter().position(|e| matches!(e, Ev::Rename(_))).unwrap();
     let Ev::Rename(blob) = &evs[renamed] else { unreachable!() };
@@ -618,8 +631,8 @@ fn retry_after_a_failed_directory_fsync_does_not_trust_the_unsynced_blob() {
 /// hold must still exit 75 (a panic from `eprintln!`, or an abort from a panic inside the panic hook, is not 75).
 #[test]
 fn hold_exits_75_even_when_stderr_is_a_broken_pipe() {
-    let ts = TestStore::new();
-    ts.hold_ok(b"seed");
+    let ts = store();
+    ts.hold_ok(b"seed", ENVELOPE);
     // A failure that happens only after stdin is read, so we can close the stderr reader first.
     let (real, away) = (ts.root.join("blobs"), ts.root.join("blobs.away"));
     fs::rename(&real, &away).unwrap();
@@ -647,11 +660,8 @@ fn hold_exits_75_even_when_stderr_is_a_broken_pipe() {
 #[test]
 fn files_created_as_root_belong_to_the_store_owner() {
     use std::os::unix::fs::MetadataExt;
-    let ts = TestStore::new();
-    if fs::metadata(&ts.root).unwrap().uid() != 0 {
-        eprintln!("not running as root: skipping the ownership test");
-        return;
-    }
+    let ts = store();
+    quarantine_testkit::env::require_root("to give the store to nobody");
     const NOBODY: u32 = 65534;
     std::os::unix::fs::chown(&ts.root, Some(NOBODY), Some(NOBODY)).unwrap();
     walk(&ts.root, &mut |p, _| std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap());
@@ -671,10 +681,10 @@ fn files_created_as_root_belong_to_the_store_owner() {
         });
         n
     };
-    let id = ts.hold_ok(MSG);
-    ts.hold_ok(b"a second blob, in new directories");
+    let id = ts.hold_ok(MSG, ENVELOPE);
+    ts.hold_ok(b"a second blob, in new directories", ENVELOPE);
     assert_same("as root", &ts.raw(&id), MSG);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
     assert_eq!(ts.q(&["init"]).code, 0);
     assert!(check("after holds, show, verify and init") > 2 + 2 + 4);
 
@@ -698,32 +708,16 @@ fn files_created_as_root_belong_to_the_store_owner() {
 
 #[test]
 fn hold_exits_75_when_the_index_stays_locked_past_the_deadline() {
-    let ts = TestStore::new();
-    ts.hold_ok(b"seed");
-    // The sqlite3 shell takes the write lock and keeps it until its stdin closes.
-    let index = ts.root.join("index.sqlite");
-    let mut locker =
-        Command::new("sqlite3").arg(&index).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("sqlite3");
-    locker.stdin.as_mut().unwrap().write_all(b"BEGIN IMMEDIATE;\n").unwrap();
-    let started = Instant::now();
-    while Command::new("sqlite3")
-        .args(["-cmd", ".timeout 0"])
-        .arg(&index)
-        .arg("BEGIN IMMEDIATE; ROLLBACK;")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(started.elapsed() < HANG, "the sqlite3 locker never took the write lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ts = store();
+    ts.hold_ok(b"seed", ENVELOPE);
+    // A sqlite3 shell takes the write lock (BEGIN IMMEDIATE and a write) and says so on its stdout before the hold
+    // starts; it keeps the lock until it is dropped.
+    let locker = ts.lock_index();
 
     let mut args = vec!["hold", "--deadline", "2s"];
     args.extend_from_slice(ENVELOPE);
-    let out = run(ts.cmd(&args), MSG, Duration::from_secs(30));
-    drop(locker.stdin.take()); // EOF: the locker exits and releases the lock
-    locker.wait().unwrap();
+    let out = run(ts.cmd(&args), Input::Bytes(MSG), Duration::from_secs(30));
+    drop(locker); // EOF: the locker exits and releases the lock
     assert_tempfail(&out, "index locked");
     assert!(out.elapsed < Duration::from_secs(5), "75 came only after {:?} with --deadline 2s", out.elapsed);
     assert!(out.elapsed > Duration::from_millis(900), "gave up after {:?} without waiting for the lock", out.elapsed);
@@ -734,15 +728,15 @@ fn hold_exits_75_when_the_index_stays_locked_past_the_deadline() {
 
 #[test]
 fn hold_exits_75_when_stdin_never_closes() {
-    let ts = TestStore::new();
-    ts.hold_ok(b"seed");
+    let ts = store();
+    ts.hold_ok(b"seed", ENVELOPE);
     let mut args = vec!["hold", "--deadline", "1s"];
     args.extend_from_slice(ENVELOPE);
     let started = Instant::now();
     let mut child = ts.cmd(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"From: slow@example.org\r\nSubject: never ends\r\n").unwrap();
-    let out = wait_limited(child, Duration::from_secs(30), started);
+    let out = wait(child, "hold", Some(Duration::from_secs(30)), None, started);
     drop(stdin);
     assert_tempfail(&out, "stdin never closes");
     assert!(out.elapsed >= Duration::from_millis(900), "gave up after {:?}, before the 1s deadline", out.elapsed);
@@ -757,7 +751,7 @@ fn hold_exits_75_when_stdin_never_closes() {
 fn sigkill_at_random_moments_never_loses_an_acknowledged_hold() {
     const THREADS: u64 = 4;
     const PER_THREAD: u64 = 75;
-    let ts = TestStore::new();
+    let ts = store();
     let shared: Vec<u8> = [MSG, b"\r\nshared body, held by many killed holds\r\n"].concat();
     // Kill after 0-30 ms; on a machine so slow (or so loaded: THREADS holds share the cores) that a hold takes
     // longer than that, stretch the range so that some holds still complete (otherwise the loop would prove nothing
@@ -805,10 +799,10 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_hold() {
                         .stderr(Stdio::piped())
                         .spawn()
                         .unwrap();
-                    let writer = feed(&mut child, &msg);
+                    let writer = feed(child.stdin.take().expect("piped stdin"), &msg);
                     std::thread::sleep(delay);
                     let _ = child.kill(); // SIGKILL; a no-op if it already exited
-                    let out = wait_limited(child, HANG, started);
+                    let out = wait(child, "hold", Some(HANG), None, started);
                     let _ = writer.join();
                     match out.code {
                         0 => {
@@ -835,7 +829,7 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_hold() {
         assert_same(&format!("acknowledged {id}"), &ts.raw(id), msg);
     }
     assert!(ts.messages() >= acked.iter().map(|(id, _)| id).collect::<HashSet<_>>().len() as u64);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -843,13 +837,14 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_hold() {
 
 #[test]
 fn verify_deep_and_show_catch_flipped_and_truncated_blobs() {
-    let ts = TestStore::new();
+    let ts = store();
     let flipped_msg = corpus_file("multipart-attachment.eml");
     let truncated_msg = base64ish_lines(&mut XorShift::new(7), 300_000);
-    let (a, b, c) = (ts.hold_ok(&flipped_msg), ts.hold_ok(&truncated_msg), ts.hold_ok(MSG));
-    let hash = |id: &str| ts.json(id)["hash"].as_str().unwrap().to_string();
+    let (a, b, c) =
+        (ts.hold_ok(&flipped_msg, ENVELOPE), ts.hold_ok(&truncated_msg, ENVELOPE), ts.hold_ok(MSG, ENVELOPE));
+    let hash = |id: &str| ts.show_json(id)["hash"].as_str().unwrap().to_string();
     let (ha, hb) = (hash(&a), hash(&b));
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 
     // One flipped byte in the middle of A's blob.
     let pa = ts.blob_path(&ha);
@@ -869,7 +864,7 @@ fn verify_deep_and_show_catch_flipped_and_truncated_blobs() {
         assert!(out.stderr.to_lowercase().contains("corrupt"), "show {mode}: {}", out.stderr);
     }
     fs::write(&pa, &original).unwrap();
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 
     // B's blob cut in half.
     let pb = ts.blob_path(&hb);
@@ -887,9 +882,9 @@ fn verify_deep_and_show_catch_flipped_and_truncated_blobs() {
 
 #[test]
 fn verify_catches_a_deleted_blob() {
-    let ts = TestStore::new();
-    let (a, b) = (ts.hold_ok(MSG), ts.hold_ok(b"another message"));
-    let ha = ts.json(&a)["hash"].as_str().unwrap().to_string();
+    let ts = store();
+    let (a, b) = (ts.hold_ok(MSG, ENVELOPE), ts.hold_ok(b"another message", ENVELOPE));
+    let ha = ts.show_json(&a)["hash"].as_str().unwrap().to_string();
     assert_eq!(ts.q(&["verify"]).code, 0);
     fs::remove_file(ts.blob_path(&ha)).unwrap();
     let out = ts.q(&["verify"]);
@@ -910,8 +905,8 @@ fn verify_catches_a_deleted_blob() {
 
 #[test]
 fn init_on_an_existing_store_is_harmless() {
-    let ts = TestStore::new();
-    let id = ts.hold_ok(MSG);
+    let ts = store();
+    let id = ts.hold_ok(MSG, ENVELOPE);
     let index_before = fs::read(ts.root.join("index.sqlite")).unwrap();
     for _ in 0..2 {
         let out = ts.q(&["init"]);
@@ -920,12 +915,12 @@ fn init_on_an_existing_store_is_harmless() {
     assert_eq!(fs::read(ts.root.join("index.sqlite")).unwrap(), index_before, "init rewrote the index");
     assert_eq!(ts.messages(), 1);
     assert_same("after re-init", &ts.raw(&id), MSG);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 #[test]
 fn init_refuses_a_non_empty_directory_that_is_not_a_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::scratch();
     // Someone's files...
     let docs = dir.path().join("docs");
     fs::create_dir(&docs).unwrap();
@@ -933,7 +928,7 @@ fn init_refuses_a_non_empty_directory_that_is_not_a_store() {
     // ...and some other program's SQLite database that happens to be called index.sqlite.
     let other = dir.path().join("other");
     fs::create_dir(&other).unwrap();
-    let st = Command::new("sqlite3")
+    let st = Command::new(quarantine_testkit::require("sqlite3", "sqlite3"))
         .arg(other.join("index.sqlite"))
         .arg("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
         .status();
@@ -941,7 +936,7 @@ fn init_refuses_a_non_empty_directory_that_is_not_a_store() {
     for d in [&docs, &other] {
         let before = listing(d);
         let mode_before = fs::metadata(d).unwrap().permissions().mode();
-        let out = run(cmd(&[OsString::from("--store"), d.into(), "init".into()]), b"", HANG);
+        let out = run(dir.cmd(&[OsString::from("--store"), d.into(), "init".into()]), Input::Null, HANG);
         assert_eq!(out.code, 1, "init on {}: {out:?}", d.display());
         assert!(out.stderr.contains("not empty") || out.stderr.contains("not a quarantine store"), "{}", out.stderr);
         assert_eq!(listing(d), before, "init changed {}", d.display());
@@ -959,7 +954,7 @@ fn listing(d: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn other_commands_refuse_a_directory_that_is_not_a_store() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = crate::scratch();
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).unwrap();
     let full = dir.path().join("full");
@@ -973,7 +968,7 @@ fn other_commands_refuse_a_directory_that_is_not_a_store() {
         {
             let mut full_args: Vec<OsString> = vec!["--store".into(), d.into()];
             full_args.extend(args.iter().map(OsString::from));
-            let out = run(cmd(&full_args), b"", HANG);
+            let out = run(dir.cmd(&full_args), Input::Null, HANG);
             assert_eq!(out.code, 1, "{args:?} on {}: {out:?}", d.display());
             assert!(out.stderr.contains("not a quarantine store"), "{args:?} on {}: {}", d.display(), out.stderr);
             assert!(out.stdout.is_empty());
@@ -991,13 +986,13 @@ fn other_commands_refuse_a_directory_that_is_not_a_store() {
 
 #[test]
 fn show_never_prints_terminal_controls_raw() {
-    let ts = TestStore::new();
+    let ts = store();
     let msg = corpus_file("hostile-subject.eml");
     assert!(msg.windows(4).any(|w| w == b"\x1b[2J") && msg.windows(3).any(|w| w == "\u{202e}".as_bytes()));
-    let id = ts.hold_ok(&msg);
+    let id = ts.hold_ok(&msg, ENVELOPE);
 
     // The index keeps the subject as it is; escaping is the printer's job.
-    let j = ts.json(&id);
+    let j = ts.show_json(&id);
     let subject = j["subject"].as_str().unwrap();
     assert!(
         subject.contains("\u{1b}[2J") && subject.contains('\u{202e}'),

@@ -1,55 +1,50 @@
-//! A private Postfix instance for the end-to-end test: its own config directory, queue, data directory and log
+//! A private Postfix instance for the end-to-end tests: its own config directory, queue, data directory and log
 //! under a temp dir, listening on loopback ports of its own, with the pipe transport running the `quarantine`
-//! binary as `nobody`; an smtp-sink as the "inside" mail server; and a minimal SMTP client. The instance is
-//! stopped (and the sink killed) when the [`Postfix`] value is dropped, panics included.
+//! binary as `nobody`, and an smtp-sink as the "inside" mail server. The instance is stopped (and the sink
+//! killed) when the [`Postfix`] value is dropped, panics included. Needs root (it runs as its own daemons).
 //!
 //! The config templates live in `tests/postfix/` at the top of the repository; docs/integration/postfix.md
 //! explains them.
-#![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const POSTFIX: &str = "/usr/sbin/postfix";
-pub const POSTQUEUE: &str = "/usr/sbin/postqueue";
-pub const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+use crate::env::{require, Scratch};
+use crate::run::run_ok as run_command_ok;
+use crate::sink::smtp_sink;
+use crate::smtp::{free_port, wait_listening};
+
+/// `postfix` (Debian package `postfix`).
+#[track_caller]
+pub fn postfix_bin() -> PathBuf {
+    require("postfix", "postfix")
+}
+
+/// `postqueue` (Debian package `postfix`).
+#[track_caller]
+pub fn postqueue_bin() -> PathBuf {
+    require("postqueue", "postfix")
+}
 
 /// The account the pipe transport runs `hold` as, and that owns the store.
 pub const USER: &str = "nobody";
 pub const GROUP: &str = "nogroup";
-
-pub fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
-}
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 fn run_ok(c: &mut Command) -> String {
-    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{c:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_command_ok(std::mem::replace(c, Command::new("true")))
 }
 
 pub struct Postfix {
     pub dir: tempfile::TempDir,
+    /// The hermetic environment of the admin commands ([`Postfix::q`]); readable by `nobody`.
+    pub scratch: Scratch,
     pub conf: PathBuf,
     pub store: PathBuf,
     /// The copy of the `quarantine` binary the pipe runs (readable and executable by `nobody`).
@@ -64,7 +59,11 @@ pub struct Postfix {
 
 impl Postfix {
     /// Sets up and starts the instance and the sink. `quarantine` is the built binary.
-    pub fn start(quarantine: &str) -> Postfix {
+    pub fn start(quarantine: impl AsRef<Path>) -> Postfix {
+        let quarantine = quarantine.as_ref();
+        let scratch = Scratch::new(quarantine);
+        chmod(scratch.path(), 0o755);
+        chmod(&scratch.config(), 0o644);
         let dir = tempfile::Builder::new().prefix("qpostfix").tempdir().unwrap();
         let root = dir.path().to_path_buf();
         chmod(&root, 0o755); // postfix and nobody must reach what is inside
@@ -102,11 +101,11 @@ impl Postfix {
         run_ok(Command::new("chown").arg(format!("postfix:{GROUP}")).arg(root.join("data")));
 
         // The store, owned by the account hold runs as.
-        run_ok(Command::new(&bin).arg("--store").arg(&store).arg("init").env("QUARANTINE_CONFIG", "/dev/null"));
+        run_ok(scratch.program(&bin).arg("--store").arg(&store).arg("init"));
         run_ok(Command::new("chown").arg("-R").arg(format!("{USER}:{GROUP}")).arg(&store).arg(root.join("sink")));
 
         let sink_dir = root.join("sink");
-        let sink = Command::new(SMTP_SINK)
+        let sink = Command::new(smtp_sink())
             .args(["-u", USER, "-d"])
             .arg(format!("{}/%Y%m%d%H/%M.", sink_dir.display()))
             .arg(format!("127.0.0.1:{sink_port}"))
@@ -118,6 +117,7 @@ impl Postfix {
             .expect("start smtp-sink");
         let mut pf = Postfix {
             dir,
+            scratch,
             conf,
             store,
             bin,
@@ -128,7 +128,7 @@ impl Postfix {
             sink: Some(sink),
             started: false,
         };
-        let out = Command::new(POSTFIX).arg("-c").arg(&pf.conf).arg("start").output().unwrap();
+        let out = Command::new(postfix_bin()).arg("-c").arg(&pf.conf).arg("start").output().unwrap();
         pf.started = true; // stop it in Drop even if start reported an error half way
         assert!(
             out.status.success(),
@@ -138,9 +138,7 @@ impl Postfix {
             pf.maillog()
         );
         for port in [smtp_port, release_port, sink_port] {
-            wait_for(Duration::from_secs(20), &format!("port {port} to listen"), || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
+            wait_listening(port, Duration::from_secs(20));
         }
         pf
     }
@@ -151,7 +149,7 @@ impl Postfix {
 
     /// The queue, as `postqueue -j` lists it: one JSON object per queued message.
     pub fn queue(&self) -> Vec<serde_json::Value> {
-        run_ok(Command::new(POSTQUEUE).arg("-c").arg(&self.conf).arg("-j"))
+        run_ok(Command::new(postqueue_bin()).arg("-c").arg(&self.conf).arg("-j"))
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
@@ -159,20 +157,20 @@ impl Postfix {
 
     /// `postqueue -p`, for people.
     pub fn queue_text(&self) -> String {
-        run_ok(Command::new(POSTQUEUE).arg("-c").arg(&self.conf).arg("-p"))
+        run_ok(Command::new(postqueue_bin()).arg("-c").arg(&self.conf).arg("-p"))
     }
 
     pub fn flush(&self) {
-        run_ok(Command::new(POSTQUEUE).arg("-c").arg(&self.conf).arg("-f"));
+        run_ok(Command::new(postqueue_bin()).arg("-c").arg(&self.conf).arg("-f"));
     }
 
     /// `quarantine --store STORE ARGS` as root (an admin), hermetic config.
     pub fn q(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&self.bin)
+        self.scratch
+            .program(&self.bin)
             .arg("--store")
             .arg(&self.store)
             .args(args)
-            .env("QUARANTINE_CONFIG", "/dev/null")
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -180,13 +178,13 @@ impl Postfix {
 
     /// The same as the account hold runs as.
     pub fn q_as_user(&self, args: &[&str]) -> std::process::Output {
-        Command::new("setpriv")
+        self.scratch
+            .program(require("setpriv", "util-linux"))
             .args([format!("--reuid={USER}"), format!("--regid={GROUP}"), "--clear-groups".into(), "--".into()])
             .arg(&self.bin)
             .arg("--store")
             .arg(&self.store)
             .args(args)
-            .env("QUARANTINE_CONFIG", "/dev/null")
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -221,7 +219,7 @@ impl Drop for Postfix {
             }
         }
         if self.started {
-            let _ = Command::new(POSTFIX).arg("-c").arg(&self.conf).arg("stop").output();
+            let _ = Command::new(postfix_bin()).arg("-c").arg(&self.conf).arg("stop").output();
             // `stop` asks master to exit; wait until its pid file's process is gone so the temp dir can go.
             let pid_file = self.dir.path().join("queue/pid/master.pid");
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -247,62 +245,4 @@ fn is_live(pid: u32) -> bool {
         Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
-}
-
-/// Polls `ok` until it holds, failing the test after `limit`.
-pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Sends one message over SMTP and returns the queue id from the server's final reply. `data` is the message
-/// with LF or CRLF line ends; it is sent with CRLF and dot-stuffed.
-pub fn send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> String {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let reply = |r: &mut BufReader<TcpStream>, want: &str| -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            assert!(line.len() >= 4, "short SMTP reply {line:?}");
-            all.push_str(&line);
-            if line.as_bytes()[3] == b' ' {
-                break;
-            }
-        }
-        assert!(all.starts_with(want), "expected {want}, got {all:?}");
-        all
-    };
-    reply(&mut r, "220");
-    let cmd = |w: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str, want: &str| {
-        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-        reply(r, want)
-    };
-    cmd(&mut w, &mut r, "EHLO client.test.invalid", "250");
-    cmd(&mut w, &mut r, &format!("MAIL FROM:<{from}>"), "250");
-    for rc in rcpts {
-        cmd(&mut w, &mut r, &format!("RCPT TO:<{rc}>"), "250");
-    }
-    cmd(&mut w, &mut r, "DATA", "354");
-    let mut body = Vec::new();
-    for line in data.split_inclusive(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.starts_with(b".") {
-            body.push(b'.');
-        }
-        body.extend_from_slice(line);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b".\r\n");
-    w.write_all(&body).unwrap();
-    let done = reply(&mut r, "250");
-    let _ = w.write_all(b"QUIT\r\n");
-    done.split("queued as ").nth(1).map(|s| s.trim().to_string()).unwrap_or_else(|| panic!("no queue id in {done:?}"))
 }

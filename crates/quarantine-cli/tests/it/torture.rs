@@ -8,25 +8,159 @@
 //! The invariant checked after every crash or fault: every acknowledged message (hold exited 0) is readable
 //! byte-exact, and `verify --deep` finds no missing or corrupt blob (orphans and temp files are allowed).
 
-mod torture_util;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use torture_util::*;
+use quarantine_testkit::gen::{message, threads};
+use quarantine_testkit::run::{run, run_killed_after, spawn, wait};
+use quarantine_testkit::smtp::{AfterData, Script, Server};
+use quarantine_testkit::strace::{self, Call, Fault, Point, Strace};
+use quarantine_testkit::{code_of, Input, Out, Store, XorShift, HANG, KILLED};
+
+use crate::BIN;
+
+/// `QUARANTINE_TORTURE=long` (scripts/torture) runs every case at full size; anything else is the quick mode
+/// that `cargo test --workspace` runs.
+fn long_mode() -> bool {
+    std::env::var("QUARANTINE_TORTURE").map(|v| v == "long").unwrap_or(false)
+}
+
+/// Picks the quick or the long figure.
+fn quick_or_long<T>(quick: T, long: T) -> T {
+    if long_mode() {
+        long
+    } else {
+        quick
+    }
+}
+
+/// The seed for a test's PRNG: `QUARANTINE_TORTURE_SEED` if set, else the test's fixed default. Printed with the
+/// figures so a failure reproduces.
+fn seed(default: u64) -> u64 {
+    std::env::var("QUARANTINE_TORTURE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// Prints one line of figures (`torture: NAME: k=v ...`); scripts/torture collects these for docs/RELIABILITY.md.
+fn figures(name: &str, pairs: &[(&str, u64)], started: Instant) {
+    let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let line = format!(
+        "torture: {name}: {} mode={} secs={:.1}",
+        kv.join(" "),
+        if long_mode() { "long" } else { "quick" },
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("QUARANTINE_TORTURE_FIGURES") {
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// The arguments of a hold with a fixed envelope.
+fn hold_args(verdict: &str, queue_id: Option<&str>) -> Vec<String> {
+    let mut a: Vec<String> =
+        vec!["hold".into(), "--verdict".into(), verdict.into(), "--scanner".into(), "torture".into()];
+    if let Some(q) = queue_id {
+        a.extend(["--queue-id".into(), q.into()]);
+    }
+    a.extend(["--from".into(), "sender@example.org".into(), "--".into(), "rcpt@example.net".into()]);
+    a
+}
+
+/// `strace -f -qq OPTIONS -- quarantine ARGS` in `s`'s hermetic environment.
+fn strace_cmd<S: AsRef<OsStr>>(s: &Store, options: &[&str], args: &[S]) -> Command {
+    options.iter().fold(Strace::new(), |st, o| st.arg(o)).command(s, args)
+}
+
+/// What the torture checks read through the `quarantine_store` library (fast enough to check thousands of
+/// messages after every crash; always compared against bytes the test kept itself).
+/// The store's index, read-only, for asserts the CLI cannot make (the library hands out no connection).
+fn index(st: &quarantine_store::Store) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_with_flags(st.index_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the index read-only");
+    conn.busy_timeout(Duration::from_secs(30)).expect("busy timeout");
+    conn
+}
+
+trait TortureStore {
+    fn hold_v(&self, msg: &[u8], verdict: &str, queue_id: Option<&str>) -> Out;
+    fn hold_ok_v(&self, msg: &[u8], verdict: &str, queue_id: Option<&str>) -> String;
+    fn open(&self) -> quarantine_store::Store;
+    fn count(&self, sql: &str) -> u64;
+    fn ids_for_queue_id(&self, qid: &str) -> Vec<(String, bool)>;
+    fn assert_intact(&self, id: &str, want: &[u8], what: &str);
+}
+
+impl TortureStore for Store {
+    /// `hold` with `msg` on stdin and [`hold_args`].
+    fn hold_v(&self, msg: &[u8], verdict: &str, queue_id: Option<&str>) -> Out {
+        self.run(&hold_args(verdict, queue_id), Input::Bytes(msg))
+    }
+
+    /// Holds `msg` and returns its id, asserting success.
+    fn hold_ok_v(&self, msg: &[u8], verdict: &str, queue_id: Option<&str>) -> String {
+        let out = self.hold_v(msg, verdict, queue_id);
+        assert_eq!(out.code, 0, "hold: {}", out.brief());
+        out.id()
+    }
+
+    /// Opens the store through the library (no other process may be writing).
+    fn open(&self) -> quarantine_store::Store {
+        quarantine_store::Store::open(&self.root, Duration::from_secs(30)).expect("open the store")
+    }
+
+    /// One integer from the index.
+    fn count(&self, sql: &str) -> u64 {
+        let s = self.open();
+        index(&s).query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql) as u64
+    }
+
+    /// Ids of the messages (live or tombstoned) with this queue id.
+    fn ids_for_queue_id(&self, qid: &str) -> Vec<(String, bool)> {
+        let s = self.open();
+        let conn = index(&s);
+        let mut stmt =
+            conn.prepare("SELECT id, purged_us IS NOT NULL FROM messages WHERE queue_id = ?1 ORDER BY rowid").unwrap();
+        stmt.query_map([qid], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Asserts message `id` is live and its original is byte-exact `want` (read through the library, which
+    /// re-hashes the blob).
+    fn assert_intact(&self, id: &str, want: &[u8], what: &str) {
+        let s = self.open();
+        assert_intact_in(&s, id, want, what);
+    }
+}
+
+fn assert_intact_in(s: &quarantine_store::Store, id: &str, want: &[u8], what: &str) {
+    let rec = s.message(id).unwrap_or_else(|e| panic!("{what}: message {id} is gone: {e}"));
+    assert!(rec.purged_at.is_none(), "{what}: message {id} was purged");
+    let got = s.original(&rec).unwrap_or_else(|e| panic!("{what}: message {id} unreadable: {e}"));
+    assert!(got == want, "{what}: message {id}: {} bytes back, {} held, not byte-exact", got.len(), want.len());
+}
+
+/// A fake relay that answers 250 after `delay`, or drops the connection after the dot (`None`).
+fn fake_relay(delay: Option<Duration>) -> Server {
+    match delay {
+        Some(d) => Server::start(Script::default().delay(d)),
+        None => Server::start(Script::default().after_data(AfterData::Drop)),
+    }
+}
 
 const SEED_MSG: &[u8] = b"From: seed@example.org\r\nSubject: seed\r\n\r\nthe store is not empty\r\n";
 
 /// A template store: initialised, one message held (so the index has a row and blob directories exist).
 fn template() -> Store {
-    let t = Store::new();
-    t.hold_ok(SEED_MSG, "SEED", Some("SEED"));
+    let t = crate::store();
+    t.hold_ok_v(SEED_MSG, "SEED", Some("SEED"));
     t
 }
 
@@ -43,8 +177,8 @@ fn baseline(template: &Store, msg_file: &Path, qid: &str) -> Baseline {
     let s = Store::copy_of(template);
     let a = hold_args("TORTURE", Some(qid));
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let trace = s.work.join("baseline.trace");
-    let (out, calls) = trace_run(&s.args(&a), Input::File(msg_file), &trace);
+    let trace = s.work().join("baseline.trace");
+    let (out, _, calls) = strace::traced(Strace::new(), &s, &s.args(&a), Input::File(msg_file), &trace);
     assert_eq!(out.code, 0, "baseline traced hold: {}", out.brief());
     let main_tid = calls.first().expect("a trace").tid;
     Baseline { calls, main_tid }
@@ -59,10 +193,7 @@ fn baseline(template: &Store, msg_file: &Path, qid: &str) -> Baseline {
 /// (name, n-th of that name in its thread), and each point is injected as `inject=NAME:signal=KILL:when=N`.
 #[test]
 fn sigkill_at_every_syscall_of_a_hold() {
-    if !strace_works() {
-        eprintln!("torture: strace cannot trace here (ptrace forbidden?): skipped");
-        return;
-    }
+    strace::require();
     let started = Instant::now();
     let mut rng = XorShift::new(seed(7));
     // A new blob (fan-out directories may need creating), and the same bytes again under another queue id
@@ -72,9 +203,9 @@ fn sigkill_at_every_syscall_of_a_hold() {
     for (scenario, dedup) in [("new-blob", false), ("dedup", true)] {
         let t = template();
         if dedup {
-            t.hold_ok(&fresh, "TORTURE", Some("EARLIER"));
+            t.hold_ok_v(&fresh, "TORTURE", Some("EARLIER"));
         }
-        let msg_file = t.message_file("msg.eml", &fresh);
+        let msg_file = t.file("msg.eml", &fresh);
         let base = baseline(&t, &msg_file, "Q1");
         // Every distinct (name, n) pair in trace order; the first is execve itself (strace starts there).
         let mut seen = BTreeSet::new();
@@ -105,23 +236,15 @@ fn sigkill_at_every_syscall_of_a_hold() {
         let killed_before = AtomicU64::new(0);
         let killed_after = AtomicU64::new(0);
         let completed = AtomicU64::new(0);
-        par_for_each(&chosen, threads(), |_, (name, nth)| {
-            let what = format!("{scenario}: SIGKILL at {name} #{nth}");
+        let chosen: Vec<Point> =
+            chosen.into_iter().map(|(name, nth)| Point { name, nth, fault: Fault::Kill }).collect();
+        strace::sweep(&chosen, threads(), |p| {
+            let what = format!("{scenario}: {p}");
             let s = Store::copy_of(&t);
             let a = hold_args("TORTURE", Some("Q1"));
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            let trace = format!("trace={name}");
-            let inject = format!("inject={name}:signal=KILL:when={nth}");
-            // No --seccomp-bpf here: strace 6.1 then injects errors but never delivers the signal.
-            let st: Vec<&OsStr> = vec![
-                OsStr::new("-o"),
-                OsStr::new("/dev/null"),
-                OsStr::new("-e"),
-                OsStr::new(&trace),
-                OsStr::new("-e"),
-                OsStr::new(&inject),
-            ];
-            let out = run(strace(&st, &s.args(&a)), Input::File(&msg_file), HANG);
+            // No --seccomp-bpf for a kill (Strace::fault): strace 6.1 then injects errors but never delivers the
+            // signal.
+            let out = run(Strace::new().fault(p).command(&s, &s.args(&a)), Input::File(&msg_file), HANG);
             let rows = s.ids_for_queue_id("Q1");
             match out.code {
                 0 => {
@@ -142,10 +265,10 @@ fn sigkill_at_every_syscall_of_a_hold() {
                 }
                 c => panic!("{what}: exit {c}: {}", out.brief()),
             }
-            s.assert_verify_clean(&what);
+            s.verify_deep_clean(&what);
             assert_eq!(s.count("SELECT count(*) FROM messages WHERE queue_id = 'SEED'"), 1, "{what}: seed row");
             // The MTA retries: the same bytes, the same queue id.
-            let retry = s.hold(&fresh, "TORTURE", Some("Q1"));
+            let retry = s.hold_v(&fresh, "TORTURE", Some("Q1"));
             assert_eq!(retry.code, 0, "{what}: retry: {}", retry.brief());
             let rows_after = s.ids_for_queue_id("Q1");
             assert_eq!(rows_after.len(), 1, "{what}: the retry made a second message: {rows_after:?}");
@@ -154,7 +277,7 @@ fn sigkill_at_every_syscall_of_a_hold() {
                 assert_eq!(*id, retry.id(), "{what}: the retry did not find the committed message");
             }
             s.assert_intact(&retry.id(), &fresh, &format!("{what}, after the retry"));
-            s.assert_verify_clean(&format!("{what}, after the retry"));
+            s.verify_deep_clean(&format!("{what}, after the retry"));
         });
         let (b, a, c) = (killed_before.into_inner(), killed_after.into_inner(), completed.into_inner());
         assert!(b > 0 && a > 0, "{scenario}: the sweep never killed before ({b}) and after ({a}) the commit");
@@ -198,10 +321,7 @@ const FAULT_SYSCALLS: &[&str] = &[
 /// the process in ld.so with 127 before any of our code runs, which no program can turn into 75.
 #[test]
 fn io_error_at_every_write_path_syscall_of_a_hold() {
-    if !strace_works() {
-        eprintln!("torture: strace cannot trace here (ptrace forbidden?): skipped");
-        return;
-    }
+    strace::require();
     let started = Instant::now();
     let mut rng = XorShift::new(seed(11));
     let fresh = message("io-errors", &mut rng, 3000);
@@ -215,9 +335,9 @@ fn io_error_at_every_write_path_syscall_of_a_hold() {
         }
         let t = template();
         if dedup {
-            t.hold_ok(&fresh, "TORTURE", Some("EARLIER"));
+            t.hold_ok_v(&fresh, "TORTURE", Some("EARLIER"));
         }
-        let msg_file = t.message_file("msg.eml", &fresh);
+        let msg_file = t.file("msg.eml", &fresh);
         let base = baseline(&t, &msg_file, "Q1");
         let mut cases: Vec<(String, u32, &str)> = Vec::new();
         for c in base.calls.iter().filter(|c| c.tid == base.main_tid && FAULT_SYSCALLS.contains(&c.name.as_str())) {
@@ -231,24 +351,15 @@ fn io_error_at_every_write_path_syscall_of_a_hold() {
             }
         }
         let results: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
-        par_for_each(&cases, threads(), |_, (name, nth, errno)| {
-            let what = format!("{errno} on {name} #{nth}{}", if dedup { " (dedup)" } else { "" });
+        let cases: Vec<Point> =
+            cases.into_iter().map(|(name, nth, errno)| Point { name, nth, fault: Fault::Errno(errno) }).collect();
+        strace::sweep(&cases, threads(), |p| {
+            let name = &p.name;
+            let what = format!("{p}{}", if dedup { " (dedup)" } else { "" });
             let s = Store::copy_of(&t);
             let before = s.count("SELECT count(*) FROM messages");
             let a = hold_args("TORTURE", Some("Q1"));
-            let a: Vec<&str> = a.iter().map(String::as_str).collect();
-            let trace = format!("trace={name}");
-            let inject = format!("inject={name}:error={errno}:when={nth}");
-            let st: Vec<&OsStr> = vec![
-                OsStr::new("--seccomp-bpf"),
-                OsStr::new("-o"),
-                OsStr::new("/dev/null"),
-                OsStr::new("-e"),
-                OsStr::new(&trace),
-                OsStr::new("-e"),
-                OsStr::new(&inject),
-            ];
-            let out = run(strace(&st, &s.args(&a)), Input::File(&msg_file), HANG);
+            let out = run(Strace::new().fault(p).command(&s, &s.args(&a)), Input::File(&msg_file), HANG);
             let rows = s.ids_for_queue_id("Q1");
             match out.code {
                 0 => {
@@ -268,8 +379,8 @@ fn io_error_at_every_write_path_syscall_of_a_hold() {
                 }
                 c => panic!("{what}: hold exited {c}, not 0 or 75: {}", out.brief()),
             }
-            s.assert_verify_clean(&what);
-            let retry = s.hold(&fresh, "TORTURE", Some("Q1"));
+            s.verify_deep_clean(&what);
+            let retry = s.hold_v(&fresh, "TORTURE", Some("Q1"));
             assert_eq!(retry.code, 0, "{what}: retry: {}", retry.brief());
             assert_eq!(s.ids_for_queue_id("Q1").len(), 1, "{what}: the retry made a second message");
             s.assert_intact(&retry.id(), &fresh, &format!("{what}, after the retry"));
@@ -315,16 +426,12 @@ fn kill_delay(rng: &mut XorShift, max_us: u64) -> Duration {
     }
 }
 
-fn command_exists(s: &Store, sub: &str) -> bool {
-    s.q(&[sub, "--help"]).code == 0
-}
-
 /// Checks the whole store against the ledger: `verify --deep` clean; every acknowledged KEEP or RELEASE message
 /// live and byte-exact; every acknowledged PURGE message either live and byte-exact or a tombstone; every
 /// message the relay accepted was a released original, and no original reached the relay twice (no
 /// `--retry-in-doubt` is used here).
-fn check_ledger(s: &Store, ledger: &Ledger, relay: Option<&FakeRelay>, what: &str) -> (u64, u64) {
-    s.assert_verify_clean(what);
+fn check_ledger(s: &Store, ledger: &Ledger, relay: Option<&Server>, what: &str) -> (u64, u64) {
+    s.verify_deep_clean(what);
     let st = s.open();
     let (mut live, mut tombs) = (0, 0);
     for (id, (bytes, verdict)) in &ledger.acked {
@@ -337,8 +444,7 @@ fn check_ledger(s: &Store, ledger: &Ledger, relay: Option<&FakeRelay>, what: &st
             live += 1;
         }
     }
-    let n: i64 = st
-        .conn()
+    let n: i64 = index(&st)
         .query_row(
             "SELECT count(*) FROM recipients r JOIN messages m ON m.id = r.message
              WHERE r.state IN ('releasing', 'released') AND m.verdict <> 'RELEASE'",
@@ -348,7 +454,7 @@ fn check_ledger(s: &Store, ledger: &Ledger, relay: Option<&FakeRelay>, what: &st
         .unwrap();
     assert_eq!(n, 0, "{what}: a message that no release selected left the held state");
     if let Some(relay) = relay {
-        let got = relay.received();
+        let got = relay.transactions();
         let mut seen = BTreeSet::new();
         for r in &got {
             // The trace header names the message: `X-Quarantine-Released: <id>; by ...`.
@@ -362,7 +468,8 @@ fn check_ledger(s: &Store, ledger: &Ledger, relay: Option<&FakeRelay>, what: &st
             assert!(seen.insert((id.clone(), r.rcpts.clone())), "{what}: message {id} reached the relay twice");
         }
         // Everything marked released reached the relay, byte-exact after the one trace header.
-        let mut stmt = st.conn().prepare("SELECT DISTINCT message FROM recipients WHERE state = 'released'").unwrap();
+        let conn = index(&st);
+        let mut stmt = conn.prepare("SELECT DISTINCT message FROM recipients WHERE state = 'released'").unwrap();
         let released: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
         for id in released {
             let rec = st.message(&id).unwrap();
@@ -381,10 +488,13 @@ fn check_ledger(s: &Store, ledger: &Ledger, relay: Option<&FakeRelay>, what: &st
 fn sigkill_at_random_moments_during_hold_purge_release_and_import() {
     let started = Instant::now();
     let seed = seed(2026);
-    let s = Store::new();
-    let relay = FakeRelay::start(AfterData::Accept(Duration::from_millis(20)));
-    let has_import = command_exists(&s, "import");
-    let has_release = command_exists(&s, "release");
+    let s = crate::store();
+    let relay = fake_relay(Some(Duration::from_millis(20)));
+    // Every command of the mix exists: a `--help` that fails is a test failure, never a smaller mix.
+    for sub in ["purge", "release", "import"] {
+        let out = s.q(&[sub, "--help"]);
+        assert_eq!(out.code, 0, "`quarantine {sub} --help` failed: {}", out.brief());
+    }
     // A small pool of bodies shared by every verdict: holds of KEEP bytes dedup onto blobs a purge of PURGE
     // messages is collecting (the hold/GC race of DESIGN section 7).
     let mut prng = XorShift::new(seed);
@@ -413,8 +523,8 @@ fn sigkill_at_random_moments_during_hold_purge_release_and_import() {
                     let op = match rng.below(10) {
                         0..=5 => "hold",
                         6 | 7 => "purge",
-                        8 if has_release => "release",
-                        9 if has_import => "import",
+                        8 => "release",
+                        9 => "import",
                         _ => "hold",
                     };
                     let n = fresh_seq.fetch_add(1, Ordering::SeqCst);
@@ -449,7 +559,7 @@ fn sigkill_at_random_moments_during_hold_purge_release_and_import() {
                             run_killed_after(s.cmd(&a), Input::Null, kill)
                         }
                         _ => {
-                            let dir = s.work.join(format!("import-{n}"));
+                            let dir = s.work().join(format!("import-{n}"));
                             fs::create_dir(&dir).unwrap();
                             let files: Vec<Vec<u8>> = (0..1 + rng.below(8))
                                 .map(|i| message(&format!("import-{seed}-{n}-{i}"), &mut rng, 1500))
@@ -477,8 +587,7 @@ fn sigkill_at_random_moments_during_hold_purge_release_and_import() {
                                 let mut l = ledger.lock().unwrap();
                                 for (i, f) in files.iter().enumerate() {
                                     let mid = format!("import-{seed}-{n}-{i}@torture.example");
-                                    let id: String = st
-                                        .conn()
+                                    let id: String = index(&st)
                                         .query_row(
                                             "SELECT id FROM messages WHERE message_id = ?1 AND purged_us IS NULL",
                                             [&mid],
@@ -525,7 +634,7 @@ fn sigkill_at_random_moments_during_hold_purge_release_and_import() {
         ("acknowledged", ledger.acked.len() as u64),
         ("live_checked", live),
         ("purged_as_asked", tombs),
-        ("relay_messages", relay.received().len() as u64),
+        ("relay_messages", relay.transactions().len() as u64),
         ("lost", 0),
     ];
     pairs.extend(counts.iter().map(|(k, v)| (k.as_str(), *v)));
@@ -577,24 +686,21 @@ fn full_filesystem_fails_holds_with_75_and_recovers_after_a_purge() {
     let started = Instant::now();
     let Some(lfs) = LoopFs::mount("64M") else {
         eprintln!("torture: full-filesystem: loop mounts are not allowed here; falling back to ENOSPC injection");
-        if !strace_works() {
-            eprintln!("torture: strace cannot trace here either: skipped");
-            return;
-        }
-        let s = Store::new();
+        strace::require();
+        let s = crate::store();
         let msg = message("enospc", &mut XorShift::new(1), 5000);
         let mut a: Vec<String> = vec!["--store".into(), s.root.to_str().unwrap().into()];
         a.extend(hold_args("FILL", Some("F1")));
         let st = ["-o", "/dev/null", "-e", "trace=write,pwrite64", "-e", "inject=write,pwrite64:error=ENOSPC"];
-        let out = run(strace(&st, &a), Input::Bytes(&msg), HANG);
+        let out = run(strace_cmd(&s, &st, &a), Input::Bytes(&msg), HANG);
         assert_eq!(out.code, 75, "every write ENOSPC: {}", out.brief());
         assert_eq!(s.count("SELECT count(*) FROM messages"), 0);
-        s.assert_verify_clean("after ENOSPC");
-        s.hold_ok(&msg, "FILL", Some("F1"));
+        s.verify_deep_clean("after ENOSPC");
+        s.hold_ok_v(&msg, "FILL", Some("F1"));
         figures("full-filesystem", &[("loop_mount", 0), ("lost", 0)], started);
         return;
     };
-    let s = Store::new_in(Some(&lfs.mnt));
+    let s = Store::new_in(BIN, Some(&lfs.mnt));
     let mut rng = XorShift::new(seed(64));
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
     let mut first_full = None;
@@ -604,7 +710,7 @@ fn full_filesystem_fails_holds_with_75_and_recovers_after_a_purge() {
         let len = if i % 5 == 4 { 2000 } else { 1 << 20 };
         let mut m = format!("Subject: fill {i}\r\n\r\n").into_bytes();
         m.extend(rng.bytes(len));
-        let out = s.hold(&m, "FILL", Some(&format!("F{i}")));
+        let out = s.hold_v(&m, "FILL", Some(&format!("F{i}")));
         match out.code {
             0 => acked.push((out.id(), m)),
             75 => {
@@ -625,7 +731,7 @@ fn full_filesystem_fails_holds_with_75_and_recovers_after_a_purge() {
     }
     let first_full = first_full.expect("64 MiB never filled up");
     assert!(acked.len() >= 40, "only {} holds fitted in 64 MiB", acked.len());
-    s.assert_verify_clean("on a full filesystem");
+    s.verify_deep_clean("on a full filesystem");
     for (id, m) in &acked {
         s.assert_intact(id, m, "on a full filesystem");
     }
@@ -640,13 +746,13 @@ fn full_filesystem_fails_holds_with_75_and_recovers_after_a_purge() {
     }
     let out = s.q(&a);
     assert_eq!(out.code, 0, "purge on a full filesystem: {}", out.brief());
-    s.assert_verify_clean("after the purge");
+    s.verify_deep_clean("after the purge");
     for (id, m) in &acked[acked.len() / 2..] {
         s.assert_intact(id, m, "after the purge");
     }
     let mut m = b"Subject: after\r\n\r\n".to_vec();
     m.extend(rng.bytes(1 << 20));
-    let id = s.hold_ok(&m, "FILL", Some("AFTER"));
+    let id = s.hold_ok_v(&m, "FILL", Some("AFTER"));
     s.assert_intact(&id, &m, "a hold after the purge");
     figures(
         "full-filesystem",
@@ -667,14 +773,14 @@ fn full_filesystem_fails_holds_with_75_and_recovers_after_a_purge() {
 #[test]
 fn hold_exits_only_0_or_75() {
     let started = Instant::now();
-    let s = Store::new();
-    s.hold_ok(SEED_MSG, "SEED", None);
+    let s = crate::store();
+    s.hold_ok_v(SEED_MSG, "SEED", None);
     let msg = message("contract", &mut XorShift::new(5), 500);
     let store = s.root.to_str().unwrap().to_string();
-    let not_a_store = s.work.to_str().unwrap().to_string();
-    let a_file = s.message_file("plain-file", b"x");
+    let not_a_store = s.work().to_str().unwrap().to_string();
+    let a_file = s.file("plain-file", b"x");
     let a_file = a_file.to_str().unwrap().to_string();
-    let bad_config = s.message_file("bad.toml", b"store = [this is not toml");
+    let bad_config = s.file("bad.toml", b"store = [this is not toml");
     let cases = std::cell::Cell::new(0u64);
     let check = |what: &str, out: Out, want: &[i32]| {
         cases.set(cases.get() + 1);
@@ -720,7 +826,7 @@ fn hold_exits_only_0_or_75() {
     for (what, args) in &bad {
         let mut a = vec!["--store", store.as_str(), "hold"];
         a.extend(args);
-        let out = run(cmd(&a), Input::Bytes(&msg), HANG);
+        let out = run(s.scratch.cmd(&a), Input::Bytes(&msg), HANG);
         // Two of these are fine inputs (an unusual sender is not ours to judge; U+FFFD is text): 0 is allowed.
         check(what, out, &[0, 75]);
     }
@@ -732,30 +838,31 @@ fn hold_exits_only_0_or_75() {
     ] {
         let mut a = vec!["--store", store_arg, "hold"];
         a.extend(base);
-        check(what, run(cmd(&a), Input::Bytes(&msg), HANG), &[75]);
+        check(what, run(s.scratch.cmd(&a), Input::Bytes(&msg), HANG), &[75]);
     }
     let mut a = vec!["--store", store.as_str(), "hold"];
     a.extend(base);
-    let mut c = cmd(&a);
+    let mut c = s.scratch.cmd(&a);
     c.env("QUARANTINE_CONFIG", &bad_config);
     check("unparsable config file", run(c, Input::Bytes(&msg), HANG), &[75]);
-    let mut c = cmd(&["hold", "--verdict", "V", "--from", "a@example.org", "--", "r@example.net"]);
+    let mut c = s.scratch.cmd(&["hold", "--verdict", "V", "--from", "a@example.org", "--", "r@example.net"]);
     c.env("QUARANTINE_STORE", "/nonexistent/env-store");
     check("no store from the environment", run(c, Input::Bytes(&msg), HANG), &[75]);
     assert_eq!(s.count("SELECT count(*) FROM messages"), before, "a refused hold added a row");
 
     // A panic: the watchdog thread cannot be spawned (clone3/clone fail with EAGAIN), so `thread::spawn` panics
     // in the hold path. The panic is caught and becomes 75, no test hook needed.
-    if strace_works() {
+    {
+        strace::require();
         let mut a: Vec<&str> = vec!["--store", store.as_str(), "hold"];
         a.extend(base);
         let st = ["-o", "/dev/null", "-e", "trace=clone,clone3", "-e", "inject=clone,clone3:error=EAGAIN"];
-        let out = run(strace(&st, &a), Input::Bytes(&msg), HANG);
+        let out = run(strace_cmd(&s, &st, &a), Input::Bytes(&msg), HANG);
         assert!(out.stderr.contains("internal error") || out.stderr.contains("panic"), "{}", out.brief());
         check("a panic in the hold path", out, &[75]);
         // SIGSEGV-free but hostile: every read of stdin fails.
         let st = ["-o", "/dev/null", "-e", "trace=read", "-e", "inject=read:error=EIO:when=4+"];
-        check("stdin read error", run(strace(&st, &a), Input::Bytes(&msg), HANG), &[75]);
+        check("stdin read error", run(strace_cmd(&s, &st, &a), Input::Bytes(&msg), HANG), &[75]);
     }
 
     // SIGPIPE: the reader of stdout is gone before the id is written. The message is durable, so 0.
@@ -763,7 +870,7 @@ fn hold_exits_only_0_or_75() {
     let qid = ["--queue-id", "SIGPIPE"];
     a.extend(qid);
     a.extend(base);
-    let mut c = cmd(&a);
+    let mut c = s.scratch.cmd(&a);
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     drop(child.stdout.take()); // closes the read end: writing the id gets EPIPE (or SIGPIPE)
@@ -780,7 +887,7 @@ fn hold_exits_only_0_or_75() {
     // stdout closed and stderr closed, and the hold fails: still 75.
     let mut a = vec!["--store", "/nonexistent/store", "hold"];
     a.extend(base);
-    let mut c = cmd(&a);
+    let mut c = s.scratch.cmd(&a);
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     drop(child.stdout.take());
@@ -790,54 +897,31 @@ fn hold_exits_only_0_or_75() {
     assert_eq!(code_of(status), 75, "failed hold with stdout and stderr closed");
 
     // A busy database: another process holds the write lock longer than the hold's deadline.
-    let mut locker = Command::new("sqlite3")
-        .arg(s.root.join("index.sqlite"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sqlite3");
-    {
-        use std::io::{BufRead, Write};
-        let stdin = locker.stdin.as_mut().unwrap();
-        stdin
-            .write_all(
-                b"PRAGMA busy_timeout=5000;\nBEGIN IMMEDIATE;\nINSERT INTO settings VALUES ('torture-lock', '1');\n.print locked\n",
-            )
-            .unwrap();
-        stdin.flush().unwrap();
-        // sqlite3 echoes the pragma's value first; "locked" comes once the INSERT holds the write lock.
-        let mut r = std::io::BufReader::new(locker.stdout.as_mut().unwrap());
-        let mut line = String::new();
-        while line.trim() != "locked" {
-            line.clear();
-            assert!(r.read_line(&mut line).unwrap() > 0, "sqlite3 did not take the write lock");
-        }
-    }
+    // The locker confirms on its stdout that it holds the write lock before the hold starts.
+    let locker = s.lock_index();
     let mut a = vec!["--store", store.as_str(), "hold", "--deadline", "1s"];
     a.extend(base);
-    let out = run(cmd(&a), Input::Bytes(&msg), HANG);
-    drop(locker.stdin.take());
-    let _ = locker.wait();
+    let out = run(s.scratch.cmd(&a), Input::Bytes(&msg), HANG);
+    drop(locker);
     assert!(out.stderr.contains("locked") || out.stderr.contains("busy"), "not the lock: {}", out.brief());
     check("index locked past the deadline", out, &[75]);
-    s.assert_verify_clean("after the contract cases");
+    s.verify_deep_clean("after the contract cases");
     figures("exit-code-contract", &[("cases", cases.get())], started);
 }
 
 fn wait_stdout_closed(child: std::process::Child) -> Out {
-    wait(child, Some(HANG), None, Instant::now())
+    wait(child, "hold", Some(HANG), None, Instant::now())
 }
 
 /// DESIGN section 4: a failed hold exits 75 "with a one-line reason on stderr" (an MTA logs one line). A config
 /// file that does not parse gives toml's multi-line message instead.
 #[test]
 fn hold_reason_is_one_line_for_a_bad_config_file() {
-    let s = Store::new();
-    let bad_config = s.message_file("bad.toml", b"store = [this is not toml");
+    let s = crate::store();
+    let bad_config = s.file("bad.toml", b"store = [this is not toml");
     let mut a = vec!["--store", s.root.to_str().unwrap(), "hold"];
     a.extend(["--verdict", "V", "--from", "a@example.org", "--", "r@example.net"]);
-    let mut c = cmd(&a);
+    let mut c = s.scratch.cmd(&a);
     c.env("QUARANTINE_CONFIG", &bad_config);
     let out = run(c, Input::Bytes(b"Subject: x\r\n\r\nx\r\n"), HANG);
     assert_eq!(out.code, 75, "{}", out.brief());
@@ -848,14 +932,14 @@ fn hold_reason_is_one_line_for_a_bad_config_file() {
 // 6. The release in-doubt window (DESIGN section 6)
 
 fn states(s: &Store) -> BTreeMap<String, String> {
-    let st = s.open();
-    let mut stmt = st.conn().prepare("SELECT message, state FROM recipients").unwrap();
+    let conn = index(&s.open());
+    let mut stmt = conn.prepare("SELECT message, state FROM recipients").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
-fn released_ids(relay: &FakeRelay) -> Vec<String> {
+fn released_ids(relay: &Server) -> Vec<String> {
     relay
-        .received()
+        .transactions()
         .iter()
         .map(|r| {
             let line = r.data.split(|&b| b == b'\r').next().unwrap_or_default();
@@ -875,14 +959,10 @@ fn released_ids(relay: &FakeRelay) -> Vec<String> {
 #[test]
 fn release_in_doubt_is_never_resent_silently() {
     let started = Instant::now();
-    let s = Store::new();
-    if !command_exists(&s, "release") {
-        eprintln!("torture: release-in-doubt: no release command yet: skipped");
-        return;
-    }
+    let s = crate::store();
     let mut rng = XorShift::new(seed(9));
     let msgs: Vec<Vec<u8>> = (0..3).map(|i| message(&format!("in-doubt-{i}"), &mut rng, 800)).collect();
-    let ids: Vec<String> = msgs.iter().map(|m| s.hold_ok(m, "RELEASE", None)).collect();
+    let ids: Vec<String> = msgs.iter().map(|m| s.hold_ok_v(m, "RELEASE", None)).collect();
     let release = |url: &str, extra: &[&str]| {
         let mut a = vec!["release", "--verdict", "RELEASE", "--relay", url, "--yes", "--timeout", "5s"];
         a.extend(extra);
@@ -890,7 +970,7 @@ fn release_in_doubt_is_never_resent_silently() {
     };
 
     // 1. The relay reads the final "." and hangs up without a reply.
-    let dropper = FakeRelay::start(AfterData::Drop);
+    let dropper = fake_relay(None);
     let out = release(&dropper.url(), &[]);
     assert_eq!(out.code, 1, "a release whose relay hung up must not exit 0: {}", out.brief());
     let st = states(&s);
@@ -902,7 +982,7 @@ fn release_in_doubt_is_never_resent_silently() {
     }
 
     // 2. A plain re-run delivers what is held and skips what is in doubt, saying so.
-    let good = FakeRelay::start(AfterData::Accept(Duration::ZERO));
+    let good = fake_relay(Some(Duration::ZERO));
     let out = release(&good.url(), &[]);
     assert_eq!(out.code, 1, "in-doubt recipients make the run incomplete: {}", out.brief());
     assert!(
@@ -934,24 +1014,24 @@ fn release_in_doubt_is_never_resent_silently() {
 
     // 5. SIGKILL while the relay holds back its reply to the final ".".
     let m = message("in-doubt-killed", &mut rng, 800);
-    let id = s.hold_ok(&m, "RELEASE", None);
-    let slow = FakeRelay::start(AfterData::Accept(Duration::from_secs(30)));
+    let id = s.hold_ok_v(&m, "RELEASE", None);
+    let slow = fake_relay(Some(Duration::from_secs(30)));
     let url = slow.url();
     let a = ["release", "--id", &id, "--relay", &url, "--yes", "--timeout", "60s"];
     let started_release = Instant::now();
     let (child, _) = spawn(&mut s.cmd(&a), &Input::Null);
-    while slow.received().is_empty() {
+    while slow.transactions().is_empty() {
         assert!(started_release.elapsed() < Duration::from_secs(60), "the release never sent its message");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let out = wait(child, Some(HANG), Some(Duration::ZERO), Instant::now());
+    let out = wait(child, "release", Some(HANG), Some(Duration::ZERO), Instant::now());
     assert_eq!(out.code, KILLED);
     assert_eq!(states(&s)[&id], "releasing", "killed between send and record: in doubt");
     let out = release(&good.url(), &[]);
     assert!(!released_ids(&good).contains(&id), "a killed release's message was re-sent silently: {}", out.brief());
     assert_eq!(states(&s)[&id], "releasing");
     s.assert_intact(&id, &m, "in doubt after a killed release");
-    s.assert_verify_clean("after the in-doubt cases");
+    s.verify_deep_clean("after the in-doubt cases");
     figures(
         "release-in-doubt",
         &[("in_doubt_dropped", in_doubt.len() as u64), ("in_doubt_killed", 1), ("resent_silently", 0)],

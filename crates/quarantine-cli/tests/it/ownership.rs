@@ -6,16 +6,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quarantine");
+use crate::BIN;
 
 fn hold_as(user: Option<&str>, store: &Path, body: &[u8]) -> std::process::Output {
     let mut c = match user {
         Some(u) => {
-            let mut c = Command::new("setpriv");
+            let mut c = crate::program(quarantine_testkit::require("setpriv", "util-linux"));
             c.args([&format!("--reuid={u}"), "--regid=nogroup", "--clear-groups", BIN]);
             c
         }
-        None => Command::new(BIN),
+        None => crate::quarantine(),
     };
     c.arg("--store").arg(store).args(["hold", "--verdict", "SPAM", "--from", "a@b.example", "--", "c@d.example"]);
     let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -35,14 +35,11 @@ fn all_entries(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn root_commands_leave_files_the_store_owner_can_use() {
-    if !nix_is_root() {
-        eprintln!("skipped: needs root to change owners");
-        return;
-    }
+    quarantine_testkit::env::require_root("to change owners");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let store = dir.path().join("store");
-    assert!(Command::new(BIN).arg("--store").arg(&store).arg("init").status().unwrap().success());
+    assert!(crate::quarantine().arg("--store").arg(&store).arg("init").status().unwrap().success());
     assert!(Command::new("chown").args(["-R", "nobody:nogroup"]).arg(&store).status().unwrap().success());
     let nobody = std::fs::metadata(&store).unwrap().uid();
 
@@ -51,11 +48,11 @@ fn root_commands_leave_files_the_store_owner_can_use() {
     assert!(out.status.success(), "{out:?}");
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     for args in [vec!["verify", "--deep"], vec!["freeze", "--reason", "test"], vec!["thaw"], vec!["show", &id]] {
-        let o = Command::new(BIN).arg("--store").arg(&store).args(&args).output().unwrap();
+        let o = crate::quarantine().arg("--store").arg(&store).args(&args).output().unwrap();
         assert!(o.status.success(), "{args:?}: {o:?}");
     }
     // A root hold that is still running (index open, stdin not yet closed) has created -wal and -shm.
-    let mut pending = Command::new(BIN)
+    let mut pending = crate::quarantine()
         .arg("--store")
         .arg(&store)
         .args(["hold", "--verdict", "SPAM", "--from", "", "--", "e@f.example"])
@@ -87,8 +84,4 @@ fn root_commands_leave_files_the_store_owner_can_use() {
     assert!(out.status.success(), "dedup onto a root-written blob: {out:?}");
     pending.stdin.take().unwrap().write_all(b"Subject: late\r\n\r\nz\r\n").unwrap();
     assert!(pending.wait_with_output().unwrap().status.success());
-}
-
-fn nix_is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }

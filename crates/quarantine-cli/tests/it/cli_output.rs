@@ -3,21 +3,21 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quarantine");
+use crate::BIN;
 const HOSTILE: &[u8] =
     b"Subject: \x1b[2J\x1b]0;pwned\x07 evil \xe2\x80\xae txt.exe\r\nFrom: a@example.org\r\n\r\nbody\r\n";
 
 fn store() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("s");
-    assert!(Command::new(BIN).arg("--store").arg(&s).arg("init").output().unwrap().status.success());
+    assert!(crate::quarantine().arg("--store").arg(&s).arg("init").output().unwrap().status.success());
     (dir, s)
 }
 
 fn hold(s: &Path, body: &[u8]) -> String {
-    let mut c = Command::new(BIN)
+    let mut c = crate::quarantine()
         .arg("--store")
         .arg(s)
         .args(["hold", "--verdict", "V", "--from", "a@example.org", "--", "b@example.net"])
@@ -38,12 +38,15 @@ fn headers_and_raw_are_escaped_on_a_terminal_and_exact_in_a_pipe() {
     for flag in ["--headers", "--raw"] {
         // `script` gives the command a real terminal as stdout.
         let cmdline = format!("{BIN} --store {} show {id} {flag}", s.display());
-        let out = Command::new("script").args(["-qc", &cmdline, "/dev/null"]).output().unwrap();
+        let out = crate::program(quarantine_testkit::require("script", "bsdutils"))
+            .args(["-qc", &cmdline, "/dev/null"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains('\x1b') && !text.contains('\x07') && !text.contains('\u{202e}'), "{flag}: {text:?}");
         assert!(text.contains("\\x1b[2J"), "{flag}: {text:?}");
-        let piped = Command::new(BIN).arg("--store").arg(&s).args(["show", &id, flag]).output().unwrap();
+        let piped = crate::quarantine().arg("--store").arg(&s).args(["show", &id, flag]).output().unwrap();
         let want: &[u8] = if flag == "--raw" { HOSTILE } else { &HOSTILE[..HOSTILE.len() - 6] };
         assert_eq!(piped.stdout, want, "{flag} in a pipe must be the exact bytes");
     }
@@ -60,7 +63,7 @@ fn a_closed_pipe_never_panics_a_command() {
         vec!["verify"],
         vec!["freeze", "--reason", "x"],
     ] {
-        let mut child = Command::new(BIN)
+        let mut child = crate::quarantine()
             .arg("--store")
             .arg(&s)
             .args(&args)
@@ -78,16 +81,13 @@ fn a_closed_pipe_never_panics_a_command() {
 
 #[test]
 fn a_permission_problem_is_named_as_one() {
-    if !std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false) {
-        eprintln!("skipped: needs root to act as another user");
-        return;
-    }
+    quarantine_testkit::env::require_root("to act as another user");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let s = dir.path().join("s");
-    assert!(Command::new(BIN).arg("--store").arg(&s).arg("init").output().unwrap().status.success());
+    assert!(crate::quarantine().arg("--store").arg(&s).arg("init").output().unwrap().status.success());
     // The store belongs to root; `nobody` (a wrong `user=` in master.cf) cannot use it.
-    let out = Command::new("setpriv")
+    let out = crate::program(quarantine_testkit::require("setpriv", "util-linux"))
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "--store"])
         .arg(&s)
         .args(["hold", "--verdict", "V", "--from", "a@b", "--", "c@d"])
@@ -103,7 +103,7 @@ fn a_permission_problem_is_named_as_one() {
 #[test]
 fn scanner_names_compare_case_insensitively_and_limit_zero_is_refused() {
     let (_d, s) = store();
-    let mut c = Command::new(BIN)
+    let mut c = crate::quarantine()
         .arg("--store")
         .arg(&s)
         .args(["hold", "--verdict", "V", "--scanner", "pmx", "--from", "a@example.org", "--", "b@example.net"])
@@ -115,10 +115,10 @@ fn scanner_names_compare_case_insensitively_and_limit_zero_is_refused() {
     assert!(c.wait_with_output().unwrap().status.success());
     for name in ["pmx", "PMX", "Pmx"] {
         let out =
-            Command::new(BIN).arg("--store").arg(&s).args(["search", "--scanner", name, "--json"]).output().unwrap();
+            crate::quarantine().arg("--store").arg(&s).args(["search", "--scanner", name, "--json"]).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "--scanner {name}");
     }
-    let out = Command::new(BIN).arg("--store").arg(&s).args(["search", "--limit", "0"]).output().unwrap();
+    let out = crate::quarantine().arg("--store").arg(&s).args(["search", "--limit", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--limit"));
 }

@@ -2,11 +2,65 @@
 //! under real TZ values, the output formats (table, JSON Lines, CSV) with hostile headers, export round trips,
 //! and the audit trail.
 
-mod search_util;
-
 use std::path::Path;
 
-use search_util::{json_lines, sorted, Msg, TestStore};
+use quarantine_testkit::{Input, Out, Store};
+
+use crate::store as new_store;
+
+/// One message to hold.
+struct Msg<'a> {
+    verdict: &'a str,
+    from: &'a str,
+    rcpts: &'a [&'a str],
+    scanner: Option<&'a str>,
+    bytes: &'a [u8],
+}
+
+/// `quarantine --store ROOT ARGS...` with `env` added to the hermetic environment (TZ=UTC, USER=tester unless
+/// `env` says otherwise) and `stdin`.
+fn run_env(s: &Store, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Out {
+    let mut c = s.cmd(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    quarantine_testkit::run::run(c, Input::Bytes(stdin), quarantine_testkit::HANG)
+}
+
+/// Holds one message through `quarantine hold`; returns its id.
+fn hold(s: &Store, m: &Msg) -> String {
+    let mut args = vec!["hold", "--verdict", m.verdict, "--from", m.from];
+    if let Some(sc) = m.scanner {
+        args.extend(["--scanner", sc]);
+    }
+    args.push("--");
+    args.extend(m.rcpts);
+    let id = run_env(s, &args, &[], m.bytes).ok().trim().to_string();
+    assert_eq!(id.len(), 10, "hold printed {id:?}");
+    id
+}
+
+/// Ids printed by `search --json ARGS`, in output order.
+fn ids(s: &Store, args: &[&str]) -> Vec<String> {
+    ids_env(s, args, &[])
+}
+
+fn ids_env(s: &Store, args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let mut full = vec!["search", "--json"];
+    full.extend(args);
+    let out = run_env(s, &full, env, b"");
+    json_lines(&out.ok()).iter().map(|v| v["id"].as_str().expect("id").to_string()).collect()
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}"))).collect()
+}
+
+/// Sorted copy, for comparing sets of ids.
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
 
 const M1: &[u8] = b"From: My Bank <alerts@bank.example>\r\nTo: alice@example.edu\r\nSubject: Your invoice 2024\r\n\
 Message-ID: <inv-1@bank.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n\
@@ -22,36 +76,48 @@ MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=YY\n\n--YY\nContent-T
 Content-Type: text/html\nContent-Disposition: attachment; filename=\"Report.HTML\"\n\n<a>\n--YY--\n";
 
 /// Four messages with distinct verdicts, scanners, senders, recipients, subjects and attachments.
-fn corpus() -> (TestStore, [String; 4]) {
-    let s = TestStore::new();
-    let m1 = s.hold(&Msg {
-        verdict: "PMX:VIRUS",
-        from: "Alerts@Bank.example",
-        rcpts: &["Alice@Example.edu"],
-        scanner: Some("pmx"),
-        bytes: M1,
-    });
-    let m2 = s.hold(&Msg {
-        verdict: "PMX:PHISH",
-        from: "<>",
-        rcpts: &["bob@example.edu", "carol@example.edu"],
-        scanner: Some("pmx"),
-        bytes: M2,
-    });
-    let m3 = s.hold(&Msg {
-        verdict: "SPAM",
-        from: "promo@shop.example",
-        rcpts: &["alice@example.edu", "hidden@example.edu"],
-        scanner: Some("rspamd"),
-        bytes: M3,
-    });
-    let m4 = s.hold(&Msg {
-        verdict: "Heuristics.Phishing.Email",
-        from: "x@evil.example",
-        rcpts: &["dave@example.edu"],
-        scanner: Some("clamav"),
-        bytes: M4,
-    });
+fn corpus() -> (Store, [String; 4]) {
+    let s = new_store();
+    let m1 = hold(
+        &s,
+        &Msg {
+            verdict: "PMX:VIRUS",
+            from: "Alerts@Bank.example",
+            rcpts: &["Alice@Example.edu"],
+            scanner: Some("pmx"),
+            bytes: M1,
+        },
+    );
+    let m2 = hold(
+        &s,
+        &Msg {
+            verdict: "PMX:PHISH",
+            from: "<>",
+            rcpts: &["bob@example.edu", "carol@example.edu"],
+            scanner: Some("pmx"),
+            bytes: M2,
+        },
+    );
+    let m3 = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "promo@shop.example",
+            rcpts: &["alice@example.edu", "hidden@example.edu"],
+            scanner: Some("rspamd"),
+            bytes: M3,
+        },
+    );
+    let m4 = hold(
+        &s,
+        &Msg {
+            verdict: "Heuristics.Phishing.Email",
+            from: "x@evil.example",
+            rcpts: &["dave@example.edu"],
+            scanner: Some("clamav"),
+            bytes: M4,
+        },
+    );
     (s, [m1, m2, m3, m4])
 }
 
@@ -62,8 +128,8 @@ fn set(ids: &[&String]) -> Vec<String> {
 #[test]
 fn every_selector_alone() {
     let (s, [m1, m2, m3, m4]) = corpus();
-    let q = |args: &[&str]| sorted(s.ids(args));
-    assert_eq!(s.ids(&[]), vec![m4.clone(), m3.clone(), m2.clone(), m1.clone()], "newest first");
+    let q = |args: &[&str]| sorted(ids(&s, args));
+    assert_eq!(ids(&s, &[]), vec![m4.clone(), m3.clone(), m2.clone(), m1.clone()], "newest first");
     assert_eq!(q(&["--id", &m1.to_lowercase()]), set(&[&m1]));
     assert_eq!(q(&["--rcpt", "bob@example.edu"]), set(&[&m2]));
     assert_eq!(q(&["--from", "promo@shop.example"]), set(&[&m3]));
@@ -93,17 +159,17 @@ fn every_selector_alone() {
     assert_eq!(q(&["--state", "held"]), set(&[&m1, &m2, &m3]), "carol is still held; purged are not live");
     assert_eq!(q(&["--state", "purged"]), set(&[&m4]));
     assert_eq!(q(&[]), set(&[&m1, &m2, &m3]), "purged messages are hidden by default");
-    let v = json_lines(&s.run(&["search", "--json", "--id", &m2]).ok());
+    let v = json_lines(&s.q(&["search", "--json", "--id", &m2]).ok());
     assert_eq!(v[0]["state"], "mixed");
     assert_eq!(q(&["--state", "failed"]), Vec::<String>::new());
-    let bad = s.run(&["search", "--state", "gone"]);
+    let bad = s.q(&["search", "--state", "gone"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
 }
 
 #[test]
 fn selectors_combine_with_and_and_repeat_with_or() {
     let (s, [m1, m2, m3, m4]) = corpus();
-    let q = |args: &[&str]| sorted(s.ids(args));
+    let q = |args: &[&str]| sorted(ids(&s, args));
     assert_eq!(q(&["--rcpt", "alice@example.edu", "--verdict", "SPAM"]), set(&[&m3]));
     assert_eq!(q(&["--rcpt", "alice@example.edu", "--subject", "invoice"]), set(&[&m1]));
     assert_eq!(q(&["--rcpt", "alice@example.edu", "--subject", "2024", "--header-from", "bank"]), set(&[&m1]));
@@ -129,20 +195,20 @@ fn selectors_combine_with_and_and_repeat_with_or() {
 #[test]
 fn bcc_recipient_is_found_by_envelope() {
     let (s, [_, _, m3, _]) = corpus();
-    assert_eq!(s.ids(&["--rcpt", "hidden@example.edu"]), vec![m3.clone()]);
-    let v = json_lines(&s.run(&["search", "--json", "--rcpt", "hidden@example.edu"]).ok());
+    assert_eq!(ids(&s, &["--rcpt", "hidden@example.edu"]), vec![m3.clone()]);
+    let v = json_lines(&s.q(&["search", "--json", "--rcpt", "hidden@example.edu"]).ok());
     assert_eq!(v[0]["header_to"], "alice@example.edu", "the header does not name the Bcc recipient");
 }
 
 #[test]
 fn addresses_compare_case_insensitively() {
     let (s, [m1, _, m3, _]) = corpus();
-    assert_eq!(sorted(s.ids(&["--rcpt", "ALICE@example.EDU"])), set(&[&m1, &m3]));
-    assert_eq!(sorted(s.ids(&["--rcpt", "<alice@example.edu>"])), set(&[&m1, &m3]));
-    assert_eq!(s.ids(&["--from", "alerts@bank.example"]), vec![m1.clone()]);
-    assert_eq!(s.ids(&["--from", "ALERTS@BANK.EXAMPLE"]), vec![m1.clone()]);
+    assert_eq!(sorted(ids(&s, &["--rcpt", "ALICE@example.EDU"])), set(&[&m1, &m3]));
+    assert_eq!(sorted(ids(&s, &["--rcpt", "<alice@example.edu>"])), set(&[&m1, &m3]));
+    assert_eq!(ids(&s, &["--from", "alerts@bank.example"]), vec![m1.clone()]);
+    assert_eq!(ids(&s, &["--from", "ALERTS@BANK.EXAMPLE"]), vec![m1.clone()]);
     // The address is shown as the MTA gave it.
-    let v = json_lines(&s.run(&["search", "--json", "--id", &m1]).ok());
+    let v = json_lines(&s.q(&["search", "--json", "--id", &m1]).ok());
     assert_eq!(v[0]["from"], "Alerts@Bank.example");
     assert_eq!(v[0]["recipients"][0]["address"], "Alice@Example.edu");
 }
@@ -150,7 +216,7 @@ fn addresses_compare_case_insensitively() {
 #[test]
 fn verdict_globs() {
     let (s, [m1, m2, m3, m4]) = corpus();
-    let q = |v: &str| sorted(s.ids(&["--verdict", v]));
+    let q = |v: &str| sorted(ids(&s, &["--verdict", v]));
     assert_eq!(q("PMX:*"), set(&[&m1, &m2]));
     assert_eq!(q("*Phish*"), set(&[&m4]), "globs are case-sensitive, like the verdicts scanners write");
     assert_eq!(q("*PHISH"), set(&[&m2]));
@@ -164,19 +230,19 @@ fn verdict_globs() {
 #[test]
 fn until_1h_excludes_what_was_just_held() {
     let (s, _) = corpus();
-    assert!(s.ids(&["--until", "1h"]).is_empty());
-    assert!(s.ids(&["--until", "90m"]).is_empty());
-    assert_eq!(s.ids(&["--since", "1h"]).len(), 4);
-    assert_eq!(s.ids(&["--since", "2d", "--until", "now"]).len(), 4);
+    assert!(ids(&s, &["--until", "1h"]).is_empty());
+    assert!(ids(&s, &["--until", "90m"]).is_empty());
+    assert_eq!(ids(&s, &["--since", "1h"]).len(), 4);
+    assert_eq!(ids(&s, &["--since", "2d", "--until", "now"]).len(), 4);
 }
 
 /// Every time form through the real binary, under several TZ values: the day-relative forms follow TZ.
 #[test]
 fn time_forms_follow_tz() {
-    let s = TestStore::new();
-    let id = s.hold(&Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["c@d.example"], scanner: None, bytes: M3 });
+    let s = new_store();
+    let id = hold(&s, &Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["c@d.example"], scanner: None, bytes: M3 });
     let now = chrono::Utc::now();
-    let with = |tz: &str, args: &[&str]| s.ids_env(args, &[("TZ", tz)]);
+    let with = |tz: &str, args: &[&str]| ids_env(&s, args, &[("TZ", tz)]);
     let one = vec![id.clone()];
     let none: Vec<String> = Vec::new();
     for tz in ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Pacific/Kiritimati", "Pacific/Pago_Pago"] {
@@ -218,27 +284,27 @@ fn time_forms_follow_tz() {
 
 #[test]
 fn bad_time_is_a_usage_error_naming_the_value() {
-    let s = TestStore::new();
+    let s = new_store();
     for (args, value) in [
         (vec!["search", "--since", "next tuesday"], "next tuesday"),
         (vec!["search", "--until", "25:99"], "25:99"),
         (vec!["export", "--since", "soonish", "--to", "/nonexistent/x"], "soonish"),
         (vec!["log", "--since", "1 fortnight"], "1 fortnight"),
     ] {
-        let out = s.run(&args);
+        let out = s.q(&args);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
         assert_eq!(out.stderr.trim_end().lines().count(), 1, "one line: {:?}", out.stderr);
         assert!(out.stderr.contains(&format!("\"{value}\"")), "{args:?}: {}", out.stderr);
         assert!(out.stdout.is_empty());
     }
-    let out = s.run(&["search", "--since", "1h", "--until", "2h"]);
+    let out = s.q(&["search", "--since", "1h", "--until", "2h"]);
     assert_eq!(out.code, 2, "since after until: {}", out.stderr);
 }
 
 #[test]
 fn json_lines_parse_with_all_recipients() {
     let (s, [m1, m2, _, _]) = corpus();
-    let text = s.run(&["search", "--json"]).ok();
+    let text = s.q(&["search", "--json"]).ok();
     assert_eq!(text.lines().count(), 4);
     let v = json_lines(&text);
     let rec = v.iter().find(|r| r["id"] == m2.as_str()).unwrap();
@@ -260,27 +326,27 @@ fn json_lines_parse_with_all_recipients() {
     assert_eq!(r1["attachments"], serde_json::json!(["invoice.pdf.exe"]));
     assert!(chrono::DateTime::parse_from_rfc3339(r1["received"].as_str().unwrap()).is_ok());
     // --limit caps JSON too.
-    assert_eq!(s.run(&["search", "--json", "--limit", "1"]).ok().lines().count(), 1);
+    assert_eq!(s.q(&["search", "--json", "--limit", "1"]).ok().lines().count(), 1);
 }
 
 #[test]
 fn no_match_exits_0() {
     let (s, _) = corpus();
-    let table = s.run(&["search", "--rcpt", "nobody@example.edu"]);
+    let table = s.q(&["search", "--rcpt", "nobody@example.edu"]);
     assert_eq!(table.code, 0);
     assert_eq!(table.text().trim(), "no messages match");
-    let json = s.run(&["search", "--json", "--rcpt", "nobody@example.edu"]);
+    let json = s.q(&["search", "--json", "--rcpt", "nobody@example.edu"]);
     assert_eq!(json.code, 0);
     assert!(json.stdout.is_empty(), "nothing on stdout for --json");
     assert!(json.stderr.contains("no messages match"));
-    let csv = s.run(&["search", "--csv", "--subject", "no such subject"]);
+    let csv = s.q(&["search", "--csv", "--subject", "no such subject"]);
     assert_eq!(csv.code, 0);
     assert_eq!(csv.text().lines().count(), 1, "just the header row");
 }
 
 #[test]
 fn csv_quotes_commas_quotes_and_newlines() {
-    let s = TestStore::new();
+    let s = new_store();
     let subjects = [
         (&b"Subject: one, two, three\n\nx\n"[..], "one, two, three"),
         (b"Subject: she said \"hi\"\n\nx\n", "she said \"hi\""),
@@ -289,15 +355,12 @@ fn csv_quotes_commas_quotes_and_newlines() {
     ];
     let mut ids = Vec::new();
     for (bytes, _) in &subjects {
-        ids.push(s.hold(&Msg {
-            verdict: "SPAM",
-            from: "a@b.example",
-            rcpts: &["x@y.example", "z@y.example"],
-            scanner: None,
-            bytes,
-        }));
+        ids.push(hold(
+            &s,
+            &Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["x@y.example", "z@y.example"], scanner: None, bytes },
+        ));
     }
-    let out = s.run(&["search", "--csv"]).ok();
+    let out = s.q(&["search", "--csv"]).ok();
     assert!(out.contains("\"she said \"\"hi\"\"\""), "{out}");
     let mut rd = csv::Reader::from_reader(out.as_bytes());
     let headers = rd.headers().unwrap().clone();
@@ -317,7 +380,7 @@ fn csv_quotes_commas_quotes_and_newlines() {
 /// override. None may reach stdout raw in the table, cut or not, nor in `show`.
 #[test]
 fn hostile_subjects_never_reach_stdout_raw() {
-    let s = TestStore::new();
+    let s = new_store();
     let hostile: [&[u8]; 5] = [
         b"Subject: \x1b[2J cleared\n\nx\n",
         b"Subject: title \x1b]0;pwned\x07 set\n\nx\n",
@@ -327,7 +390,10 @@ fn hostile_subjects_never_reach_stdout_raw() {
     ];
     let mut ids = Vec::new();
     for bytes in hostile {
-        ids.push(s.hold(&Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["x@y.example"], scanner: None, bytes }));
+        ids.push(hold(
+            &s,
+            &Msg { verdict: "SPAM", from: "a@b.example", rcpts: &["x@y.example"], scanner: None, bytes },
+        ));
     }
     let clean = |what: &str, out: &[u8]| {
         for bad in [&b"\x1b"[..], b"\x07", b"\x00", "\u{202e}".as_bytes(), b"\x9b"] {
@@ -340,7 +406,7 @@ fn hostile_subjects_never_reach_stdout_raw() {
     };
     for columns in [None, Some("60"), Some("200")] {
         let env: Vec<(&str, &str)> = columns.iter().map(|c| ("COLUMNS", *c)).collect();
-        let out = s.run_env(&["search"], &env, b"");
+        let out = run_env(&s, &["search"], &env, b"");
         assert_eq!(out.code, 0, "{}", out.stderr);
         clean("table", &out.stdout);
         if columns.is_none() {
@@ -352,14 +418,14 @@ fn hostile_subjects_never_reach_stdout_raw() {
         }
     }
     for id in &ids {
-        let out = s.run(&["show", id]);
+        let out = s.q(&["show", id]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         clean("show", &out.stdout);
     }
-    let show = s.run(&["show", &ids[4]]).ok();
+    let show = s.q(&["show", &ids[4]]).ok();
     assert!(show.contains("Evil\\x1b]52;c;aGk\\x07"), "{show}");
     // JSON escapes control characters itself (U+202E is not one: JSON is data, not a terminal view).
-    let json = s.run(&["search", "--json"]).stdout;
+    let json = s.q(&["search", "--json"]).stdout;
     for bad in [0x1b_u8, 0x07, 0x00] {
         assert!(!json.contains(&bad), "raw {bad:#x} in JSON");
     }
@@ -368,20 +434,23 @@ fn hostile_subjects_never_reach_stdout_raw() {
 
 #[test]
 fn table_fits_columns_and_says_how_many_more() {
-    let s = TestStore::new();
+    let s = new_store();
     let long = format!("Subject: {}\n\nx\n", "a very long subject line that goes on ".repeat(5));
     for i in 0..5 {
         let rcpt = format!("someone.with.a.long.name.{i}@departement.example.edu");
-        s.hold(&Msg {
-            verdict: "Heuristics.Phishing.Email.Long",
-            from: "sender.with.long.name@marketing.example.com",
-            rcpts: &[&rcpt, "second@example.edu"],
-            scanner: None,
-            bytes: long.as_bytes(),
-        });
+        hold(
+            &s,
+            &Msg {
+                verdict: "Heuristics.Phishing.Email.Long",
+                from: "sender.with.long.name@marketing.example.com",
+                rcpts: &[&rcpt, "second@example.edu"],
+                scanner: None,
+                bytes: long.as_bytes(),
+            },
+        );
     }
     for cols in [80usize, 120, 160] {
-        let out = s.run_env(&["search"], &[("COLUMNS", &cols.to_string())], b"").ok();
+        let out = run_env(&s, &["search"], &[("COLUMNS", &cols.to_string())], b"").ok();
         assert_eq!(out.lines().count(), 6, "{out}");
         for line in out.lines() {
             assert!(line.chars().count() <= cols, "wider than {cols}: {line:?}");
@@ -389,12 +458,12 @@ fn table_fits_columns_and_says_how_many_more() {
         assert!(out.contains('…'), "long fields are cut: {out}");
         assert!(out.contains(" +1"), "first recipient and a count: {out}");
     }
-    let whole = s.run(&["search"]).ok();
+    let whole = s.q(&["search"]).ok();
     assert!(
         whole.contains(&"a very long subject line that goes on ".repeat(5).trim_end().to_string()),
         "piped without COLUMNS: whole fields"
     );
-    let out = s.run(&["search", "--limit", "2"]).ok();
+    let out = s.q(&["search", "--limit", "2"]).ok();
     assert_eq!(out.lines().count(), 4, "{out}");
     assert!(out.lines().last().unwrap().contains("3 more match"), "{out}");
     assert!(out.lines().next().unwrap().starts_with("ID"), "{out}");
@@ -406,19 +475,22 @@ fn read(p: &Path) -> Vec<u8> {
 
 #[test]
 fn export_eml_is_byte_exact_and_never_overwrites() {
-    let s = TestStore::new();
+    let s = new_store();
     let raw1: &[u8] = b"From: a@b\r\nSubject: crlf and 8bit \xe9\xff\r\n\r\nbody\r\nFrom here\r\n";
     let raw2: &[u8] = b"Subject: no final newline\n\nlast line";
-    let id1 = s.hold(&Msg {
-        verdict: "SPAM",
-        from: "s@x.example",
-        rcpts: &["r1@y.example", "R2@y.example"],
-        scanner: Some("rspamd"),
-        bytes: raw1,
-    });
-    let id2 = s.hold(&Msg { verdict: "PMX:VIRUS", from: "<>", rcpts: &["r3@y.example"], scanner: None, bytes: raw2 });
-    let dir = s.scratch.join("out/nested");
-    let out = s.run(&["export", &id1, &id2.to_lowercase(), "--to", dir.to_str().unwrap()]);
+    let id1 = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "s@x.example",
+            rcpts: &["r1@y.example", "R2@y.example"],
+            scanner: Some("rspamd"),
+            bytes: raw1,
+        },
+    );
+    let id2 = hold(&s, &Msg { verdict: "PMX:VIRUS", from: "<>", rcpts: &["r3@y.example"], scanner: None, bytes: raw2 });
+    let dir = s.work().join("out/nested");
+    let out = s.q(&["export", &id1, &id2.to_lowercase(), "--to", dir.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.text().contains("exported 2 of 2"), "{}", out.text());
     assert_eq!(read(&dir.join(format!("{id1}.eml"))), raw1);
@@ -436,18 +508,18 @@ fn export_eml_is_byte_exact_and_never_overwrites() {
 
     // Again into the same directory: nothing is overwritten, both are reported, exit 1.
     std::fs::write(dir.join(format!("{id2}.json")), b"mine").unwrap();
-    let again = s.run(&["export", "--verdict", "*", "--to", dir.to_str().unwrap()]);
+    let again = s.q(&["export", "--verdict", "*", "--to", dir.to_str().unwrap()]);
     assert_eq!(again.code, 1, "{}", again.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     assert!(again.stderr.contains(&id1) && again.stderr.contains(&id2), "{}", again.stderr);
     assert_eq!(read(&dir.join(format!("{id1}.eml"))), raw1);
     assert_eq!(read(&dir.join(format!("{id2}.json"))), b"mine");
     // Selectors with no match: exit 0, nothing written.
-    let none = s.run(&["export", "--rcpt", "nobody@x", "--to", s.scratch.join("empty").to_str().unwrap()]);
+    let none = s.q(&["export", "--rcpt", "nobody@x", "--to", s.work().join("empty").to_str().unwrap()]);
     assert_eq!(none.code, 0, "{}", none.stderr);
-    assert!(!s.scratch.join("empty").exists());
+    assert!(!s.work().join("empty").exists());
     // No selection at all is refused.
-    let all = s.run(&["export", "--to", s.scratch.join("all").to_str().unwrap()]);
+    let all = s.q(&["export", "--to", s.work().join("all").to_str().unwrap()]);
     assert_eq!(all.code, 2, "{}", all.stderr);
 }
 
@@ -465,7 +537,7 @@ print(len(mb))
 
 #[test]
 fn export_mbox_reads_back_with_python_mailbox() {
-    let s = TestStore::new();
+    let s = new_store();
     let originals: Vec<&[u8]> = vec![
         b"Subject: quoting\n\nFrom here\n>From there\n>>From afar\nFromage\n",
         b"Subject: crlf\r\n\r\nline\r\nFrom crlf\r\n\r\n",
@@ -475,10 +547,10 @@ fn export_mbox_reads_back_with_python_mailbox() {
     let mut ids = Vec::new();
     for (i, bytes) in originals.iter().enumerate() {
         let from = if i == 1 { "<>" } else { "sender@x.example" };
-        ids.push(s.hold(&Msg { verdict: "SPAM", from, rcpts: &["r@y.example"], scanner: None, bytes }));
+        ids.push(hold(&s, &Msg { verdict: "SPAM", from, rcpts: &["r@y.example"], scanner: None, bytes }));
     }
-    let dir = s.scratch.join("mbox");
-    let out = s.run(&["export", "--verdict", "SPAM", "--to", dir.to_str().unwrap(), "--format", "mbox"]);
+    let dir = s.work().join("mbox");
+    let out = s.q(&["export", "--verdict", "SPAM", "--to", dir.to_str().unwrap(), "--format", "mbox"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let files: Vec<String> =
         out.text().lines().filter(|l| l.ends_with(".mbox") || l.ends_with(".jsonl")).map(String::from).collect();
@@ -490,15 +562,16 @@ fn export_mbox_reads_back_with_python_mailbox() {
         .collect();
     assert_eq!(sorted(order.clone()), sorted(ids.clone()));
 
-    let back = s.scratch.join("back");
+    let back = s.work().join("back");
     std::fs::create_dir(&back).unwrap();
-    let py = search_util::run(
+    let py = quarantine_testkit::run::run(
         {
-            let mut c = std::process::Command::new("python3");
+            let mut c = s.program(quarantine_testkit::require("python3", "python3"));
             c.arg("-c").arg(PY_MBOX).arg(mbox).arg(&back);
             c
         },
-        b"",
+        Input::Null,
+        quarantine_testkit::HANG,
     );
     assert_eq!(py.code, 0, "python3: {}", py.stderr);
     assert_eq!(py.text().trim(), "4");
@@ -518,31 +591,37 @@ fn export_mbox_reads_back_with_python_mailbox() {
         assert!(from.starts_with(sender), "From_ line {from:?}");
     }
     // The same second's export again would collide: never overwritten.
-    let again = s.run(&["export", "--verdict", "SPAM", "--to", dir.to_str().unwrap(), "--format", "mbox"]);
+    let again = s.q(&["export", "--verdict", "SPAM", "--to", dir.to_str().unwrap(), "--format", "mbox"]);
     assert!(again.code == 0 || again.stderr.contains("already exists"), "{}", again.stderr);
 }
 
 #[test]
 fn export_reports_a_corrupt_blob_and_goes_on() {
-    let s = TestStore::new();
-    let good = s.hold(&Msg {
-        verdict: "SPAM",
-        from: "a@x.example",
-        rcpts: &["r@y.example"],
-        scanner: None,
-        bytes: b"Subject: good\n\nok\n",
-    });
-    let bad = s.hold(&Msg {
-        verdict: "SPAM",
-        from: "a@x.example",
-        rcpts: &["r@y.example"],
-        scanner: None,
-        bytes: b"Subject: bad\n\nok\n",
-    });
+    let s = new_store();
+    let good = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "a@x.example",
+            rcpts: &["r@y.example"],
+            scanner: None,
+            bytes: b"Subject: good\n\nok\n",
+        },
+    );
+    let bad = hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "a@x.example",
+            rcpts: &["r@y.example"],
+            scanner: None,
+            bytes: b"Subject: bad\n\nok\n",
+        },
+    );
     std::fs::write(s.blob_of(&bad), b"not a zstd frame").unwrap();
     for format in ["eml", "mbox"] {
-        let dir = s.scratch.join(format);
-        let out = s.run(&["export", "--verdict", "SPAM", "--to", dir.to_str().unwrap(), "--format", format]);
+        let dir = s.work().join(format);
+        let out = s.q(&["export", "--verdict", "SPAM", "--to", dir.to_str().unwrap(), "--format", format]);
         assert_eq!(out.code, 1, "{format}: {}", out.stderr);
         assert!(out.stderr.contains(&bad) && out.stderr.contains("corrupt"), "{}", out.stderr);
         assert!(out.text().contains("exported 1 of 2") && out.text().contains("1 failed"), "{}", out.text());
@@ -551,7 +630,7 @@ fn export_reports_a_corrupt_blob_and_goes_on() {
             assert!(!dir.join(format!("{bad}.eml")).exists() && !dir.join(format!("{bad}.json")).exists());
         }
     }
-    let log = json_lines(&s.run(&["log", "--json"]).ok());
+    let log = json_lines(&s.q(&["log", "--json"]).ok());
     let exports: Vec<&serde_json::Value> = log.iter().filter(|r| r["action"] == "export").collect();
     assert_eq!(exports.len(), 2);
     assert_eq!(exports[0]["counts"]["failed"], 1);
@@ -561,28 +640,22 @@ fn export_reports_a_corrupt_blob_and_goes_on() {
 #[test]
 fn audit_rows_for_export_are_written_and_append_only() {
     let (s, [m1, _, _, _]) = corpus();
-    let dir = s.scratch.join("x");
+    let dir = s.work().join("x");
     let out =
-        s.run(&["export", &m1, "--to", dir.to_str().unwrap(), "--actor", "helpdesk-anna", "--reason", "ticket 4711"]);
+        s.q(&["export", &m1, "--to", dir.to_str().unwrap(), "--actor", "helpdesk-anna", "--reason", "ticket 4711"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = s.run_env(
+    let out = run_env(
+        &s,
         &["export", "--verdict", "SPAM", "--since", "1h", "--to", dir.to_str().unwrap()],
         &[("SUDO_USER", "root-via-sudo")],
         b"",
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = s.run(&[
-        "export",
-        "--rcpt",
-        "alice@example.edu",
-        "--to",
-        dir.join("more").to_str().unwrap(),
-        "--format",
-        "mbox",
-    ]);
+    let out =
+        s.q(&["export", "--rcpt", "alice@example.edu", "--to", dir.join("more").to_str().unwrap(), "--format", "mbox"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 
-    let rows = json_lines(&s.run(&["log", "--json"]).ok());
+    let rows = json_lines(&s.q(&["log", "--json"]).ok());
     let exports: Vec<&serde_json::Value> = rows.iter().filter(|r| r["action"] == "export").collect();
     assert_eq!(exports.len(), 3, "{rows:?}");
     let first = exports[0];
@@ -598,12 +671,12 @@ fn audit_rows_for_export_are_written_and_append_only() {
     assert_eq!(exports[2]["counts"]["format"], "mbox");
     assert_eq!(exports[2]["counts"]["exported"], 2);
 
-    let text = s.run(&["log"]).ok();
+    let text = s.q(&["log"]).ok();
     assert!(text.contains("helpdesk-anna") && text.contains("export") && text.contains("ticket 4711"), "{text}");
-    assert_eq!(s.run(&["log", "--action", "export", "--json"]).ok().lines().count(), 3);
-    assert_eq!(s.run(&["log", "--since", "1h", "--json"]).ok().lines().count(), rows.len());
-    assert_eq!(s.run(&["log", "--until-not-a-flag"]).code, 2);
-    assert!(s.run(&["log", "--since", "2099-01-01", "--json"]).ok().is_empty());
+    assert_eq!(s.q(&["log", "--action", "export", "--json"]).ok().lines().count(), 3);
+    assert_eq!(s.q(&["log", "--since", "1h", "--json"]).ok().lines().count(), rows.len());
+    assert_eq!(s.q(&["log", "--until-not-a-flag"]).code, 2);
+    assert!(s.q(&["log", "--since", "2099-01-01", "--json"]).ok().is_empty());
 
     for sql in
         ["UPDATE audit SET actor = 'someone else'", "DELETE FROM audit", "DELETE FROM audit WHERE action = 'export'"]
@@ -612,12 +685,12 @@ fn audit_rows_for_export_are_written_and_append_only() {
         assert_ne!(out.code, 0, "{sql} succeeded");
         assert!(out.stderr.contains("append-only"), "{sql}: {}", out.stderr);
     }
-    assert_eq!(json_lines(&s.run(&["log", "--json"]).ok()), rows, "the log is unchanged");
+    assert_eq!(json_lines(&s.q(&["log", "--json"]).ok()), rows, "the log is unchanged");
 }
 
 #[test]
 fn stats_counts_verdicts_days_states_and_storage() {
-    let s = TestStore::new();
+    let s = new_store();
     let same =
         b"Subject: same\n\n".iter().chain("repeated body line\n".repeat(100).as_bytes()).copied().collect::<Vec<u8>>();
     for (verdict, rcpts) in [
@@ -625,16 +698,19 @@ fn stats_counts_verdicts_days_states_and_storage() {
         ("PMX:VIRUS", &["c@x.example"]),
         ("SPAM", &["a@x.example"]),
     ] {
-        s.hold(&Msg { verdict, from: "s@y.example", rcpts, scanner: None, bytes: &same });
+        hold(&s, &Msg { verdict, from: "s@y.example", rcpts, scanner: None, bytes: &same });
     }
-    s.hold(&Msg {
-        verdict: "SPAM",
-        from: "s@y.example",
-        rcpts: &["d@x.example"],
-        scanner: None,
-        bytes: b"Subject: other\n\nx\n",
-    });
-    let st: serde_json::Value = serde_json::from_str(&s.run(&["stats", "--json"]).ok()).unwrap();
+    hold(
+        &s,
+        &Msg {
+            verdict: "SPAM",
+            from: "s@y.example",
+            rcpts: &["d@x.example"],
+            scanner: None,
+            bytes: b"Subject: other\n\nx\n",
+        },
+    );
+    let st: serde_json::Value = serde_json::from_str(&s.q(&["stats", "--json"]).ok()).unwrap();
     assert_eq!(st["messages"], 4);
     assert_eq!(st["bytes"], 3 * same.len() as u64 + 18);
     assert_eq!(st["by_verdict"][0]["verdict"], "PMX:VIRUS");
@@ -652,13 +728,13 @@ fn stats_counts_verdicts_days_states_and_storage() {
     assert!(st["storage"]["disk_bytes"].as_u64().unwrap() > st["storage"]["index_bytes"].as_u64().unwrap());
     assert_eq!(st["frozen"], serde_json::Value::Null);
 
-    let text = s.run(&["stats"]).ok();
+    let text = s.q(&["stats"]).ok();
     assert!(text.contains("4 message(s) held") && text.contains("PMX:VIRUS") && text.contains("dedup"), "{text}");
     assert!(!text.contains("FROZEN"));
     let freeze = r#"INSERT INTO settings (key, value) VALUES ('frozen', '{"reason":"PMX signature incident","actor":"sec","at":"2026-11-23T06:30:00+01:00"}')"#;
     assert_eq!(s.sqlite(freeze).code, 0);
-    let st: serde_json::Value = serde_json::from_str(&s.run(&["stats", "--json"]).ok()).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&s.q(&["stats", "--json"]).ok()).unwrap();
     assert_eq!(st["frozen"]["reason"], "PMX signature incident");
-    let text = s.run(&["stats"]).ok();
+    let text = s.q(&["stats"]).ok();
     assert!(text.contains("PURGE IS FROZEN: PMX signature incident (by sec"), "{text}");
 }

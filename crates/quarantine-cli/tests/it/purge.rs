@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quarantine");
+use crate::BIN;
 
 struct Store {
     _dir: tempfile::TempDir,
@@ -17,14 +17,14 @@ impl Store {
     fn new() -> Store {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
-        let out = Command::new(BIN).arg("--store").arg(&path).arg("init").output().unwrap();
+        let out = crate::quarantine().arg("--store").arg(&path).arg("init").output().unwrap();
         assert!(out.status.success(), "{out:?}");
         Store { _dir: dir, path }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--store").arg(&self.path).args(args).env_remove("QUARANTINE_CONFIG");
+        let mut c = crate::quarantine();
+        c.arg("--store").arg(&self.path).args(args);
         c
     }
 
@@ -49,7 +49,7 @@ impl Store {
 
     /// Holds as if it happened `ago` in the past (faketime shifts the clock hold reads).
     fn hold_aged(&self, verdict: &str, ago: &str, bytes: &[u8]) -> String {
-        let mut c = Command::new("faketime");
+        let mut c = crate::program(quarantine_testkit::require("faketime", "faketime"));
         c.args(["-f", &format!("-{ago}"), BIN, "--store"]).arg(&self.path).args([
             "hold",
             "--verdict",
@@ -81,7 +81,7 @@ impl Store {
     }
 
     fn sql(&self, q: &str) -> String {
-        let out = Command::new("sqlite3").arg(self.path.join("index.sqlite")).arg(q).output().unwrap();
+        let out = Command::new(crate::sqlite3()).arg(self.path.join("index.sqlite")).arg(q).output().unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
@@ -287,7 +287,7 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = Command::new(BIN)
+                let out = crate::quarantine()
                     .arg("--store")
                     .arg(&path)
                     .args(["purge", "--verdict", "CHURN", "--yes", "--orphan-grace", "0s"])

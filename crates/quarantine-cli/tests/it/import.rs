@@ -2,19 +2,21 @@
 //! byte-exact round trips through `show --raw`, envelopes recovered from each format's headers, idempotent
 //! re-runs, imports killed with SIGKILL and resumed, unreadable sources, and the health probe's exit codes.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestStore, XorShift};
+use quarantine_testkit::env::is_root;
+use quarantine_testkit::run::run;
+use quarantine_testkit::{Input, Out, Store, XorShift, HANG};
+
+use crate::{sqlite3, store};
 
 /// `(id, env_from, subject)` of every live message, through the sqlite3 shell (not the code under test).
-fn rows(ts: &TestStore) -> Vec<(String, String, String)> {
-    let out = Command::new("sqlite3")
+fn rows(ts: &Store) -> Vec<(String, String, String)> {
+    let out = Command::new(sqlite3())
         .arg("-separator")
         .arg("\t")
         .arg(ts.root.join("index.sqlite"))
@@ -33,15 +35,15 @@ fn rows(ts: &TestStore) -> Vec<(String, String, String)> {
 }
 
 /// The id of the live message with this subject.
-fn id_of(ts: &TestStore, subject: &str) -> String {
+fn id_of(ts: &Store, subject: &str) -> String {
     let matches: Vec<_> = rows(ts).into_iter().filter(|r| r.2 == subject).collect();
     assert_eq!(matches.len(), 1, "messages with subject {subject:?}: {matches:?}");
     matches[0].0.clone()
 }
 
 /// Envelope recipients of a message, in order.
-fn rcpts(ts: &TestStore, id: &str) -> Vec<String> {
-    let out = Command::new("sqlite3")
+fn rcpts(ts: &Store, id: &str) -> Vec<String> {
+    let out = Command::new(sqlite3())
         .arg(ts.root.join("index.sqlite"))
         .arg(format!("SELECT address FROM recipients WHERE message = '{id}' ORDER BY rowid"))
         .output()
@@ -49,13 +51,13 @@ fn rcpts(ts: &TestStore, id: &str) -> Vec<String> {
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
 }
 
-fn import(ts: &TestStore, args: &[&str]) -> common::Out {
+fn import(ts: &Store, args: &[&str]) -> Out {
     let mut full = vec!["import"];
     full.extend_from_slice(args);
     ts.q(&full)
 }
 
-fn import_ok(ts: &TestStore, args: &[&str]) -> String {
+fn import_ok(ts: &Store, args: &[&str]) -> String {
     let out = import(ts, args);
     assert_eq!(out.code, 0, "import {args:?}: {out:?}");
     out.text()
@@ -79,7 +81,7 @@ fn mboxrd_quote(msg: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mbox_round_trips_byte_exact_with_from_quoting() {
-    let ts = TestStore::new();
+    let ts = store();
     let m1: &[u8] = b"Return-Path: <ignored@example.org>\nDelivered-To: alice@example.edu\nSubject: quoted\n\n\
         From the start of a line.\n>From already quoted once\n>>From twice\n> From not a from line\n\nFrom after a blank line\nend\n";
     let m2: &[u8] = b"Delivered-To: bob@example.edu\nSubject: bounce\n\nA bounce: null sender.\n";
@@ -99,7 +101,7 @@ fn mbox_round_trips_byte_exact_with_from_quoting() {
             mbox.push(b'\n');
         }
     }
-    let path = ts.dir.path().join("quarantine.mbox");
+    let path = ts.path().join("quarantine.mbox");
     fs::write(&path, &mbox).unwrap();
 
     let text = import_ok(&ts, &["--format", "mbox", "--verdict", "SPAM", "--scanner", "old", path.to_str().unwrap()]);
@@ -112,21 +114,21 @@ fn mbox_round_trips_byte_exact_with_from_quoting() {
     ] {
         let id = id_of(&ts, subject);
         assert_eq!(ts.raw(&id), original, "{subject}: bytes differ");
-        let j = ts.json(&id);
+        let j = ts.show_json(&id);
         assert_eq!(j["verdict"], "SPAM");
         let row = rows(&ts).into_iter().find(|r| r.0 == id).unwrap();
         assert_eq!(row.1, from, "{subject}: envelope sender from the From line");
     }
     assert_eq!(rcpts(&ts, &id_of(&ts, "quoted")), ["alice@example.edu"]);
     assert_eq!(rcpts(&ts, &id_of(&ts, "crlf")), ["carl@example.edu", "dora@example.edu"]);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 #[test]
 fn mboxo_keeps_quoted_lines_as_found() {
-    let ts = TestStore::new();
+    let ts = store();
     let mbox = b"From a@example.org Thu Jan  2 03:04:05 2025\nDelivered-To: r@example.edu\nSubject: o\n\n>From quoted by mboxo\n>>From kept\n\n";
-    let path = ts.dir.path().join("o.mbox");
+    let path = ts.path().join("o.mbox");
     fs::write(&path, mbox).unwrap();
     import_ok(&ts, &["--format", "mbox", "--mbox-variant", "mboxo", "--verdict", "V", path.to_str().unwrap()]);
     assert_eq!(
@@ -137,8 +139,8 @@ fn mboxo_keeps_quoted_lines_as_found() {
 
 #[test]
 fn maildir_reads_new_and_cur_and_subfolders_but_never_tmp() {
-    let ts = TestStore::new();
-    let md = ts.dir.path().join("Maildir");
+    let ts = store();
+    let md = ts.path().join("Maildir");
     for d in ["new", "cur", "tmp", ".Junk/new", ".Junk/cur", ".Junk/tmp"] {
         fs::create_dir_all(md.join(d)).unwrap();
     }
@@ -176,18 +178,18 @@ fn maildir_reads_new_and_cur_and_subfolders_but_never_tmp() {
     assert!(senders.contains(&("in new".into(), "s1@example.org".into())));
     assert!(senders.contains(&("binary".into(), "".into())), "Return-Path: <> is the null sender");
     // Not a Maildir at all: reported, exit 1.
-    let out = import(&ts, &["--format", "maildir", "--verdict", "SPAM", ts.dir.path().to_str().unwrap()]);
+    let out = import(&ts, &["--format", "maildir", "--verdict", "SPAM", ts.path().to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("not a Maildir"), "{}", out.stderr);
 }
 
 #[test]
 fn keep_dates_takes_the_received_time_from_the_source() {
-    let ts = TestStore::new();
-    let md = ts.dir.path().join("Maildir");
+    let ts = store();
+    let md = ts.path().join("Maildir");
     fs::create_dir_all(md.join("new")).unwrap();
     fs::write(md.join("new/1700000000.M1P1.host"), b"Delivered-To: a@example.edu\nSubject: old\n\nx\n").unwrap();
-    let mbox = ts.dir.path().join("mbox");
+    let mbox = ts.path().join("mbox");
     fs::write(
         &mbox,
         b"From s@example.org Thu Jan  2 03:04:05 2025\nDelivered-To: a@example.edu\nSubject: boxed\n\ny\n",
@@ -196,12 +198,12 @@ fn keep_dates_takes_the_received_time_from_the_source() {
     import_ok(&ts, &["--format", "maildir", "--verdict", "V", "--keep-dates", md.to_str().unwrap()]);
     let mut c = ts.cmd(&["import", "--format", "mbox", "--verdict", "V", "--keep-dates", mbox.to_str().unwrap()]);
     c.env("TZ", "UTC");
-    let out = common::run(c, b"", common::HANG);
+    let out = run(c, Input::Null, HANG);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(ts.sql_count("SELECT received_us FROM messages WHERE subject = 'old'"), 1_700_000_000_000_000);
     assert_eq!(ts.sql_count("SELECT received_us FROM messages WHERE subject = 'boxed'"), 1_735_787_045_000_000);
     // Without it, the import time.
-    let fresh = ts.dir.path().join("fresh.eml");
+    let fresh = ts.path().join("fresh.eml");
     fs::write(&fresh, b"Delivered-To: a@example.edu\nSubject: fresh\n\nz\n").unwrap();
     import_ok(&ts, &["--format", "eml", "--verdict", "V", fresh.to_str().unwrap()]);
     assert!(ts.sql_count("SELECT received_us FROM messages WHERE subject = 'fresh'") > 1_760_000_000_000_000);
@@ -209,14 +211,14 @@ fn keep_dates_takes_the_received_time_from_the_source() {
 
 #[test]
 fn eml_files_and_directories_keep_their_envelope_flags() {
-    let ts = TestStore::new();
-    let dir = ts.dir.path().join("eml");
+    let ts = store();
+    let dir = ts.path().join("eml");
     fs::create_dir_all(dir.join("sub/deeper")).unwrap();
     let a = b"From: x@example.org\r\nTo: hidden@example.edu\r\nSubject: a\r\n\r\nnul \0 and \xff bytes\r\n".to_vec();
     let b = b"Subject: b\n\nno headers with addresses\n".to_vec();
     fs::write(dir.join("a.eml"), &a).unwrap();
     fs::write(dir.join("sub/deeper/b.eml"), &b).unwrap();
-    let single = ts.dir.path().join("single.eml");
+    let single = ts.path().join("single.eml");
     fs::write(&single, b"Subject: c\n\nc\n").unwrap();
     let text = import_ok(
         &ts,
@@ -246,15 +248,19 @@ fn eml_files_and_directories_keep_their_envelope_flags() {
 
 #[test]
 fn amavis_files_plain_and_gzipped_keep_their_bytes_and_envelope() {
-    let ts = TestStore::new();
-    let dir = ts.dir.path().join("virusmails");
+    let ts = store();
+    let dir = ts.path().join("virusmails");
     fs::create_dir_all(dir.join("spam/A")).unwrap();
     let virus = b"X-Envelope-From: <>\nX-Envelope-To: <alice@example.edu>,\n <Bob@example.edu>, <alice@EXAMPLE.edu>\nX-Envelope-To-Blocked: <alice@example.edu>\nX-Quarantine-ID: <AbC123>\nX-Amavis-Alert: INFECTED, message contains virus:\n Eicar-Test-Signature\nReturn-Path: <not-this@example.org>\nDelivered-To: not-this@example.edu\nSubject: virus\n\nX5O!P%@AP\n".to_vec();
     let spam = b"X-Envelope-From: <spammer@example.net>\nX-Envelope-To: <carl@example.edu>\nX-Quarantine-ID: <Zz9>\nSubject: spam\n\nbuy\n".to_vec();
     fs::write(dir.join("virus-AbC123"), &virus).unwrap();
     let gz = dir.join("spam/A/spam-Zz9.gz");
     fs::write(dir.join("spam/A/spam-Zz9"), &spam).unwrap();
-    assert!(Command::new("gzip").arg(dir.join("spam/A/spam-Zz9")).status().unwrap().success());
+    assert!(Command::new(quarantine_testkit::require("gzip", "gzip"))
+        .arg(dir.join("spam/A/spam-Zz9"))
+        .status()
+        .unwrap()
+        .success());
     assert!(gz.is_file());
     // A gzip file cut short: reported and skipped, the rest goes on.
     let gz_bytes = fs::read(&gz).unwrap();
@@ -270,7 +276,7 @@ fn amavis_files_plain_and_gzipped_keep_their_bytes_and_envelope() {
     let v = id_of(&ts, "virus");
     assert_eq!(ts.raw(&v), virus, "the file's bytes as found, amavis headers included");
     assert_eq!(rcpts(&ts, &v), ["alice@example.edu", "Bob@example.edu"]);
-    let j = ts.json(&v);
+    let j = ts.show_json(&v);
     assert!(j["reason"].as_str().unwrap().contains("Eicar-Test-Signature"), "{j}");
     let s = id_of(&ts, "spam");
     assert_eq!(ts.raw(&s), spam, "gunzipped");
@@ -289,8 +295,8 @@ fn amavis_files_plain_and_gzipped_keep_their_bytes_and_envelope() {
 
 #[test]
 fn re_running_an_import_adds_nothing_and_merges_recipients() {
-    let ts = TestStore::new();
-    let dir = ts.dir.path().join("eml");
+    let ts = store();
+    let dir = ts.path().join("eml");
     fs::create_dir(&dir).unwrap();
     for i in 0..20 {
         fs::write(dir.join(format!("{i:02}.eml")), format!("Delivered-To: u{i}@example.edu\nSubject: m{i}\n\n{i}\n"))
@@ -332,8 +338,8 @@ fn re_running_an_import_adds_nothing_and_merges_recipients() {
 
 #[test]
 fn unreadable_sources_are_reported_one_line_each_and_skipped() {
-    let ts = TestStore::new();
-    let dir = ts.dir.path().join("eml");
+    let ts = store();
+    let dir = ts.path().join("eml");
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("good1.eml"), b"Delivered-To: a@example.edu\nSubject: good1\n\nx\n").unwrap();
     fs::write(dir.join("good2.eml"), b"Delivered-To: a@example.edu\nSubject: good2\n\ny\n").unwrap();
@@ -341,7 +347,7 @@ fn unreadable_sources_are_reported_one_line_each_and_skipped() {
     // Opens fine, fails on read (EIO): an error in the middle of reading a message.
     symlink("/proc/self/mem", dir.join("eio.eml")).unwrap();
     fs::write(dir.join("norcpt.eml"), b"Subject: nobody to deliver to\n\nz\n").unwrap();
-    let missing = ts.dir.path().join("no-such-file.eml");
+    let missing = ts.path().join("no-such-file.eml");
 
     let out = import(&ts, &["--format", "eml", "--verdict", "SPAM", dir.to_str().unwrap(), missing.to_str().unwrap()]);
     assert_eq!(out.code, 1, "anything skipped exits 1: {out:?}");
@@ -363,7 +369,7 @@ fn unreadable_sources_are_reported_one_line_each_and_skipped() {
 
 #[test]
 fn bad_arguments_are_usage_errors() {
-    let ts = TestStore::new();
+    let ts = store();
     let out = import(&ts, &["--format", "pst", "--verdict", "V", "x"]);
     assert_eq!(out.code, 2, "{out:?}");
     let out = import(&ts, &["--format", "eml", "--verdict", "V"]);
@@ -409,8 +415,8 @@ fn corpus(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
 
 #[test]
 fn an_import_killed_at_random_points_resumes_without_duplicates() {
-    let ts = TestStore::new();
-    let dir = ts.dir.path().join("corpus");
+    let ts = store();
+    let dir = ts.path().join("corpus");
     let files = corpus(&dir, 600, 42);
     let mut rng = XorShift::new(99);
     let args =
@@ -442,7 +448,7 @@ fn an_import_killed_at_random_points_resumes_without_duplicates() {
             0,
             "round {round}: a message was imported twice"
         );
-        ts.verify_deep_clean();
+        ts.verify_deep_clean("");
     }
     assert!(kills >= 2, "the import was too fast to be killed; use a bigger corpus");
     let out = ts.q(&args);
@@ -450,7 +456,7 @@ fn an_import_killed_at_random_points_resumes_without_duplicates() {
     assert_eq!(ts.messages(), files.len() as u64);
     assert_eq!(ts.sql_count("SELECT count(DISTINCT hash) FROM messages"), files.len() as u64);
     assert_eq!(ts.sql_count("SELECT count(*) FROM recipients"), files.len() as u64);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
     // Every message is byte-exact (a sample; all hashes were checked by verify --deep).
     for i in (0..files.len()).step_by(37) {
         let id = id_of(&ts, &format!("msg {i}"));
@@ -464,8 +470,8 @@ fn an_import_killed_at_random_points_resumes_without_duplicates() {
 
 #[test]
 fn holds_run_beside_an_import() {
-    let ts = TestStore::new();
-    let dir = ts.dir.path().join("corpus");
+    let ts = store();
+    let dir = ts.path().join("corpus");
     corpus(&dir, 300, 5);
     let child = ts
         .cmd(&["import", "--format", "eml", "--verdict", "SPAM", dir.to_str().unwrap()])
@@ -476,7 +482,7 @@ fn holds_run_beside_an_import() {
         .unwrap();
     let mut held = 0;
     for i in 0..10 {
-        let out = ts.hold(format!("Subject: beside {i}\n\nx\n").as_bytes(), common::ENVELOPE);
+        let out = ts.hold(format!("Subject: beside {i}\n\nx\n").as_bytes(), crate::hold::ENVELOPE);
         assert_eq!(out.code, 0, "{out:?}");
         assert!(out.elapsed < Duration::from_secs(10), "a hold waited {:?} beside the import", out.elapsed);
         held += 1;
@@ -484,7 +490,7 @@ fn holds_run_beside_an_import() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(ts.messages(), 300 + held);
-    ts.verify_deep_clean();
+    ts.verify_deep_clean("");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -492,13 +498,13 @@ fn holds_run_beside_an_import() {
 
 #[test]
 fn check_passes_on_a_healthy_store_and_fails_75_with_one_line_otherwise() {
-    let ts = TestStore::new();
+    let ts = store();
     let out = ts.q(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.text().starts_with("ok: "), "{}", out.text());
     assert_eq!(fs::read_dir(ts.root.join("tmp")).unwrap().count(), 0, "the probe file is removed");
 
-    let fails = |out: &common::Out, what: &str, needle: &str| {
+    let fails = |out: &Out, what: &str, needle: &str| {
         assert_eq!(out.code, 75, "{what}: {out:?}");
         assert_eq!(out.stderr.lines().count(), 1, "{what}: one line: {:?}", out.stderr);
         assert!(out.stderr.contains(needle), "{what}: {:?} lacks {needle:?}", out.stderr);
@@ -506,10 +512,10 @@ fn check_passes_on_a_healthy_store_and_fails_75_with_one_line_otherwise() {
     // Above the free space.
     fails(&ts.q(&["check", "--min-free", "1000000T"]), "min-free", "free");
     // Missing store, and a directory that is not a store.
-    let missing = ts.dir.path().join("nowhere");
+    let missing = ts.path().join("nowhere");
     fails(&check_at(&missing), "missing", "does not exist");
-    fs::create_dir(ts.dir.path().join("empty")).unwrap();
-    let empty = ts.dir.path().join("empty");
+    fs::create_dir(ts.path().join("empty")).unwrap();
+    let empty = ts.path().join("empty");
     fails(&check_at(&empty), "not a store", "not a quarantine store");
     // tmp/ replaced by a file: a hold could not stage anything.
     fs::remove_dir(ts.root.join("tmp")).unwrap();
@@ -519,7 +525,7 @@ fn check_passes_on_a_healthy_store_and_fails_75_with_one_line_otherwise() {
     fs::create_dir(ts.root.join("tmp")).unwrap();
     assert_eq!(ts.q(&["check"]).code, 0);
     // A config hold cannot read fails the check the same way.
-    let bad = ts.dir.path().join("bad.toml");
+    let bad = ts.path().join("bad.toml");
     fs::write(&bad, "stroe = 1\n").unwrap();
     let out = ts.q(&["--config", bad.to_str().unwrap(), "check"]);
     assert_eq!(out.code, 75, "{out:?}");
@@ -530,7 +536,7 @@ fn check_passes_on_a_healthy_store_and_fails_75_with_one_line_otherwise() {
 #[test]
 fn check_fails_on_a_read_only_store_for_its_owner() {
     // As root, permissions do not stop writes: drop to `nobody` for the store's owner.
-    let ts = TestStore::new();
+    let ts = store();
     if !is_root() {
         // The test user owns the store: make tmp/ read-only.
         let mut p = fs::metadata(ts.root.join("tmp")).unwrap().permissions();
@@ -547,15 +553,15 @@ fn check_fails_on_a_read_only_store_for_its_owner() {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o711);
         fs::set_permissions(p, perm).unwrap();
     };
-    traverse(ts.dir.path());
+    traverse(ts.path());
     let as_nobody = |args: &[&str]| {
-        let out = Command::new("setpriv")
+        let out = ts
+            .program(quarantine_testkit::require("setpriv", "util-linux"))
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-            .arg(common::BIN)
+            .arg(crate::BIN)
             .arg("--store")
             .arg(&ts.root)
             .args(args)
-            .env("QUARANTINE_CONFIG", "/dev/null")
             .output()
             .unwrap();
         (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -569,18 +575,14 @@ fn check_fails_on_a_read_only_store_for_its_owner() {
     assert!(err.contains("cannot write") && err.lines().count() == 1, "{err}");
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
-}
-
 fn chown_r(path: &Path, owner: &str) {
     assert!(Command::new("chown").arg("-R").arg(owner).arg(path).status().unwrap().success());
 }
 
 /// `quarantine --store PATH check`.
-fn check_at(store: &Path) -> common::Out {
-    let mut c = common::cmd(&["--store"]);
+fn check_at(store: &Path) -> Out {
+    let scratch = crate::scratch();
+    let mut c = scratch.cmd(&["--store"]);
     c.arg(store).arg("check");
-    common::run(c, b"", common::HANG)
+    run(c, Input::Null, HANG)
 }

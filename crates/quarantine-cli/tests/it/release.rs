@@ -2,15 +2,120 @@
 //!
 //! The relay is Postfix's `smtp-sink`, which records every message it accepts (MAIL FROM, each RCPT TO, the
 //! bytes) to a file, and can be told to answer 4xx or 5xx to chosen commands. One behaviour no real server
-//! offers on demand — closing the connection after the final dot without answering — comes from a tiny scripted
-//! server in `release_util`. The sendmail path runs a recording stand-in script to prove the argv contract.
-
-mod postfix_util;
-mod release_util;
+//! offers on demand — closing the connection after the final dot without answering — comes from the testkit's
+//! scriptable server. The sendmail path runs a recording stand-in script to prove the argv contract.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use release_util::*;
+use quarantine_testkit::env::require_root;
+use quarantine_testkit::gen::lf;
+use quarantine_testkit::postfix::Postfix;
+use quarantine_testkit::run::{finish, run, wait_for};
+use quarantine_testkit::sink::{Sink, Sunk};
+use quarantine_testkit::smtp::{free_port, AfterData, Script, Server};
+use quarantine_testkit::{require, Input, Out, Store, HANG};
+
+use crate::{store, BIN};
+
+/// What the release tests do with a store besides running commands. `hold_many` and `audit` go through the
+/// `quarantine_store` library (fast bulk holds; the audit rows as typed values).
+trait ReleaseStore {
+    fn hold_from(&self, verdict: &str, from: &str, rcpts: &[&str], msg: &[u8]) -> String;
+    fn hold_many(&self, verdict: &str, from: &str, rcpts: &[&str], msgs: &[Vec<u8>]) -> Vec<String>;
+    fn release<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Out;
+    fn states(&self, id: &str) -> Vec<(String, String, i64, String)>;
+    fn audit(&self) -> Vec<quarantine_store::AuditRow>;
+}
+
+impl ReleaseStore for Store {
+    /// `quarantine hold --verdict V --from F -- RCPTS < msg`; returns the id.
+    fn hold_from(&self, verdict: &str, from: &str, rcpts: &[&str], msg: &[u8]) -> String {
+        let mut args = vec!["--verdict", verdict, "--from", from, "--"];
+        args.extend_from_slice(rcpts);
+        let r = self.hold(msg, &args);
+        assert_eq!(r.code, 0, "hold: {}", r.all());
+        r.text().trim().to_string()
+    }
+
+    /// Holds many messages quickly through the library (the same code path `hold` runs).
+    fn hold_many(&self, verdict: &str, from: &str, rcpts: &[&str], msgs: &[Vec<u8>]) -> Vec<String> {
+        let mut store = quarantine_store::Store::open(&self.root, Duration::from_secs(30)).unwrap();
+        msgs.iter()
+            .map(|m| {
+                let req = quarantine_store::HoldRequest {
+                    from: from.into(),
+                    recipients: rcpts.iter().map(|s| s.to_string()).collect(),
+                    verdict: verdict.into(),
+                    ..Default::default()
+                };
+                store.hold(&req, &mut &m[..]).unwrap().id
+            })
+            .collect()
+    }
+
+    /// `quarantine release ARGS`.
+    fn release<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Out {
+        let mut full: Vec<&std::ffi::OsStr> = vec![std::ffi::OsStr::new("release")];
+        full.extend(args.iter().map(|a| a.as_ref()));
+        self.q(&full)
+    }
+
+    /// (address, state, attempts, reply or last_error) per recipient of `id`.
+    fn states(&self, id: &str) -> Vec<(String, String, i64, String)> {
+        let v = self.show_json(id);
+        v["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["address"].as_str().unwrap().to_string(),
+                    r["state"].as_str().unwrap().to_string(),
+                    r["attempts"].as_i64().unwrap(),
+                    r["reply"].as_str().or(r["last_error"].as_str()).unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn audit(&self) -> Vec<quarantine_store::AuditRow> {
+        let store = quarantine_store::Store::open(&self.root, Duration::from_secs(30)).unwrap();
+        store.audit_log(None).unwrap()
+    }
+}
+
+/// A small sendmail stand-in: records its argv (one per line) and stdin in DIR/N.args and DIR/N.stdin, then exits
+/// with the number in DIR/exit (0 if missing).
+fn fake_sendmail(dir: &Path) -> PathBuf {
+    let script = dir.join("fake-sendmail");
+    let body = format!(
+        "#!/bin/sh\nd='{d}'\nn=$(ls \"$d\" | grep -c '\\.args$')\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$d/$n.args\"\ncat > \"$d/$n.stdin\"\nif [ -f \"$d/exit\" ]; then code=$(cat \"$d/exit\"); else code=0; fi\n[ \"$code\" = 0 ] || echo \"fake-sendmail: exiting $code\" >&2\nexit $code\n",
+        d = dir.display()
+    );
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// The one-trick server: takes everything up to the final dot, then closes the connection without a reply.
+fn drop_after_dot() -> Server {
+    Server::start(Script::default().ehlo(&["8BITMIME"]).after_data(AfterData::Drop))
+}
+
+/// The receiver SMTP smuggling exploits: it takes a bare LF or a bare CR as a line end, so `LF . LF`,
+/// `LF . CRLF`, `CR . CRLF` and friends all end its DATA, and whatever follows is read as new commands. A client
+/// that normalises line endings and stuffs dots still gets exactly one transaction per message through it.
+fn naive_relay() -> Server {
+    Server::start(Script {
+        naive_line_ends: true,
+        after_data: AfterData::Reply("250 2.0.0 Ok: queued".into()),
+        ..Script::default().ehlo(&["8BITMIME"])
+    })
+}
 
 const MSG: &[u8] = b"From: Alice <alice@example.org>\r\nTo: Bob <bob@example.net>\r\nSubject: invoice 42\r\n\
 Message-ID: <inv42@example.org>\r\n\r\nHello Bob,\r\nthe invoice is attached.\r\n";
@@ -22,28 +127,28 @@ fn trace_prefix(body: &[u8]) -> Option<&[u8]> {
 
 #[test]
 fn delivers_the_original_to_every_envelope_recipient_once() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
     // carol is a Bcc recipient: in the envelope, not in any header.
-    let plain = env.hold("PMX:VIRUS", "alice@example.org", &["bob@example.net", "carol@example.net"], MSG);
-    let bounce = env.hold(
+    let plain = env.hold_from("PMX:VIRUS", "alice@example.org", &["bob@example.net", "carol@example.net"], MSG);
+    let bounce = env.hold_from(
         "PMX:VIRUS",
         "<>",
         &["postmaster@example.net"],
         b"Subject: Undelivered Mail\r\nFrom: MAILER-DAEMON\r\n\r\nbounce\r\n",
     );
-    let eight = env.hold(
+    let eight = env.hold_from(
         "PMX:VIRUS",
         "jose@example.org",
         &["dave@example.net"],
         "Subject: =?utf-8?q?caf=C3=A9?=\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nCafé crème, ünïcödé body\n"
             .as_bytes(),
     );
-    let other = env.hold("SPAM", "x@example.org", &["eve@example.net"], b"Subject: not selected\r\n\r\nx\r\n");
+    let other = env.hold_from("SPAM", "x@example.org", &["eve@example.net"], b"Subject: not selected\r\n\r\nx\r\n");
 
     let r = env.release(&["--verdict", "PMX:VIRUS", "--relay", &sink.url(), "--reason", "FP storm"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("delivered 4 · deferred 0 · failed 0 · in doubt 0 · skipped 0"), "{}", r.all());
+    assert!(r.text().contains("delivered 4 · deferred 0 · failed 0 · in doubt 0 · skipped 0"), "{}", r.all());
 
     let got = sink.messages();
     assert_eq!(got.len(), 3, "{got:#?}");
@@ -89,15 +194,15 @@ fn delivers_the_original_to_every_envelope_recipient_once() {
     // Re-running sends nothing new and is not a failure.
     let r = env.release(&["--verdict", "PMX:VIRUS", "--relay", &sink.url()]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("delivered 0 · deferred 0 · failed 0 · in doubt 0 · skipped 4"), "{}", r.all());
+    assert!(r.text().contains("delivered 0 · deferred 0 · failed 0 · in doubt 0 · skipped 4"), "{}", r.all());
     assert_eq!(sink.messages().len(), 3);
 }
 
 #[test]
 fn no_trace_header_sends_the_original_bytes_only() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
     let r = env.release(&["--id", &id, "--relay", &sink.url(), "--no-trace-header"]);
     assert_eq!(r.code, 0, "{}", r.all());
     let got = sink.messages();
@@ -107,18 +212,18 @@ fn no_trace_header_sends_the_original_bytes_only() {
 
 #[test]
 fn dry_run_sends_nothing_and_changes_nothing() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    let id = env.hold("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
     let r = env.release(&["--id", &id, "--relay", &sink.url(), "--dry-run"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
-        r.stdout.contains(&format!("send  {id}  from <a@example.org>  to <b@example.net>, <c@example.net>")),
+        r.text().contains(&format!("send  {id}  from <a@example.org>  to <b@example.net>, <c@example.net>")),
         "{}",
         r.all()
     );
-    assert!(r.stdout.contains("dry run: would release 1 message(s)"), "{}", r.all());
-    assert!(r.stdout.contains("to 2 recipient(s) via smtp://127.0.0.1:"), "{}", r.all());
+    assert!(r.text().contains("dry run: would release 1 message(s)"), "{}", r.all());
+    assert!(r.text().contains("to 2 recipient(s) via smtp://127.0.0.1:"), "{}", r.all());
     assert!(sink.messages().is_empty());
     assert!(env.states(&id).iter().all(|s| s.1 == "held"));
     // Without any relay configured a dry run still works.
@@ -129,9 +234,9 @@ fn dry_run_sends_nothing_and_changes_nothing() {
 
 #[test]
 fn refuses_without_a_selector_or_a_relay() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
     let r = env.release(&["--relay", &sink.url()]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("--all"), "{}", r.all());
@@ -146,9 +251,9 @@ fn refuses_without_a_selector_or_a_relay() {
 
 #[test]
 fn rcpt_subset_releases_only_those_recipients() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    let id = env.hold("V", "a@example.org", &["alice@example.edu", "bob@example.edu"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["alice@example.edu", "bob@example.edu"], MSG);
     let r = env.release(&["--id", &id, "--rcpt", "ALICE@example.edu", "--relay", &sink.url()]);
     assert_eq!(r.code, 0, "{}", r.all());
     let got = sink.messages();
@@ -160,12 +265,12 @@ fn rcpt_subset_releases_only_those_recipients() {
 
 #[test]
 fn to_sends_a_copy_without_changing_state() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    let id = env.hold("V", "a@example.org", &["alice@example.edu"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["alice@example.edu"], MSG);
     let r = env.release(&["--id", &id, "--to", "security@example.edu", "--relay", &sink.url()]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("copies only"), "{}", r.all());
+    assert!(r.text().contains("copies only"), "{}", r.all());
     let got = sink.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].rcpt_addrs(), ["security@example.edu"]);
@@ -182,13 +287,13 @@ fn to_sends_a_copy_without_changing_state() {
 
 #[test]
 fn rcpt_4xx_keeps_the_recipient_held_and_counts_attempts() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&["-r", "RCPT"]);
-    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
     for attempt in 1..=2 {
         let r = env.release(&["--id", &id, "--relay", &sink.url()]);
         assert_eq!(r.code, 1, "{}", r.all());
-        assert!(r.stdout.contains("deferred 1"), "{}", r.all());
+        assert!(r.text().contains("deferred 1"), "{}", r.all());
         let st = &env.states(&id)[0];
         assert_eq!((st.1.as_str(), st.2), ("held", attempt), "{st:?}");
         assert!(st.3.contains("450"), "{st:?}");
@@ -198,12 +303,12 @@ fn rcpt_4xx_keeps_the_recipient_held_and_counts_attempts() {
 
 #[test]
 fn a_5xx_after_the_data_fails_with_the_reply() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&["-f", "."]);
-    let id = env.hold("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
     let r = env.release(&["--id", &id, "--relay", &sink.url()]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("failed 2"), "{}", r.all());
+    assert!(r.text().contains("failed 2"), "{}", r.all());
     for (addr, state, attempts, reply) in env.states(&id) {
         assert_eq!(state, "failed", "{addr}");
         assert_eq!(attempts, 1);
@@ -212,14 +317,14 @@ fn a_5xx_after_the_data_fails_with_the_reply() {
     // Failed recipients are not retried by a plain re-run.
     let r = env.release(&["--id", &id, "--relay", &sink.url()]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("skipped 2"), "{}", r.all());
+    assert!(r.text().contains("skipped 2"), "{}", r.all());
 }
 
 #[test]
 fn retry_failed_sends_refused_recipients_again_once_the_relay_is_fixed() {
-    let env = Env::new();
+    let env = store();
     let broken = Sink::start(&["-f", "."]);
-    let id = env.hold("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["b@example.net", "c@example.net"], MSG);
     assert_eq!(env.release(&["--id", &id, "--relay", &broken.url()]).code, 1);
     let fixed = Sink::start(&[]);
     let r = env.release(&["--id", &id, "--relay", &fixed.url()]);
@@ -238,10 +343,10 @@ fn retry_failed_sends_refused_recipients_again_once_the_relay_is_fixed() {
 
 #[test]
 fn a_non_ascii_recipient_fails_alone_when_the_relay_lacks_smtputf8() {
-    let env = Env::new();
+    let env = store();
     // smtp-sink does not announce SMTPUTF8: that recipient fails with a clear reason, the other is delivered.
     let sink = Sink::start(&[]);
-    let id = env.hold("V", "a@example.org", &["jürgen@example.de", "b@example.net"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["jürgen@example.de", "b@example.net"], MSG);
     let r = env.release(&["--id", &id, "--relay", &sink.url()]);
     assert_eq!(r.code, 1, "{}", r.all());
     let st = env.states(&id);
@@ -255,13 +360,13 @@ fn a_non_ascii_recipient_fails_alone_when_the_relay_lacks_smtputf8() {
 
 #[test]
 fn an_unreachable_relay_leaves_everything_held() {
-    let env = Env::new();
+    let env = store();
     let ids = env.hold_many("V", "a@example.org", &["b@example.net"], &vec![MSG.to_vec(); 3]);
-    let url = format!("smtp://127.0.0.1:{}", dead_port());
+    let url = format!("smtp://127.0.0.1:{}", free_port());
     let r = env.release(&["--verdict", "V", "--relay", &url]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("cannot connect"), "{}", r.all());
-    assert!(r.stdout.contains("deferred 3"), "{}", r.all());
+    assert!(r.text().contains("cannot connect"), "{}", r.all());
+    assert!(r.text().contains("deferred 3"), "{}", r.all());
     for id in &ids {
         assert_eq!(env.states(id)[0].1, "held");
     }
@@ -274,13 +379,13 @@ fn an_unreachable_relay_leaves_everything_held() {
 
 #[test]
 fn no_answer_to_the_final_dot_is_in_doubt_and_not_resent_without_asking() {
-    let env = Env::new();
-    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
-    let dropper = DropAfterDot::start();
+    let env = store();
+    let id = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
+    let dropper = drop_after_dot();
     let r = env.release(&["--id", &id, "--relay", &dropper.url()]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("in doubt 1"), "{}", r.all());
-    assert_eq!(dropper.received.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(r.text().contains("in doubt 1"), "{}", r.all());
+    assert_eq!(dropper.transactions().len(), 1);
     let st = &env.states(&id)[0];
     assert_eq!(st.1, "releasing", "{st:?}");
 
@@ -288,16 +393,16 @@ fn no_answer_to_the_final_dot_is_in_doubt_and_not_resent_without_asking() {
     let sink = Sink::start(&[]);
     let r = env.release(&["--id", &id, "--relay", &sink.url()]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("in doubt 1"), "{}", r.all());
-    assert!(r.stdout.contains("--retry-in-doubt"), "{}", r.all());
+    assert!(r.text().contains("in doubt 1"), "{}", r.all());
+    assert!(r.text().contains("--retry-in-doubt"), "{}", r.all());
     assert!(sink.messages().is_empty());
     let r = env.release(&["--id", &id, "--dry-run"]);
-    assert!(r.stdout.contains("in doubt <b@example.net>"), "{}", r.all());
+    assert!(r.text().contains("in doubt <b@example.net>"), "{}", r.all());
 
     // Asked explicitly, it goes out once more, and the audit row says so.
     let r = env.release(&["--id", &id, "--relay", &sink.url(), "--retry-in-doubt"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("1 in doubt resent"), "{}", r.all());
+    assert!(r.text().contains("1 in doubt resent"), "{}", r.all());
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(env.states(&id)[0].1, "released");
     let last = env.audit().pop().unwrap();
@@ -307,7 +412,7 @@ fn no_answer_to_the_final_dot_is_in_doubt_and_not_resent_without_asking() {
 
 #[test]
 fn concurrent_releases_deliver_each_recipient_exactly_once() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
     let msgs: Vec<Vec<u8>> = (0..300)
         .map(|i| format!("Subject: msg {i}\r\nMessage-ID: <m{i}@x>\r\n\r\nbody {i}\r\n").into_bytes())
@@ -315,11 +420,11 @@ fn concurrent_releases_deliver_each_recipient_exactly_once() {
     env.hold_many("V", "a@example.org", &["r1@example.net", "r2@example.net"], &msgs);
     let spawn = || {
         let mut c = env.cmd(&["release", "--verdict", "V", "--relay", &sink.url()]);
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         c.spawn().unwrap()
     };
     let (a, b) = (spawn(), spawn());
-    let (ra, rb) = (finish(a), finish(b));
+    let (ra, rb) = (finish(a, "release", Instant::now()), finish(b, "release", Instant::now()));
     assert!(ra.code == 0 || ra.code == 1, "{}", ra.all());
     assert!(rb.code == 0 || rb.code == 1, "{}", rb.all());
 
@@ -336,13 +441,13 @@ fn concurrent_releases_deliver_each_recipient_exactly_once() {
     assert_eq!(seen.len(), 600, "every recipient of every message delivered");
     assert!(seen.values().all(|&n| n == 1), "a recipient was delivered twice");
     // Between them the two runs delivered everything; whatever one skipped the other sent.
-    let delivered = |r: &Run| -> u64 {
-        let s = r.stdout.split("delivered ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "");
+    let delivered = |r: &Out| -> u64 {
+        let s = r.text().split("delivered ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "");
         s.parse().unwrap()
     };
     assert_eq!(delivered(&ra) + delivered(&rb), 600, "{}\n{}", ra.all(), rb.all());
     let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
-    assert!(r.stdout.contains("delivered 0 · deferred 0 · failed 0 · in doubt 0 · skipped 600"), "{}", r.all());
+    assert!(r.text().contains("delivered 0 · deferred 0 · failed 0 · in doubt 0 · skipped 600"), "{}", r.all());
 }
 
 /// Bodies that would end the DATA early or smuggle a second message through a naive client. Each must arrive
@@ -350,7 +455,7 @@ fn concurrent_releases_deliver_each_recipient_exactly_once() {
 /// LF), and smtp-sink must never see the smuggled MAIL FROM as a command.
 #[test]
 fn smtp_smuggling_payloads_arrive_as_one_intact_message_each() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
     let smuggle = "MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n\
                    From: ceo@example.net\r\nSubject: smuggled\r\n\r\nwire money\r\n.\r\n";
@@ -366,7 +471,7 @@ fn smtp_smuggling_payloads_arrive_as_one_intact_message_each() {
     let mut ids = HashMap::new();
     for (name, body) in &cases {
         let msg = format!("Subject: case {name}\r\n\r\n{body}");
-        let id = env.hold("SMUGGLE", "a@example.org", &["b@example.net"], msg.as_bytes());
+        let id = env.hold_from("SMUGGLE", "a@example.org", &["b@example.net"], msg.as_bytes());
         ids.insert(name.to_string(), (id, msg));
     }
     let r = env.release(&["--verdict", "SMUGGLE", "--relay", &sink.url(), "--no-trace-header"]);
@@ -375,7 +480,7 @@ fn smtp_smuggling_payloads_arrive_as_one_intact_message_each() {
 
     // The receiver smuggling exploits (a bare LF or CR ends a line for it) sees one transaction per message too.
     // Everything is released by now; a copy run (--to) sends the same messages again without touching the journal.
-    let naive = NaiveRelay::start();
+    let naive = naive_relay();
     let r =
         env.release(&["--verdict", "SMUGGLE", "--relay", &naive.url(), "--no-trace-header", "--to", "b@example.net"]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -402,18 +507,18 @@ fn check_one_each(got: &[Sunk], ids: &HashMap<String, (String, String)>, n: usiz
 
 #[test]
 fn a_corrupt_blob_is_never_sent() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    let good = env.hold("V", "a@example.org", &["b@example.net"], MSG);
-    let bad = env.hold("V", "a@example.org", &["c@example.net"], b"Subject: other\r\n\r\nother body\r\n");
-    let blob = env.blob_path(&bad);
+    let good = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
+    let bad = env.hold_from("V", "a@example.org", &["c@example.net"], b"Subject: other\r\n\r\nother body\r\n");
+    let blob = env.blob_of(&bad);
     // A valid zstd frame of different bytes: decompresses fine, hashes wrong.
     let wrong = zstd_frame(b"Subject: other\r\n\r\nTAMPERED\r\n");
     std::fs::write(&blob, wrong).unwrap();
     let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("not sent 1"), "{}", r.all());
-    assert!(r.stdout.contains("corrupt"), "{}", r.all());
+    assert!(r.text().contains("not sent 1"), "{}", r.all());
+    assert!(r.text().contains("corrupt"), "{}", r.all());
     let got = sink.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].rcpt_addrs(), ["b@example.net"]);
@@ -424,7 +529,7 @@ fn a_corrupt_blob_is_never_sent() {
 }
 
 fn zstd_frame(bytes: &[u8]) -> Vec<u8> {
-    let mut c = std::process::Command::new("zstd")
+    let mut c = std::process::Command::new(require("zstd", "zstd"))
         .args(["-q", "-c"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -437,11 +542,11 @@ fn zstd_frame(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn sendmail_gets_the_documented_argv_and_exit_codes_decide() {
-    let env = Env::new();
+    let env = store();
     let rec = tempfile::tempdir().unwrap();
     let script = fake_sendmail(rec.path());
-    let id = env.hold("V", "a@example.org", &["b@example.net", "-c@example.net"], b"Subject: s\r\n\r\n.\r\nx\r\n");
-    let null = env.hold("W", "<>", &["d@example.net"], MSG);
+    let id = env.hold_from("V", "a@example.org", &["b@example.net", "-c@example.net"], b"Subject: s\r\n\r\n.\r\nx\r\n");
+    let null = env.hold_from("W", "<>", &["d@example.net"], MSG);
 
     let r = env.release(&["--id", &id, "--sendmail", &script.display().to_string()]);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -473,24 +578,24 @@ fn sendmail_gets_the_documented_argv_and_exit_codes_decide() {
 
 #[test]
 fn a_missing_sendmail_command_leaves_everything_held() {
-    let env = Env::new();
-    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
+    let env = store();
+    let id = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
     let r = env.release(&["--id", &id, "--sendmail", "/nonexistent/sendmail"]);
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("cannot run /nonexistent/sendmail"), "{}", r.all());
+    assert!(r.text().contains("cannot run /nonexistent/sendmail"), "{}", r.all());
     assert_eq!(env.states(&id)[0].1, "held");
 }
 
 #[test]
 fn the_config_file_supplies_the_relay_and_the_trace_header_switch() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
-    let cfg = env.dir.path().join("config.toml");
+    let id = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
+    let cfg = env.work().as_path().join("config.toml");
     std::fs::write(&cfg, format!("relay = \"{}\"\ntrace_header = false\n", sink.url())).unwrap();
     let mut c = env.cmd(&["release", "--id", &id]);
     c.env("QUARANTINE_CONFIG", &cfg);
-    let r = run(c, None);
+    let r = run(c, Input::Null, HANG);
     assert_eq!(r.code, 0, "{}", r.all());
     let got = sink.messages();
     assert_eq!(got.len(), 1);
@@ -499,19 +604,20 @@ fn the_config_file_supplies_the_relay_and_the_trace_header_switch() {
 
 #[test]
 fn ctrl_c_stops_after_the_current_message_and_puts_the_rest_back() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
     let msgs: Vec<Vec<u8>> = (0..40).map(|i| format!("Subject: n{i}\r\n\r\nx\r\n").into_bytes()).collect();
     let ids = env.hold_many("V", "a@example.org", &["b@example.net"], &msgs);
     let mut c = env.cmd(&["release", "--verdict", "V", "--relay", &sink.url(), "--rate", "10"]);
-    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let kill =
+        std::process::Command::new(require("kill", "procps")).args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
-    let r = finish(child);
+    let r = finish(child, "release", Instant::now());
     assert_eq!(r.code, 1, "{}", r.all());
-    assert!(r.stdout.contains("stopped early: interrupted"), "{}", r.all());
+    assert!(r.text().contains("stopped early: interrupted"), "{}", r.all());
     let sent = sink.messages().len();
     assert!(sent > 0 && sent < 40, "{sent} sent");
     let mut released = 0;
@@ -533,26 +639,23 @@ fn ctrl_c_stops_after_the_current_message_and_puts_the_rest_back() {
 /// `script` (util-linux) gives the binary a pseudo-terminal.
 #[test]
 fn asks_for_confirmation_only_on_a_terminal() {
-    let env = Env::new();
+    let env = store();
     let sink = Sink::start(&[]);
-    let id = env.hold("V", "a@example.org", &["b@example.net"], MSG);
-    let line = format!("{BIN} --store {} release --id {id} --relay {}", env.store.display(), sink.url());
+    let id = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
+    let line = format!("{BIN} --store {} release --id {id} --relay {}", env.root.display(), sink.url());
     let on_tty = |answer: &str| {
-        let mut c = std::process::Command::new("script");
-        c.args(["-qec", &line, "/dev/null"])
-            .env("QUARANTINE_CONFIG", "/dev/null")
-            .env("USER", "tester")
-            .stdin(std::process::Stdio::piped());
-        run(c, Some(answer.as_bytes()))
+        let mut c = env.program(require("script", "bsdutils"));
+        c.args(["-qec", &line, "/dev/null"]);
+        run(c, Input::Bytes(answer.as_bytes()), HANG)
     };
     let r = on_tty("n\n");
-    assert!(r.stdout.contains("1 message(s) (") && r.stdout.contains("to 1 recipient(s) via smtp://"), "{}", r.all());
-    assert!(r.stdout.contains("Release them? [y/N]"), "{}", r.all());
-    assert!(r.stdout.contains("nothing released"), "{}", r.all());
+    assert!(r.text().contains("1 message(s) (") && r.text().contains("to 1 recipient(s) via smtp://"), "{}", r.all());
+    assert!(r.text().contains("Release them? [y/N]"), "{}", r.all());
+    assert!(r.text().contains("nothing released"), "{}", r.all());
     assert!(sink.messages().is_empty());
     assert_eq!(env.states(&id)[0].1, "held");
     let r = on_tty("y\n");
-    assert!(r.stdout.contains("delivered 1"), "{}", r.all());
+    assert!(r.text().contains("delivered 1"), "{}", r.all());
     assert_eq!(sink.messages().len(), 1);
 }
 
@@ -561,11 +664,8 @@ fn asks_for_confirmation_only_on_a_terminal() {
 /// too), every envelope recipient and the bytes arrive.
 #[test]
 fn sendmail_through_a_real_postfix_keeps_the_envelope_and_the_bytes() {
-    if !postfix_util::is_root() {
-        eprintln!("SKIPPED: a private Postfix instance needs root");
-        return;
-    }
-    let pf = postfix_util::Postfix::start(BIN);
+    require_root("a private Postfix instance");
+    let pf = Postfix::start(BIN);
     let dir = tempfile::tempdir().unwrap();
     let hold = |from: &str, rcpts: &[&str], msg: &[u8]| -> String {
         let file = dir.path().join("msg.eml");
@@ -585,9 +685,7 @@ fn sendmail_through_a_real_postfix_keeps_the_envelope_and_the_bytes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("delivered 3"), "{text}");
 
-    postfix_util::wait_for(std::time::Duration::from_secs(30), "both messages at the sink", || {
-        pf.sink_files().len() >= 2
-    });
+    wait_for(std::time::Duration::from_secs(30), "both messages at the sink", || pf.sink_files().len() >= 2);
     let files = pf.sink_files();
     assert_eq!(files.len(), 2, "{files:#?}");
     let find =

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quarantine");
+use crate::BIN;
 
 struct Env {
     dir: tempfile::TempDir,
@@ -36,7 +36,7 @@ impl Env {
 }
 
 fn cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = crate::quarantine();
     c.args(args).env_remove("QUARANTINE_STORE").env_remove("QUARANTINE_CONFIG").stdin(Stdio::null());
     for (k, v) in env {
         c.env(k, v);
@@ -216,28 +216,19 @@ fn check_refuses_a_store_it_cannot_reach() {
 #[test]
 fn check_refuses_a_store_this_user_cannot_open() {
     // Only root can switch to another user here; as another user the 0700 store is unreachable by construction.
-    let is_root = current_uid() == Some(0);
-    if !is_root || Command::new("runuser").arg("--help").output().is_err() {
-        eprintln!("skipped: needs root and runuser");
-        return;
-    }
+    quarantine_testkit::env::require_root("to switch to another user");
     let e = Env::new();
     let store = e.store("q");
     std::fs::set_permissions(e.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let file = e.file("c.toml", &format!("store = \"{}\"\n", s(&store)));
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let out = Command::new("runuser")
+    let out = crate::program(quarantine_testkit::require("runuser", "util-linux"))
         .args(["-u", "nobody", "--", BIN, "config", "check", s(&file)])
         .env_remove("QUARANTINE_STORE")
         .output()
         .unwrap();
     let err = assert_problem(&out, "store", 1);
     assert!(err.contains("unreachable") && err.contains("ermission denied"), "{err}");
-}
-
-fn current_uid() -> Option<u32> {
-    let out = Command::new("id").arg("-u").output().ok()?;
-    text(&out.stdout).trim().parse().ok()
 }
 
 #[test]

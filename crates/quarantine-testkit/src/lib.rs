@@ -1,0 +1,32 @@
+//! The one test harness of the quarantine workspace (dev-only, `publish = false`).
+//!
+//! It does not depend on `quarantine-store` (so the store's own tests can use it without a dependency cycle) and
+//! does not locate the binary itself: the crate that owns `quarantine` passes `env!("CARGO_BIN_EXE_quarantine")`.
+//!
+//! - [`run`]: a process runner with a time limit ([`run::run`], [`run::Out`]) that kills a hung child and fails
+//!   the test naming the command, and exit-code asserts that print stderr.
+//! - [`env`]: the hermetic environment ([`env::Scratch`]): `env_clear()`, a fixed PATH, HOME/TMPDIR in the
+//!   scratch dir, an empty scratch config file; and [`env::require`], which fails (never skips) a test whose peer
+//!   program is missing, naming the Debian package.
+//! - [`store`]: a scratch store made by `quarantine init` ([`store::Store`]).
+//! - [`gen`]: a deterministic PRNG ([`gen::XorShift`]), message generators, file-tree helpers.
+//! - [`strace`]: strace command lines, trace parsing and the fault sweep ([`strace::sweep`]).
+//! - [`smtp`]: one scriptable SMTP/LMTP server ([`smtp::Server`]) recording every transaction, and a client.
+//! - [`sink`]: Postfix's smtp-sink recording each message to a file.
+//! - [`postfix`]: a private Postfix instance.
+//!
+//! Nothing here skips: a missing peer, a hang or a failed set-up panics with a message that says what to do.
+
+pub mod env;
+pub mod gen;
+pub mod postfix;
+pub mod run;
+pub mod sink;
+pub mod smtp;
+pub mod store;
+pub mod strace;
+
+pub use env::{require, Scratch};
+pub use gen::XorShift;
+pub use run::{code_of, Input, Out, HANG, KILLED};
+pub use store::Store;

@@ -1,0 +1,231 @@
+//! A scratch store: a [`Scratch`] directory with `store/` made by `quarantine init`, and runs of the binary on it.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Write};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::env::{require, Scratch};
+use crate::gen::{copy_tree, is_id, walk_files};
+use crate::run::{run, Input, Out, HANG};
+
+/// A store in its own scratch directory. Derefs to its [`Scratch`] (`work()`, `file()`, `program()`...); the
+/// store's own `cmd`/`q`/`run` put `--store ROOT` first, `scratch.cmd` does not.
+pub struct Store {
+    pub scratch: Scratch,
+    pub root: PathBuf,
+}
+
+impl Deref for Store {
+    type Target = Scratch;
+    fn deref(&self) -> &Scratch {
+        &self.scratch
+    }
+}
+
+impl Store {
+    /// `quarantine --store SCRATCH/store init`, asserted.
+    pub fn new(bin: impl AsRef<Path>) -> Store {
+        Store::new_in(bin, None)
+    }
+
+    /// A store under `parent` (e.g. a small mounted filesystem), or under the system temp dir.
+    pub fn new_in(bin: impl AsRef<Path>, parent: Option<&Path>) -> Store {
+        let scratch = Scratch::new_in(bin, parent);
+        let root = scratch.path().join("store");
+        let s = Store { scratch, root };
+        s.q(&["init"]).code_is(0, "init");
+        s
+    }
+
+    /// A byte-for-byte copy of `template`'s store (modes kept) in a new scratch directory, so every case of a
+    /// sweep starts from the same state. The template must be at rest.
+    pub fn copy_of(template: &Store) -> Store {
+        let scratch = Scratch::new(&template.scratch.bin);
+        let root = scratch.path().join("store");
+        copy_tree(&template.root, &root);
+        Store { scratch, root }
+    }
+
+    pub fn index(&self) -> PathBuf {
+        self.root.join("index.sqlite")
+    }
+
+    /// `--store ROOT REST...` as arguments, for wrappers (strace, faketime, setpriv) that run the binary.
+    pub fn args<S: AsRef<OsStr>>(&self, rest: &[S]) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["--store".into(), self.root.clone().into()];
+        v.extend(rest.iter().map(|a| a.as_ref().to_os_string()));
+        v
+    }
+
+    /// `quarantine --store ROOT ARGS...`, hermetic.
+    pub fn cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        self.scratch.cmd(&self.args(args))
+    }
+
+    /// Runs `quarantine --store ROOT ARGS...` with `input`.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S], input: Input) -> Out {
+        run(self.cmd(args), input, HANG)
+    }
+
+    /// Runs `quarantine --store ROOT ARGS...` with an empty stdin.
+    pub fn q<S: AsRef<OsStr>>(&self, args: &[S]) -> Out {
+        self.run(args, Input::Null)
+    }
+
+    /// `quarantine hold ARGS...` with `msg` on stdin.
+    pub fn hold<S: AsRef<OsStr>>(&self, msg: &[u8], args: &[S]) -> Out {
+        let mut full: Vec<OsString> = vec!["hold".into()];
+        full.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        self.run(&full, Input::Bytes(msg))
+    }
+
+    /// Holds `msg` with `args` (after `hold`); asserts exit 0, an empty stderr and an id on stdout; returns it.
+    #[track_caller]
+    pub fn hold_ok<S: AsRef<OsStr>>(&self, msg: &[u8], args: &[S]) -> String {
+        let out = self.hold(msg, args);
+        out.code_is(0, "hold");
+        assert!(out.stderr.is_empty(), "hold succeeded but wrote to stderr: {:?}", out.stderr);
+        let text = out.text();
+        let id = text.strip_suffix('\n').expect("the id ends with a newline");
+        assert!(is_id(id), "hold printed {id:?}, not an id");
+        id.to_string()
+    }
+
+    /// `show ID --json`, asserted and parsed.
+    #[track_caller]
+    pub fn show_json(&self, id: &str) -> serde_json::Value {
+        let out = self.q(&["show", id, "--json"]);
+        out.code_is(0, &format!("show {id} --json"));
+        serde_json::from_slice(&out.stdout).expect("show --json prints one JSON object")
+    }
+
+    /// `show ID --raw`, asserted.
+    #[track_caller]
+    pub fn raw(&self, id: &str) -> Vec<u8> {
+        let out = self.q(&["show", id, "--raw"]);
+        out.code_is(0, &format!("show {id} --raw"));
+        out.stdout
+    }
+
+    /// Asserts `verify --deep` exits 0: no live row's blob is missing or corrupt (orphans and temp files allowed).
+    #[track_caller]
+    pub fn verify_deep_clean(&self, what: &str) {
+        self.q(&["verify", "--deep"]).code_is(0, &format!("{what}: verify --deep"));
+    }
+
+    /// The sqlite3 shell on the index (with a 10 s busy timeout), hermetic.
+    pub fn sqlite3(&self) -> Command {
+        let mut c = self.scratch.program(require("sqlite3", "sqlite3"));
+        c.args(["-batch", "-cmd", ".timeout 10000"]).arg(self.index());
+        c
+    }
+
+    /// Runs `sql` through the sqlite3 shell (not through the code under test); the outcome unchecked.
+    pub fn sqlite(&self, sql: &str) -> Out {
+        let mut c = self.sqlite3();
+        c.arg(sql);
+        run(c, Input::Null, HANG)
+    }
+
+    /// Runs `sql` through the sqlite3 shell, asserting success; stdout trimmed.
+    #[track_caller]
+    pub fn sql(&self, sql: &str) -> String {
+        let out = self.sqlite(sql);
+        out.code_is(0, &format!("sqlite3 {sql}"));
+        out.text().trim().to_string()
+    }
+
+    /// One number from the index, through the sqlite3 shell.
+    #[track_caller]
+    pub fn sql_count(&self, sql: &str) -> u64 {
+        self.sql(sql).parse().unwrap_or_else(|e| panic!("sqlite3 {sql}: not a count: {e}"))
+    }
+
+    /// `SELECT count(*) FROM messages`.
+    pub fn messages(&self) -> u64 {
+        self.sql_count("SELECT count(*) FROM messages")
+    }
+
+    /// Takes the index's write lock in another process and returns once that process confirmed it holds it.
+    pub fn lock_index(&self) -> IndexLock {
+        IndexLock::take(self)
+    }
+
+    /// Every regular file under `blobs/`, sorted.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk_files(&self.root.join("blobs"), &mut out);
+        out
+    }
+
+    /// Every file under `tmp/`, sorted.
+    pub fn tmp_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk_files(&self.root.join("tmp"), &mut out);
+        out
+    }
+
+    /// Where DESIGN section 2 says the blob of `hash` lives.
+    pub fn blob_path(&self, hash: &str) -> PathBuf {
+        blob_path(&self.root, hash)
+    }
+
+    /// The blob file of a held message (its hash from `show --json`).
+    pub fn blob_of(&self, id: &str) -> PathBuf {
+        let v = self.show_json(id);
+        self.blob_path(v["hash"].as_str().expect("a hash"))
+    }
+}
+
+/// `STORE/blobs/ab/cd/<hash>`.
+pub fn blob_path(store: &Path, hash: &str) -> PathBuf {
+    store.join("blobs").join(&hash[0..2]).join(&hash[2..4]).join(hash)
+}
+
+/// A sqlite3 shell holding the index's write lock (`BEGIN IMMEDIATE` and a write to `settings`) until dropped;
+/// [`IndexLock::take`] returns only after the shell printed that it holds the lock, so a test never races it.
+/// Dropping closes its stdin: the shell exits and its transaction rolls back.
+pub struct IndexLock {
+    child: Child,
+}
+
+impl IndexLock {
+    pub fn take(store: &Store) -> IndexLock {
+        let mut c = store.sqlite3();
+        c.arg("-bail").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("start sqlite3");
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(
+                b"BEGIN IMMEDIATE;\nINSERT OR REPLACE INTO settings (key, value) VALUES ('testkit-lock', '1');\n.print testkit-locked\n",
+            )
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut r = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the sqlite3 locker exited without taking the write lock: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            if line.trim() == "testkit-locked" {
+                break;
+            }
+        }
+        IndexLock { child }
+    }
+}
+
+impl Drop for IndexLock {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
