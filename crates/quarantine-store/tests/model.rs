@@ -379,7 +379,7 @@ fn check(
     let want: BTreeSet<String> = model.on_disk.iter().map(|&b| hashes[b].clone()).collect();
     let have = files_under(&root.join("blobs"));
     prop_assert_eq!(&have, &want, "{}: blob files", at);
-    let queued: BTreeSet<String> = index(&store)
+    let queued: BTreeSet<String> = index(store)
         .prepare("SELECT hash FROM gc_queue")
         .unwrap()
         .query_map([], |r| r.get(0))
