@@ -164,3 +164,61 @@ fn non_hold_help_still_exits_0() {
         assert_eq!(o.code, 0, "{args:?}: {o:?}");
     }
 }
+
+// ---- 2. a store whose group is not one of its owner's groups ----
+
+/// Runs the binary as a throw-away uid/gid with no supplementary groups.
+fn as_uid(uid: u32, gid: u32, args: &[&std::ffi::OsStr], input: &[u8]) -> Out {
+    let mut c = Command::new("setpriv");
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .env("QUARANTINE_CONFIG", "/dev/null")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(BIN)
+        .args(args);
+    run_cmd(c, input)
+}
+
+#[test]
+fn owner_whose_store_group_is_foreign_can_init_and_hold() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a throw-away owner");
+        return;
+    }
+    let (uid, gid, foreign) = (54_321u32, 54_321u32, 54_399u32);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = dir.path().join("store");
+    // `install -d -o quarantine DIR`: the owner is right, the group is root's (or anyone's but the owner's).
+    std::fs::create_dir(&store).unwrap();
+    std::os::unix::fs::chown(&store, Some(uid), Some(foreign)).unwrap();
+    let st = store.as_os_str();
+    let o = as_uid(uid, gid, &["--store".as_ref(), st, "init".as_ref()], b"");
+    assert_eq!(o.code, 0, "init by the owner: {o:?}");
+    let hold: Vec<&std::ffi::OsStr> =
+        ["--store".as_ref(), st, "hold".as_ref(), "--verdict".as_ref(), "SPAM".as_ref()]
+            .into_iter()
+            .chain(["--from", "a@b.example", "--", "c@d.example"].map(std::ffi::OsStr::new))
+            .collect();
+    let o = as_uid(uid, gid, &hold, b"Subject: x\r\n\r\nx\r\n");
+    assert_eq!(o.code, 0, "hold by the owner: {o:?}");
+    let o = as_uid(uid, gid, &["--store".as_ref(), st, "verify".as_ref(), "--deep".as_ref()], b"");
+    assert_eq!(o.code, 0, "{o:?}");
+    // Root's commands still hand every file to the store's owner and group.
+    let o = run_cmd(cmd(&hold), b"Subject: y\r\n\r\ny\r\n");
+    assert_eq!(o.code, 0, "hold by root: {o:?}");
+    let o = as_uid(uid, gid, &hold, b"Subject: z\r\n\r\nz\r\n");
+    assert_eq!(o.code, 0, "hold by the owner after root: {o:?}");
+    fn walk(p: &Path, uid: u32) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            assert_eq!(std::fs::symlink_metadata(&p).unwrap().uid(), uid, "{}", p.display());
+            if p.is_dir() {
+                walk(&p, uid);
+            }
+        }
+    }
+    walk(&store, uid);
+}
