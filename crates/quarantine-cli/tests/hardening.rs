@@ -222,3 +222,41 @@ fn owner_whose_store_group_is_foreign_can_init_and_hold() {
     }
     walk(&store, uid);
 }
+
+// ---- 3. a hold of bytes whose blob exists but is corrupt replaces the blob ----
+
+fn blob_paths(store: &Path) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&store.join("blobs"), &mut v);
+    v
+}
+
+#[test]
+fn hold_replaces_a_corrupt_existing_blob_with_the_good_bytes() {
+    let s = Store::new();
+    let body = mail("dedup me");
+    let first = s.hold(&[], &body);
+    let blobs = blob_paths(&s.path);
+    assert_eq!(blobs.len(), 1);
+    for damage in [b"not zstd at all".to_vec(), Vec::new()] {
+        std::fs::write(&blobs[0], &damage).unwrap();
+        let id = s.hold(&["--", "other@example.org"], &body);
+        let o = s.run(&["show", &id, "--raw"]);
+        assert_eq!(o.code, 0, "the new hold must be readable: {o:?}");
+        assert_eq!(o.stdout.as_bytes(), &body[..]);
+        // The first message shares the blob and is readable again too.
+        let o = s.run(&["show", &first, "--raw"]);
+        assert_eq!(o.code, 0, "{o:?}");
+        assert_eq!(s.run(&["verify", "--deep"]).code, 0);
+    }
+}
