@@ -91,7 +91,10 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
         }
         Err(e) => {
             if !is_broken_pipe(&e) {
-                say!("quarantine: {e:#}");
+                // Errors carry ids, paths, config values and mail text: escape control characters line by line.
+                let text = format!("{e:#}");
+                let lines: Vec<String> = text.lines().map(crate::output::escape).collect();
+                say!("quarantine: {}", lines.join("\n"));
             }
             ExitCode::from(e.exit_code())
         }

@@ -260,3 +260,90 @@ fn hold_replaces_a_corrupt_existing_blob_with_the_good_bytes() {
         assert_eq!(s.run(&["verify", "--deep"]).code, 0);
     }
 }
+
+// ---- 4. empty selector values are usage errors ----
+
+#[test]
+fn empty_selector_values_are_usage_errors_for_every_flag() {
+    let s = Store::new();
+    s.hold(&[], &mail("keep me"));
+    let flags =
+        ["--id", "--rcpt", "--from", "--header-from", "--subject", "--message-id", "--verdict", "--scanner", "--attachment", "--state"];
+    for flag in flags {
+        for value in ["", "  "] {
+            for cmdline in [
+                vec!["purge", "--yes", flag, value],
+                vec!["search", flag, value],
+                vec!["release", "--dry-run", flag, value],
+                vec!["export", "--to", "/nonexistent/x", flag, value],
+            ] {
+                let o = s.run(&cmdline);
+                assert_eq!(o.code, 2, "{cmdline:?}: {o:?}");
+                assert!(o.stderr.contains(flag), "{cmdline:?} names the flag: {o:?}");
+            }
+        }
+    }
+    let o = s.run(&["search", "--json"]);
+    assert_eq!(o.stdout.lines().count(), 1, "nothing was purged: {o:?}");
+}
+
+// ---- 5. an --id that matches nothing is exit 1; show echoes the id as typed ----
+
+#[test]
+fn unknown_id_is_an_error_for_release_export_purge() {
+    let s = Store::new();
+    let id = s.hold(&[], &mail("known"));
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("out");
+    let to = to.to_str().unwrap();
+    for args in [
+        vec!["release", "--id", "NOSUCH0000", "--sendmail", "/bin/true", "--yes"],
+        vec!["release", "--id", "NOSUCH0000", "--dry-run"],
+        vec!["export", "NOSUCH0000", "--to", to],
+        vec!["export", "--id", "NOSUCH0000", "--to", to],
+        vec!["purge", "--id", "NOSUCH0000", "--yes"],
+        vec!["purge", "--id", "NOSUCH0000", "--dry-run"],
+        vec!["purge", "--id", &id, "--id", "NOSUCH0000", "--yes"],
+    ] {
+        let o = s.run(&args);
+        assert_eq!(o.code, 1, "{args:?}: {o:?}");
+        assert!(o.stderr.contains("NOSUCH0000"), "{args:?}: {o:?}");
+    }
+    // Nothing was purged by the mixed one.
+    assert_eq!(s.run(&["show", &id]).code, 0);
+    // show echoes what was typed (lower case, look-alikes), escaped.
+    let o = s.run(&["show", "nosuchlo1x"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("nosuchlo1x"), "{o:?}");
+    let o = s.run(&["show", "x\x1b]52;c;aGk=\x07y"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(!o.stderr.contains('\x1b') && !o.stderr.contains('\x07'), "{o:?}");
+    assert!(o.stderr.contains("x\\x1b]52;c;aGk=\\x07y"), "{o:?}");
+}
+
+// ---- 6. a verdict with glob characters can be selected exactly ----
+
+#[test]
+fn verdict_with_glob_characters_is_selected_exactly_with_backslash() {
+    let s = Store::new();
+    let hold_v = |v: &str, subj: &str| {
+        let o = s.run_in(&["hold", "--verdict", v, "--from", "a@b.example", "--", "c@d.example"], &mail(subj));
+        assert_eq!(o.code, 0, "{o:?}");
+        o.stdout.trim().to_string()
+    };
+    let star = hold_v("Foo*", "one");
+    let _fooby = hold_v("Foobar", "two");
+    let q_ = hold_v("Wh?[x]", "three");
+    let back = hold_v("A\\B", "four");
+    let ids = |v: &str| -> Vec<String> {
+        let o = s.run(&["search", "--verdict", v, "--json"]);
+        assert_eq!(o.code, 0, "{o:?}");
+        o.stdout.lines().map(|l| l.split("\"id\":\"").nth(1).unwrap()[..10].to_string()).collect()
+    };
+    assert_eq!(ids("Foo\\*"), vec![star.clone()]);
+    assert_eq!(ids("Foo*").len(), 2);
+    assert_eq!(ids("Wh\\?\\[x]"), vec![q_.clone()]);
+    assert_eq!(ids("Wh\\?\\[x]*"), vec![q_]);
+    assert_eq!(ids("A\\\\B"), vec![back]);
+    assert_eq!(ids("Fo\\o\\*"), vec![star]);
+}

@@ -14,6 +14,7 @@ use crate::output::{confirm, human_bytes, interactive, TermProgress};
 
 pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     let mut sel = selectors::resolve(&a.selectors)?;
+    let ids = sel.clone();
     let rules = if let Some(age) = &a.older_than {
         let age = duration::parse(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
         let cutoff = now_us() - age.as_micros() as i64;
@@ -46,6 +47,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     };
 
     let mut store = ctx.open()?;
+    selectors::require_known_ids(&store, &ids)?;
     let plan = store.purge_plan(rules)?;
     print_plan(&plan, a.json);
     if a.dry_run {
