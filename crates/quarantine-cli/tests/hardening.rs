@@ -347,3 +347,29 @@ fn verdict_with_glob_characters_is_selected_exactly_with_backslash() {
     assert_eq!(ids("A\\\\B"), vec![back]);
     assert_eq!(ids("Fo\\o\\*"), vec![star]);
 }
+
+// ---- 7. short non-ASCII queries and raw 8-bit (Latin-1 / Windows-1252) headers ----
+
+#[test]
+fn text_search_finds_short_non_ascii_and_raw_latin1_headers() {
+    let s = Store::new();
+    let upper = s.hold(&[], "From: x@example.org\r\nSubject: ÉTÉ Ö\r\n\r\nx\r\n".as_bytes());
+    let latin1 = s.hold(&[], b"From: J\xf6rg <j@example.org>\r\nSubject: Gr\xfc\xdfe \x80100\r\n\r\nx\r\n");
+    let n = |args: &[&str]| {
+        let mut a = vec!["search", "--json"];
+        a.extend_from_slice(args);
+        let o = s.run(&a);
+        assert_eq!(o.code, 0, "{o:?}");
+        o.stdout.lines().map(|l| l.split("\"id\":\"").nth(1).unwrap()[..10].to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(n(&["--subject", "é"]), vec![upper.clone()]);
+    assert_eq!(n(&["--subject", "ö"]), vec![upper.clone()]);
+    assert_eq!(n(&["--subject", "tÉ"]), vec![upper.clone()]);
+    assert_eq!(n(&["--subject", "Grüße"]), vec![latin1.clone()]);
+    assert_eq!(n(&["--subject", "GRÜSSE"]), Vec::<String>::new());
+    assert_eq!(n(&["--subject", "€100"]), vec![latin1.clone()]);
+    assert_eq!(n(&["--subject", "ü"]), vec![latin1.clone()]);
+    assert_eq!(n(&["--header-from", "jörg"]), vec![latin1.clone()]);
+    // With a narrowing selector the per-row check agrees.
+    assert_eq!(n(&["--id", &latin1, "--subject", "GRÜ"]), vec![latin1]);
+}
