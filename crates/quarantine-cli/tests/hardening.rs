@@ -373,3 +373,57 @@ fn text_search_finds_short_non_ascii_and_raw_latin1_headers() {
     // With a narrowing selector the per-row check agrees.
     assert_eq!(n(&["--id", &latin1, "--subject", "GRÜ"]), vec![latin1]);
 }
+
+// ---- 8. import never follows symlinks, and as root reads only files their directory's owner owns ----
+
+#[test]
+fn import_skips_symlinks_and_foreign_files_and_reports_them() {
+    let s = Store::new();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "Subject: SECRET-SHADOW\r\n\r\nroot:x\r\n").unwrap();
+    let md = dir.path().join("Maildir");
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(d)).unwrap();
+    }
+    std::fs::write(md.join("cur/1700000000.ok:2,S"), mail("legit")).unwrap();
+    std::os::unix::fs::symlink(&secret, md.join("cur/1700000001.link:2,S")).unwrap();
+    // A linked Maildir++ subfolder, and a linked directory inside an eml tree.
+    let other = dir.path().join("other");
+    for d in ["cur", "new"] {
+        std::fs::create_dir_all(other.join(d)).unwrap();
+    }
+    std::fs::write(other.join("cur/1700000002.x:2,S"), "Subject: SECRET-DIR\r\n\r\nx\r\n").unwrap();
+    std::os::unix::fs::symlink(&other, md.join(".Linked")).unwrap();
+    let root_only = is_root();
+    if root_only {
+        // A hard link to a root-owned file inside a user's Maildir, imported by root.
+        let (uid, gid) = (54_321u32, 54_321u32);
+        std::fs::hard_link(&secret, md.join("new/1700000003.hard")).unwrap();
+        for p in [md.clone(), md.join("cur"), md.join("new"), md.join("tmp"), md.join("cur/1700000000.ok:2,S")] {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).unwrap();
+        }
+    }
+    let o = s.run(&["import", "--format", "maildir", "--verdict", "SPAM", "--rcpt", "r@example.org", md.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "skips are reported with exit 1: {o:?}");
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains("1700000001.link") && all.contains("symbolic link"), "{o:?}");
+    assert!(all.contains(".Linked"), "{o:?}");
+    if root_only {
+        assert!(all.contains("1700000003.hard") && all.contains("not read as root"), "{o:?}");
+    }
+    // eml: a linked file and a linked directory inside the tree.
+    let eml = dir.path().join("eml");
+    std::fs::create_dir(&eml).unwrap();
+    std::fs::write(eml.join("a.eml"), mail("legit eml")).unwrap();
+    std::os::unix::fs::symlink(&secret, eml.join("b.eml")).unwrap();
+    std::os::unix::fs::symlink(&other, eml.join("sub")).unwrap();
+    let o = s.run(&["import", "--format", "eml", "--verdict", "SPAM", "--rcpt", "r@example.org", eml.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{o:?}");
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(all.contains("b.eml") && all.contains("sub"), "{o:?}");
+    let o = s.run(&["search", "--subject", "SECRET"]);
+    assert_eq!(o.stdout.trim(), "no messages match", "{o:?}");
+    let o = s.run(&["search", "--json", "--subject", "legit"]);
+    assert_eq!(o.stdout.lines().count(), 2, "{o:?}");
+}
