@@ -427,3 +427,22 @@ fn import_skips_symlinks_and_foreign_files_and_reports_them() {
     let o = s.run(&["search", "--json", "--subject", "legit"]);
     assert_eq!(o.stdout.lines().count(), 2, "{o:?}");
 }
+
+// ---- 9. --csv neutralises formulas ----
+
+#[test]
+fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+    let s = Store::new();
+    s.hold(&["--reason=-3.5 score"], b"From: =HYPERLINK(\"http://x\")\r\nSubject: =cmd|' /C calc'!A0\r\n\r\nx\r\n");
+    s.hold(&[], b"Subject: @SUM(1)\r\n\r\nx\r\n");
+    s.hold(&[], b"Subject: \t+tab\r\n\r\nx\r\n");
+    let o = s.run(&["search", "--csv"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    for line in o.stdout.lines().skip(1) {
+        for cell in line.split(',') {
+            let c = cell.trim_start_matches('"');
+            assert!(!c.starts_with(['=', '+', '-', '@', '\t', '\r']), "cell {cell:?} in {line:?}");
+        }
+    }
+    assert!(o.stdout.contains("'=cmd") && o.stdout.contains("'@SUM") && o.stdout.contains("'-3.5"), "{o:?}");
+}
