@@ -59,7 +59,7 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
                         "help requested, nothing to hold".to_string()
                     }
                     ErrorKind::DisplayVersion => "version requested, nothing to hold".to_string(),
-                    _ => one_line(&e.to_string()),
+                    _ => crate::output::escape(&one_line(&e.to_string())),
                 };
                 say!("quarantine hold: {reason} (message not held; the MTA will retry)");
                 return ExitCode::from(EX_TEMPFAIL);
@@ -80,13 +80,13 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
         Ok(Status::TempFail) => ExitCode::from(EX_TEMPFAIL),
         Err(e) if is_hold => {
             // An MTA logs one line per delivery attempt: fold multi-line reasons (toml's, say) into one.
-            let reason = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            let reason = crate::output::escape(&format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" "));
             say!("quarantine hold: {reason} (message not held; the MTA will retry)");
             ExitCode::from(EX_TEMPFAIL)
         }
         // A config `hold` cannot read fails `hold` too: `check` says so with hold's code.
         Err(e) if is_check && !matches!(e, crate::cmd::CmdError::Usage(_)) => {
-            say!("quarantine check: {e:#}");
+            say!("quarantine check: {}", crate::output::escape(&format!("{e:#}")));
             ExitCode::from(EX_TEMPFAIL)
         }
         Err(e) => {

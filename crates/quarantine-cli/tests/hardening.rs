@@ -446,3 +446,43 @@ fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
     }
     assert!(o.stdout.contains("'=cmd") && o.stdout.contains("'@SUM") && o.stdout.contains("'-3.5"), "{o:?}");
 }
+
+// ---- 10. control characters are escaped in every printed line ----
+
+fn assert_no_controls(what: &str, o: &Out) {
+    for (name, text) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{what}: raw control character on {name}: {o:?}"
+        );
+    }
+}
+
+#[test]
+fn freeze_reason_and_actor_are_escaped_in_purge_and_freeze() {
+    let s = Store::new();
+    s.hold(&[], &mail("x"));
+    let evil = "\x1b]52;c;aGk=\x07\x1b[2J";
+    let o = s.run(&["freeze", "--reason", evil, "--actor", evil]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_no_controls("freeze", &o);
+    let o = s.run(&["freeze", "--reason", "again"]);
+    assert!(o.stdout.contains("already frozen"), "{o:?}");
+    assert!(o.stdout.contains("\\x1b]52"), "{o:?}");
+    assert_no_controls("freeze again", &o);
+    let o = s.run(&["purge", "--all", "--dry-run"]);
+    assert!(o.stdout.contains("FROZEN"), "{o:?}");
+    assert_no_controls("purge --dry-run", &o);
+    let o = s.run(&["purge", "--all", "--yes"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_no_controls("purge refusal", &o);
+    for args in [vec!["stats"], vec!["log"], vec!["show", evil], vec!["search", "--subject", evil], vec!["search", "--since", evil]] {
+        let o = s.run(&args);
+        assert_no_controls(&format!("{args:?}"), &o);
+    }
+    let o = run_cmd(cmd(&["--store", evil, "hold", "--verdict", "X", "--from", "a@b", "--", "c@d"]), b"x");
+    assert_eq!(o.code, 75);
+    assert_no_controls("hold with a hostile store path", &o);
+    let o = q(&["--store", evil, "verify"]);
+    assert_no_controls("verify with a hostile store path", &o);
+}
