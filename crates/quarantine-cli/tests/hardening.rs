@@ -486,3 +486,25 @@ fn freeze_reason_and_actor_are_escaped_in_purge_and_freeze() {
     let o = q(&["--store", evil, "verify"]);
     assert_no_controls("verify with a hostile store path", &o);
 }
+
+// ---- 11. the config file's size is capped ----
+
+#[test]
+fn config_file_size_is_capped() {
+    let s = Store::new();
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), "# x\n".repeat(300_000)).unwrap();
+    for config in [Path::new("/dev/zero"), big.path()] {
+        for args in [vec!["stats"], vec!["config", "check"]] {
+            let mut c = cmd(&["--config".as_ref(), config.as_os_str(), "--store".as_ref(), s.path.as_os_str()]);
+            c.args(&args);
+            let o = run_cmd(c, b"");
+            assert_ne!(o.code, 0, "{config:?} {args:?}: {o:?}");
+            assert!(o.stderr.contains("MiB"), "{config:?} {args:?}: {o:?}");
+        }
+        let mut c = cmd(&["--config".as_ref(), config.as_os_str(), "--store".as_ref(), s.path.as_os_str()]);
+        c.args(["hold", "--verdict", "X", "--from", "a@b", "--", "c@d"]);
+        let o = run_cmd(c, b"x");
+        assert_eq!(o.code, 75, "{o:?}");
+    }
+}
