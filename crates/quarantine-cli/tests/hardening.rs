@@ -508,3 +508,39 @@ fn config_file_size_is_capped() {
         assert_eq!(o.code, 75, "{o:?}");
     }
 }
+
+// ---- 12. --retry-in-doubt reports and audits only what it re-sent ----
+
+fn sql(store: &Path, statement: &str) -> String {
+    let o = Command::new("sqlite3").arg(store.join("index.sqlite")).arg(statement).output().expect("sqlite3");
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Leaves every recipient `releasing`, claimed by a release whose process is gone (what a SIGKILL leaves).
+fn make_in_doubt(store: &Path) {
+    sql(
+        store,
+        "UPDATE recipients SET state = 'releasing', release_id = 'DEADREL000 nohost noboot 999999999 1 killed'",
+    );
+}
+
+#[test]
+fn retry_in_doubt_counts_only_what_was_resent() {
+    let s = Store::new();
+    for i in 0..3 {
+        s.hold(&[], &mail(&format!("doubt {i}")));
+    }
+    make_in_doubt(&s.path);
+    // The relay is down: everything claimed is put back, nothing was resent.
+    let o = s.run(&["release", "--all", "--retry-in-doubt", "--relay", "smtp://127.0.0.1:9", "--yes", "--json"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stdout.contains("\"retried_in_doubt\":0"), "{o:?}");
+    let log = s.run(&["log", "--json"]);
+    let last = log.stdout.lines().last().unwrap().to_string();
+    assert!(last.contains("\"action\":\"release\"") && last.contains("\"retried_in_doubt\":0"), "{last}");
+    // Now resend for real: all three count.
+    make_in_doubt(&s.path);
+    let o = s.run(&["release", "--all", "--retry-in-doubt", "--sendmail", "/bin/cat >/dev/null", "--yes", "--json"]);
+    assert!(o.stdout.contains("\"retried_in_doubt\":3"), "{o:?}");
+}
