@@ -544,3 +544,33 @@ fn retry_in_doubt_counts_only_what_was_resent() {
     let o = s.run(&["release", "--all", "--retry-in-doubt", "--sendmail", "/bin/cat >/dev/null", "--yes", "--json"]);
     assert!(o.stdout.contains("\"retried_in_doubt\":3"), "{o:?}");
 }
+
+// ---- 13. JSON recipient objects carry every documented key ----
+
+#[test]
+fn json_recipients_always_carry_every_key() {
+    let s = Store::new();
+    let id = s.hold(&[], &mail("keys"));
+    for args in [vec!["show", &id, "--json"], vec!["search", "--json"]] {
+        let o = s.run(&args);
+        let v: serde_json::Value = serde_json::from_str(o.stdout.lines().next().unwrap()).unwrap();
+        let r = &v["recipients"][0];
+        for key in ["address", "state", "attempts", "released_at", "reply", "last_error"] {
+            assert!(r.get(key).is_some(), "{args:?}: recipient lacks {key}: {r}");
+        }
+        assert!(r["released_at"].is_null() && r["reply"].is_null() && r["last_error"].is_null(), "{r}");
+    }
+}
+
+// ---- 15. a purge that matches nothing writes an audit row ----
+
+#[test]
+fn purge_that_matches_nothing_is_audited() {
+    let s = Store::new();
+    s.hold(&[], &mail("young"));
+    let o = s.run(&["purge", "--older-than", "30d", "--yes", "--reason", "nightly"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let log = s.run(&["log", "--json"]);
+    let last = log.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(last.contains("\"action\":\"purge\"") && last.contains("\"messages\":0"), "{log:?}");
+}

@@ -12,11 +12,8 @@ pub struct Recipient {
     pub address: String,
     pub state: String,
     pub attempts: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub released_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
