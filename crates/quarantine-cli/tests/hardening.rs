@@ -197,11 +197,10 @@ fn owner_whose_store_group_is_foreign_can_init_and_hold() {
     let st = store.as_os_str();
     let o = as_uid(uid, gid, &["--store".as_ref(), st, "init".as_ref()], b"");
     assert_eq!(o.code, 0, "init by the owner: {o:?}");
-    let hold: Vec<&std::ffi::OsStr> =
-        ["--store".as_ref(), st, "hold".as_ref(), "--verdict".as_ref(), "SPAM".as_ref()]
-            .into_iter()
-            .chain(["--from", "a@b.example", "--", "c@d.example"].map(std::ffi::OsStr::new))
-            .collect();
+    let hold: Vec<&std::ffi::OsStr> = ["--store".as_ref(), st, "hold".as_ref(), "--verdict".as_ref(), "SPAM".as_ref()]
+        .into_iter()
+        .chain(["--from", "a@b.example", "--", "c@d.example"].map(std::ffi::OsStr::new))
+        .collect();
     let o = as_uid(uid, gid, &hold, b"Subject: x\r\n\r\nx\r\n");
     assert_eq!(o.code, 0, "hold by the owner: {o:?}");
     let o = as_uid(uid, gid, &["--store".as_ref(), st, "verify".as_ref(), "--deep".as_ref()], b"");
@@ -267,8 +266,18 @@ fn hold_replaces_a_corrupt_existing_blob_with_the_good_bytes() {
 fn empty_selector_values_are_usage_errors_for_every_flag() {
     let s = Store::new();
     s.hold(&[], &mail("keep me"));
-    let flags =
-        ["--id", "--rcpt", "--from", "--header-from", "--subject", "--message-id", "--verdict", "--scanner", "--attachment", "--state"];
+    let flags = [
+        "--id",
+        "--rcpt",
+        "--from",
+        "--header-from",
+        "--subject",
+        "--message-id",
+        "--verdict",
+        "--scanner",
+        "--attachment",
+        "--state",
+    ];
     for flag in flags {
         for value in ["", "  "] {
             for cmdline in [
@@ -404,7 +413,8 @@ fn import_skips_symlinks_and_foreign_files_and_reports_them() {
             std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).unwrap();
         }
     }
-    let o = s.run(&["import", "--format", "maildir", "--verdict", "SPAM", "--rcpt", "r@example.org", md.to_str().unwrap()]);
+    let o =
+        s.run(&["import", "--format", "maildir", "--verdict", "SPAM", "--rcpt", "r@example.org", md.to_str().unwrap()]);
     assert_eq!(o.code, 1, "skips are reported with exit 1: {o:?}");
     let all = format!("{}{}", o.stdout, o.stderr);
     assert!(all.contains("1700000001.link") && all.contains("symbolic link"), "{o:?}");
@@ -418,7 +428,8 @@ fn import_skips_symlinks_and_foreign_files_and_reports_them() {
     std::fs::write(eml.join("a.eml"), mail("legit eml")).unwrap();
     std::os::unix::fs::symlink(&secret, eml.join("b.eml")).unwrap();
     std::os::unix::fs::symlink(&other, eml.join("sub")).unwrap();
-    let o = s.run(&["import", "--format", "eml", "--verdict", "SPAM", "--rcpt", "r@example.org", eml.to_str().unwrap()]);
+    let o =
+        s.run(&["import", "--format", "eml", "--verdict", "SPAM", "--rcpt", "r@example.org", eml.to_str().unwrap()]);
     assert_eq!(o.code, 1, "{o:?}");
     let all = format!("{}{}", o.stdout, o.stderr);
     assert!(all.contains("b.eml") && all.contains("sub"), "{o:?}");
@@ -451,10 +462,7 @@ fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
 
 fn assert_no_controls(what: &str, o: &Out) {
     for (name, text) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
-        assert!(
-            !text.chars().any(|c| c.is_control() && c != '\n'),
-            "{what}: raw control character on {name}: {o:?}"
-        );
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{what}: raw control character on {name}: {o:?}");
     }
 }
 
@@ -476,7 +484,13 @@ fn freeze_reason_and_actor_are_escaped_in_purge_and_freeze() {
     let o = s.run(&["purge", "--all", "--yes"]);
     assert_eq!(o.code, 1, "{o:?}");
     assert_no_controls("purge refusal", &o);
-    for args in [vec!["stats"], vec!["log"], vec!["show", evil], vec!["search", "--subject", evil], vec!["search", "--since", evil]] {
+    for args in [
+        vec!["stats"],
+        vec!["log"],
+        vec!["show", evil],
+        vec!["search", "--subject", evil],
+        vec!["search", "--since", evil],
+    ] {
         let o = s.run(&args);
         assert_no_controls(&format!("{args:?}"), &o);
     }
@@ -519,10 +533,7 @@ fn sql(store: &Path, statement: &str) -> String {
 
 /// Leaves every recipient `releasing`, claimed by a release whose process is gone (what a SIGKILL leaves).
 fn make_in_doubt(store: &Path) {
-    sql(
-        store,
-        "UPDATE recipients SET state = 'releasing', release_id = 'DEADREL000 nohost noboot 999999999 1 killed'",
-    );
+    sql(store, "UPDATE recipients SET state = 'releasing', release_id = 'DEADREL000 nohost noboot 999999999 1 killed'");
 }
 
 #[test]

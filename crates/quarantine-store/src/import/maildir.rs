@@ -59,7 +59,10 @@ fn folder(dir: &Path, out: &mut Vec<Unit>, skipped: &mut Vec<Skipped>) {
         let d = dir.join(sub);
         match fs::symlink_metadata(&d) {
             Ok(m) if m.file_type().is_symlink() => {
-                skipped.push(Skipped::new(d.display(), "a symbolic link: import never follows links inside the tree it reads"));
+                skipped.push(Skipped::new(
+                    d.display(),
+                    "a symbolic link: import never follows links inside the tree it reads",
+                ));
                 continue;
             }
             Ok(_) => {}
