@@ -356,8 +356,19 @@ impl ConfigFile {
     }
 }
 
+/// A config file is a few lines of TOML; anything this large is a mistake (`--config /dev/zero`, a log file).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError { path: path.to_path_buf(), detail: e.to_string() })
+    use std::io::Read;
+    let err = |detail: String| ConfigError { path: path.to_path_buf(), detail };
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(err(format!("larger than {} MiB: not a config file", MAX_CONFIG_BYTES >> 20)));
+    }
+    String::from_utf8(bytes).map_err(|_| err("stream did not contain valid UTF-8".into()))
 }
 
 fn file_source(file: Option<&ConfigFile>, path: &[&str]) -> Source {

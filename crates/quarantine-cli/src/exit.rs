@@ -51,13 +51,22 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
+            // Help and version hold nothing: with `hold` anywhere in the argv that is a 75, not a 0 the MTA
+            // would take for a delivery.
+            if holding {
+                let reason = match e.kind() {
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                        "help requested, nothing to hold".to_string()
+                    }
+                    ErrorKind::DisplayVersion => "version requested, nothing to hold".to_string(),
+                    _ => crate::output::escape(&one_line(&e.to_string())),
+                };
+                say!("quarantine hold: {reason} (message not held; the MTA will retry)");
+                return ExitCode::from(EX_TEMPFAIL);
+            }
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
-            }
-            if holding {
-                say!("quarantine hold: {} (message not held; the MTA will retry)", one_line(&e.to_string()));
-                return ExitCode::from(EX_TEMPFAIL);
             }
             // clap prints usage and exits 2 for errors.
             e.exit();
@@ -71,18 +80,21 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
         Ok(Status::TempFail) => ExitCode::from(EX_TEMPFAIL),
         Err(e) if is_hold => {
             // An MTA logs one line per delivery attempt: fold multi-line reasons (toml's, say) into one.
-            let reason = format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ");
+            let reason = crate::output::escape(&format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" "));
             say!("quarantine hold: {reason} (message not held; the MTA will retry)");
             ExitCode::from(EX_TEMPFAIL)
         }
         // A config `hold` cannot read fails `hold` too: `check` says so with hold's code.
         Err(e) if is_check && !matches!(e, crate::cmd::CmdError::Usage(_)) => {
-            say!("quarantine check: {e:#}");
+            say!("quarantine check: {}", crate::output::escape(&format!("{e:#}")));
             ExitCode::from(EX_TEMPFAIL)
         }
         Err(e) => {
             if !is_broken_pipe(&e) {
-                say!("quarantine: {e:#}");
+                // Errors carry ids, paths, config values and mail text: escape control characters line by line.
+                let text = format!("{e:#}");
+                let lines: Vec<String> = text.lines().map(crate::output::escape).collect();
+                say!("quarantine: {}", lines.join("\n"));
             }
             ExitCode::from(e.exit_code())
         }
@@ -94,22 +106,11 @@ fn is_broken_pipe(e: &crate::cmd::CmdError) -> bool {
         || matches!(e, crate::cmd::CmdError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-/// Finds the subcommand name the way clap will: the first argument that is not a global option or its value.
-/// Done before parsing, because a parse error of `hold` must already exit 75.
+/// Whether the word `hold` appears anywhere in the argv. Decided before parsing and whatever clap makes of the rest
+/// (a mistyped global option, `--store` missing its value, `-h` or `--version` anywhere): an MTA may be calling,
+/// and every outcome but a held message must be 75 (DESIGN section 4).
 fn is_hold_invocation(args: &[std::ffi::OsString]) -> bool {
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy();
-        match s.as_ref() {
-            "--store" | "--config" => {
-                it.next();
-            }
-            _ if s.starts_with("--store=") || s.starts_with("--config=") => {}
-            _ if s.starts_with('-') => {}
-            _ => return s == "hold",
-        }
-    }
-    false
+    args.iter().skip(1).any(|a| a.as_encoded_bytes() == b"hold")
 }
 
 /// clap's error text without the usage block and tips, on one line (an MTA logs only one).

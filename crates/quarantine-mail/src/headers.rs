@@ -37,6 +37,8 @@ fn extract_inner(prefix: &[u8], complete: bool) -> HeaderFields {
     if prefix.is_empty() {
         return HeaderFields { note: Some("empty message".into()), ..Default::default() };
     }
+    let decoded = decode_8bit_header_lines(prefix);
+    let prefix: &[u8] = decoded.as_deref().unwrap_or(prefix);
     let parser = MessageParser::default();
     let parsed = if complete { parser.parse(prefix) } else { parser.parse_headers(prefix) };
     let Some(msg) = parsed else {
@@ -61,6 +63,45 @@ fn extract_inner(prefix: &[u8], complete: bool) -> HeaderFields {
         f.note.get_or_insert_with(|| "no recognised header fields".into());
     }
     f
+}
+
+/// Windows-1252's characters for 0x80..=0x9F (the rest of the high half is Latin-1, i.e. the same code point);
+/// the five undefined bytes map to the C1 control of the same value, as WHATWG's decoder does.
+const CP1252_HIGH: [char; 32] = [
+    '\u{20AC}', '\u{81}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{02C6}',
+    '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{8D}', '\u{017D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}',
+    '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}',
+    '\u{0153}', '\u{9D}', '\u{017E}', '\u{0178}',
+];
+
+/// Raw 8-bit header lines (no RFC 2047 encoding) that are not UTF-8 are Latin-1 / Windows-1252 in practice, and
+/// mail clients show them so. The parser would index them as U+FFFD, so such lines of the header block are
+/// transcoded to UTF-8 first (for the index only: the held bytes never change). `None` when nothing needed it.
+fn decode_8bit_header_lines(msg: &[u8]) -> Option<Vec<u8>> {
+    let end = memchr::memmem::find(msg, b"\n\r\n")
+        .map(|i| i + 1)
+        .into_iter()
+        .chain(memchr::memmem::find(msg, b"\n\n").map(|i| i + 1))
+        .min()
+        .unwrap_or(msg.len());
+    let header = &msg[..end];
+    if std::str::from_utf8(header).is_ok() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(msg.len() + 64);
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if std::str::from_utf8(line).is_ok() {
+            out.extend_from_slice(line);
+        } else {
+            let text: String = line
+                .iter()
+                .map(|&b| if (0x80..0xA0).contains(&b) { CP1252_HIGH[b as usize - 0x80] } else { b as char })
+                .collect();
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out.extend_from_slice(&msg[end..]);
+    Some(out)
 }
 
 fn addresses(a: &Address) -> Option<String> {
@@ -105,6 +146,17 @@ mod tests {
         assert_eq!(f.subject.as_deref(), Some("café"));
         assert_eq!(f.message_id.as_deref(), Some("x1@example.org"));
         assert_eq!(f.note, None);
+    }
+
+    #[test]
+    fn raw_latin1_and_cp1252_headers_are_decoded() {
+        let f =
+            extract(b"Subject: Gr\xfc\xdfe \x80 \x93ok\x94\r\nFrom: J\xf6rg <j@x.example>\r\n\r\nbody \xff\r\n", 60);
+        assert_eq!(f.subject.as_deref(), Some("Grüße € “ok”"));
+        assert_eq!(f.from.as_deref(), Some("Jörg <j@x.example>"));
+        // UTF-8 headers are untouched, also beside a Latin-1 line.
+        let f = extract(b"Subject: Gr\xc3\xbc\xc3\x9fe\r\nFrom: J\xf6rg <j@x.example>\r\n\r\nx", 100);
+        assert_eq!(f.subject.as_deref(), Some("Grüße"));
     }
 
     #[test]

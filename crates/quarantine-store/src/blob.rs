@@ -145,15 +145,27 @@ impl BlobStore {
     pub fn publish_deferred(&self, mut staged: StagedBlob) -> Result<PathBuf> {
         let final_path = self.path_of(&staged.hash);
         let dir = final_path.parent().expect("blob path has a parent").to_path_buf();
-        if self.exists(&staged.hash)? {
+        if self.exists(&staged.hash)? && self.existing_is_intact(&staged.hash, staged.size)? {
             return Ok(dir); // StagedBlob's Drop removes the temp file
         }
+        // Missing, or present but corrupt: the good bytes take the name (rename replaces a corrupt file atomically).
         staged.sync()?;
         durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
         durable::ensure_dir(&dir, &self.owner)?;
         fs::rename(&staged.tmp_path, &final_path).map_err(Error::io("rename into place", &final_path))?;
         staged.tmp_path = PathBuf::new();
         Ok(dir)
+    }
+
+    /// Whether the blob already stored under `hash` decompresses to `size` bytes that hash to its name, so a new
+    /// row may reference it (DESIGN section 4: a corrupt existing blob is never trusted, it is replaced by the good
+    /// bytes). An I/O error other than corruption is returned: it says nothing about the content.
+    fn existing_is_intact(&self, hash: &str, size: u64) -> Result<bool> {
+        match self.stream_verified(hash, &mut io::sink()) {
+            Ok(n) => Ok(n == size),
+            Err(Error::CorruptBlob { .. } | Error::MissingBlob { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates the fan-out directories `blobs/ab/` and `blobs/ab/cd/` of `hash` if missing, durably (each new

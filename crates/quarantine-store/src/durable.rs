@@ -26,10 +26,12 @@ impl Owner {
     }
 
     /// Gives `path` to this owner if it is not already theirs. Only root can do that; anyone else who created a
-    /// file under another account's store gets a clear error instead of a store the MTA cannot write.
+    /// file under another account's store gets a clear error instead of a store the MTA cannot write. A file the
+    /// owner already owns is left alone when not root: files are 0600 and directories 0700, so the group is
+    /// irrelevant, and the store directory's group need not be one of the owner's groups (`install -d -o USER`).
     pub fn apply(&self, path: &Path) -> Result<()> {
         let meta = fs::symlink_metadata(path).map_err(Error::io("stat", path))?;
-        if meta.uid() == self.uid && meta.gid() == self.gid {
+        if meta.uid() == self.uid && (meta.gid() == self.gid || !rustix::process::geteuid().is_root()) {
             return Ok(());
         }
         std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).map_err(|e| Error::Io {

@@ -24,6 +24,25 @@ pub fn normalise(input: &str) -> String {
         .collect()
 }
 
+/// `s` with terminal control characters (and bidi overrides) escaped, for an id typed by a person and echoed back
+/// in an error: nothing from the command line may drive the terminal.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let cp = c as u32;
+        if c.is_control() || (0x202A..=0x202E).contains(&cp) || (0x2066..=0x2069).contains(&cp) {
+            if cp < 0x100 {
+                out.push_str(&format!("\\x{cp:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{cp:04x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

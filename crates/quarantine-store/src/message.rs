@@ -13,11 +13,8 @@ pub struct Recipient {
     pub address: String,
     pub state: RecipientState,
     pub attempts: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub released_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
 
@@ -104,8 +101,8 @@ pub fn summarise_states(recipients: &[Recipient]) -> String {
 
 impl Store {
     /// Looks up one message by id (case-insensitive, Crockford look-alikes accepted).
-    pub fn message(&self, id: &str) -> Result<MessageRecord> {
-        let id = ids::normalise(id);
+    pub fn message(&self, typed: &str) -> Result<MessageRecord> {
+        let id = ids::normalise(typed);
         let e = self.sql_err();
         let rec = self
             .conn
@@ -114,9 +111,23 @@ impl Store {
             .query_row([&id], message_from_row)
             .optional()
             .map_err(&e)?;
-        let mut rec = rec.ok_or(Error::NoSuchMessage(id))?;
+        // The error echoes the id as typed (escaped), not our normalised form of it.
+        let mut rec = rec.ok_or_else(|| Error::NoSuchMessage(ids::printable(typed)))?;
         self.fill_details(&mut rec)?;
         Ok(rec)
+    }
+
+    /// The ids of `typed` (as given, in order) that name no message at all, live or purged.
+    pub fn unknown_ids(&self, typed: &[String]) -> Result<Vec<String>> {
+        let e = self.sql_err();
+        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM messages WHERE id = ?1").map_err(&e)?;
+        let mut unknown = Vec::new();
+        for t in typed {
+            if !stmt.exists([ids::normalise(t)]).map_err(&e)? {
+                unknown.push(t.clone());
+            }
+        }
+        Ok(unknown)
     }
 
     /// Adds recipients and attachment names to a record read from the messages table.

@@ -296,6 +296,7 @@ impl Store {
                 a = cursor_at,
                 b = cursor_at + 1
             );
+            let mut rule_messages = 0u64;
             loop {
                 // Chosen outside the write lock (a read); re-checked row by row inside it, below.
                 let batch: Vec<(String, String, i64, i64)> = self
@@ -362,7 +363,24 @@ impl Store {
                 yield_to_holds(batch_started.elapsed());
                 report.messages += messages;
                 report.recipients += recipients;
+                rule_messages += messages;
                 progress.advance(batch.len() as u64);
+            }
+            if rule_messages == 0 {
+                // A run that purged nothing still leaves a trace (cron's nightly purge; DESIGN section 3).
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+                audit::record(
+                    &tx,
+                    &AuditEntry {
+                        actor,
+                        action: AuditAction::Purge,
+                        selection: serde_json::to_value(rule).expect("plain struct"),
+                        counts: serde_json::json!({ "messages": 0, "recipients": 0 }),
+                        reason,
+                    },
+                )
+                .map_err(&e)?;
+                tx.commit().map_err(&e)?;
             }
         }
         progress.finish();

@@ -8,7 +8,7 @@
 //! folding, no diacritic folding), so it has the same meaning as the scan it replaces. Text shorter than three
 //! characters has no trigram; it, and ASCII text checked row by row, use `instr(lower(...))`, whose case folding is
 //! ASCII-only (SQLite's `lower`): the same answer for ASCII text, but for the odd Unicode letter that folds to an
-//! ASCII one (the Kelvin sign).
+//! ASCII one (the Kelvin sign). A short non-ASCII query is tried in each case variant of its non-ASCII letters.
 //!
 //! # Performance
 //! A text term is applied in one of three ways:
@@ -38,9 +38,21 @@ const WALK_COST: u64 = 17;
 
 /// The SQL condition for "column `column` of `m` contains `text`, case-insensitively"; pushes its parameter.
 pub(crate) fn text_clause(column: &str, text: &str, narrow: bool, params: &mut Vec<Value>) -> String {
-    if text.chars().count() < 3 || (narrow && text.is_ascii()) {
+    if text.is_ascii() && (text.len() < 3 || narrow) {
         params.push(Value::Text(text.to_lowercase()));
         return instr_form(column, params.len());
+    }
+    if text.chars().count() < 3 {
+        // No trigram, and SQLite's `lower` folds ASCII only: try each case variant of the non-ASCII letters
+        // against the ASCII-lowered column (at most 4 for two letters), so `--subject é` finds `É`.
+        let ors: Vec<String> = short_case_variants(text)
+            .into_iter()
+            .map(|v| {
+                params.push(Value::Text(v));
+                instr_form(column, params.len())
+            })
+            .collect();
+        return format!("({})", ors.join(" OR "));
     }
     params.push(Value::Text(fts_phrase(column, text)));
     let i = params.len();
@@ -49,6 +61,35 @@ pub(crate) fn text_clause(column: &str, text: &str, narrow: bool, params: &mut V
     } else {
         lookup_form(i)
     }
+}
+
+/// The spellings of a short query that SQLite's ASCII-only `lower(column)` can contain: ASCII letters lowered,
+/// every other letter as itself, its lower and its upper case (when each is one character).
+fn short_case_variants(text: &str) -> Vec<String> {
+    let mut variants = vec![String::new()];
+    for c in text.chars() {
+        let mut forms: Vec<char> = vec![c.to_ascii_lowercase()];
+        if !c.is_ascii() {
+            for f in [c.to_lowercase().collect::<Vec<_>>(), c.to_uppercase().collect::<Vec<_>>()] {
+                if let [one] = f[..] {
+                    if !forms.contains(&one) {
+                        forms.push(one);
+                    }
+                }
+            }
+        }
+        variants = variants
+            .iter()
+            .flat_map(|v| {
+                forms.iter().map(move |f| {
+                    let mut v = v.clone();
+                    v.push(*f);
+                    v
+                })
+            })
+            .collect();
+    }
+    variants
 }
 
 fn instr_form(column: &str, i: usize) -> String {

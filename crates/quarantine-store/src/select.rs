@@ -61,6 +61,24 @@ impl Selector {
     }
 
     pub fn validate(&self) -> Result<()> {
+        // An empty value (`--subject "$UNSET"`) would match everything, or nothing useful: never a selection.
+        let text_flags: [(&str, &Vec<String>); 9] = [
+            ("--id", &self.ids),
+            ("--rcpt", &self.rcpts),
+            ("--from", &self.froms),
+            ("--header-from", &self.header_froms),
+            ("--subject", &self.subjects),
+            ("--message-id", &self.message_ids),
+            ("--verdict", &self.verdicts),
+            ("--scanner", &self.scanners),
+            ("--attachment", &self.attachments),
+        ];
+        for (flag, values) in text_flags {
+            if values.iter().any(|v| v.trim().is_empty()) {
+                let hint = if flag == "--from" { " (use '<>' for the null sender)" } else { "" };
+                return Err(Error::Invalid(format!("{flag} was given an empty value{hint}: nothing to select on")));
+            }
+        }
         if let (Some(a), Some(b)) = (self.since_us, self.until_us) {
             if a >= b {
                 return Err(Error::Invalid("--since is not before --until: nothing can match".into()));
@@ -97,7 +115,13 @@ impl Selector {
         );
         any(&mut parts, &self.froms, &|i| format!("m.env_from_lc = ?{i}"), &|s| address::fold(strip_brackets(s)));
         any(&mut parts, &self.message_ids, &|i| format!("m.message_id = ?{i}"), &|s| strip_brackets(s).to_string());
-        let (globs, exact): (Vec<String>, Vec<String>) = self.verdicts.iter().cloned().partition(|v| is_glob(v));
+        let (mut globs, mut exact) = (Vec::new(), Vec::new());
+        for v in &self.verdicts {
+            match verdict_pattern(v) {
+                VerdictPattern::Exact(s) => exact.push(s),
+                VerdictPattern::Glob(g) => globs.push(g),
+            }
+        }
         match (globs.is_empty(), exact.is_empty()) {
             (true, true) => {}
             (true, false) => any(&mut parts, &exact, &|i| format!("m.verdict = ?{i}"), &same),
@@ -169,8 +193,42 @@ fn strip_brackets(s: &str) -> &str {
     t.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(t)
 }
 
-fn is_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
+enum VerdictPattern {
+    Exact(String),
+    /// An SQLite GLOB pattern.
+    Glob(String),
+}
+
+/// A `--verdict` value: exact unless it has an unescaped `*`, `?` or `[`. A backslash makes the next character
+/// literal (`PMX\*` selects the verdict `PMX*` exactly; `\\` is one backslash), so any verdict can be selected.
+fn verdict_pattern(v: &str) -> VerdictPattern {
+    let (mut literal, mut glob, mut wild) = (String::new(), String::new(), false);
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let lit = chars.next().unwrap_or('\\');
+                literal.push(lit);
+                match lit {
+                    '*' | '?' | '[' => glob.push_str(&format!("[{lit}]")),
+                    _ => glob.push(lit),
+                }
+            }
+            '*' | '?' | '[' => {
+                wild = true;
+                glob.push(c);
+            }
+            _ => {
+                literal.push(c);
+                glob.push(c);
+            }
+        }
+    }
+    if wild {
+        VerdictPattern::Glob(glob)
+    } else {
+        VerdictPattern::Exact(literal)
+    }
 }
 
 /// The query `Store::select` runs: matching messages, newest first.
@@ -243,5 +301,19 @@ mod tests {
         assert_eq!(sql.params[0], Value::Text("a@x".into()));
         assert_eq!(sql.params[1], Value::Text("b@x".into()));
         assert!(sql.clause.contains("m.verdict = ?") && sql.clause.contains("m.verdict GLOB ?"), "{}", sql.clause);
+    }
+
+    #[test]
+    fn backslash_escapes_glob_characters_in_verdicts() {
+        let exact = |v: &str| match verdict_pattern(v) {
+            VerdictPattern::Exact(s) => Some(s),
+            VerdictPattern::Glob(_) => None,
+        };
+        assert_eq!(exact("PMX\\*").as_deref(), Some("PMX*"));
+        assert_eq!(exact("a\\\\b").as_deref(), Some("a\\b"));
+        assert_eq!(exact("trailing\\").as_deref(), Some("trailing\\"));
+        assert!(matches!(verdict_pattern("PMX\\**"), VerdictPattern::Glob(g) if g == "PMX[*]*"));
+        let empty = Selector { subjects: vec![String::new()], ..Default::default() };
+        assert!(empty.validate().unwrap_err().to_string().contains("--subject"));
     }
 }

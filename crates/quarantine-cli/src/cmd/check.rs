@@ -30,14 +30,14 @@ pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();
             out!(
                 "ok: {}: a hold would succeed now ({} free{inodes}; minimum {})",
-                r.store.display(),
+                crate::output::escape(&r.store.display().to_string()),
                 human(r.free_bytes),
                 human(r.min_free)
             );
             Ok(Status::Success)
         }
         Err(why) => {
-            say!("quarantine check: {why}");
+            say!("quarantine check: {}", crate::output::escape(&why.to_string()));
             Ok(Status::TempFail)
         }
     }

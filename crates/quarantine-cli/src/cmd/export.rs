@@ -64,6 +64,7 @@ pub fn run(ctx: &Context, a: ExportArgs) -> CmdResult {
     }
     let req = ExportRequest { dir: &a.to, format, actor: &actor, reason: a.reason.as_deref(), selection };
     let mut store = ctx.open()?;
+    selectors::require_known_ids(&store, &sel)?;
     let report = store.export(&sel, &req, &TermProgress::new())?;
     if report.matched == 0 {
         out!("no messages match");

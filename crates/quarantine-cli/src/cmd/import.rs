@@ -114,7 +114,10 @@ fn print_summary(r: &ImportReport) {
         say!("skipped {}: {}", escape(&s.source), escape(&s.reason));
     }
     if let Some(e) = &r.aborted {
-        say!("quarantine: import stopped: {e} (everything counted below is committed; re-run to continue)");
+        say!(
+            "quarantine: import stopped: {} (everything counted below is committed; re-run to continue)",
+            escape(&e.to_string())
+        );
     }
     let mut line = format!(
         "imported {} message{} ({}), {} already held, {} skipped",

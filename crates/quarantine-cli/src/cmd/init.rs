@@ -8,9 +8,14 @@ use crate::exit::Status;
 pub fn run(ctx: &Context) -> CmdResult {
     let (_, outcome) = Store::init(&ctx.store_path)?;
     match outcome {
-        InitOutcome::Created => out!("created a quarantine store in {}", ctx.store_path.display()),
+        InitOutcome::Created => {
+            out!("created a quarantine store in {}", crate::output::escape(&ctx.store_path.display().to_string()))
+        }
         InitOutcome::AlreadyAStore => {
-            out!("{} is already a quarantine store; nothing to do", ctx.store_path.display())
+            out!(
+                "{} is already a quarantine store; nothing to do",
+                crate::output::escape(&ctx.store_path.display().to_string())
+            )
         }
     }
     Ok(Status::Success)

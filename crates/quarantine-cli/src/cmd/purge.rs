@@ -8,10 +8,11 @@ use quarantine_store::{PurgePlan, PurgeRule, RetentionPolicy, DEFAULT_ORPHAN_GRA
 use super::{selectors, CmdError, CmdResult, Context};
 use crate::cli::{FreezeArgs, PurgeArgs, ThawArgs};
 use crate::exit::Status;
-use crate::output::{confirm, human_bytes, interactive, TermProgress};
+use crate::output::{confirm, escape, human_bytes, interactive, TermProgress};
 
 pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     let mut sel = selectors::resolve(&a.selectors)?;
+    let ids = sel.clone();
     let rules = if let Some(age) = &a.older_than {
         let age = quarantine_store::parse_duration(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
         let cutoff = now_us() - age.as_micros() as i64;
@@ -44,6 +45,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     };
 
     let mut store = ctx.open()?;
+    selectors::require_known_ids(&store, &ids)?;
     let plan = store.purge_plan(rules)?;
     print_plan(&plan, a.json);
     if a.dry_run {
@@ -52,9 +54,9 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     if let Some(f) = &plan.frozen {
         say!(
             "quarantine: refusing to purge: the store is frozen since {} by {} ({}); `quarantine thaw` lifts it",
-            f.at,
-            f.actor,
-            f.reason
+            escape(&f.at),
+            escape(&f.actor),
+            escape(&f.reason)
         );
         return Ok(Status::Failure);
     }
@@ -97,7 +99,7 @@ fn print_plan(plan: &PurgePlan, json: bool) {
         return;
     }
     for r in &plan.rules {
-        out!("rule: {}", r.label);
+        out!("rule: {}", escape(&r.label));
     }
     out!(
         "would purge {} message(s), {} recipient(s), {} of originals",
@@ -109,7 +111,12 @@ fn print_plan(plan: &PurgePlan, json: bool) {
         out!("skipping {} message(s) with a release in progress", plan.skipped_releasing);
     }
     if let Some(f) = &plan.frozen {
-        out!("FROZEN since {} by {}: {} (purge refuses until `quarantine thaw`)", f.at, f.actor, f.reason);
+        out!(
+            "FROZEN since {} by {}: {} (purge refuses until `quarantine thaw`)",
+            escape(&f.at),
+            escape(&f.actor),
+            escape(&f.reason)
+        );
     }
 }
 
@@ -135,7 +142,7 @@ pub fn freeze(ctx: &Context, a: FreezeArgs) -> CmdResult {
     if store.freeze(&a.reason, &actor)? {
         out!("frozen: purge refuses until `quarantine thaw`");
     } else if let Some(f) = store.frozen()? {
-        out!("already frozen since {} by {}: {}", f.at, f.actor, f.reason);
+        out!("already frozen since {} by {}: {}", escape(&f.at), escape(&f.actor), escape(&f.reason));
     }
     Ok(Status::Success)
 }

@@ -98,6 +98,7 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
     let trace_header = !a.no_trace_header && ctx.config.trace_header.unwrap_or(crate::config::DEFAULT_TRACE_HEADER);
 
     let mut store = ctx.open()?;
+    selectors::require_known_ids(&store, &selector)?;
     let req =
         PlanRequest { selector, copy_to: a.to.clone(), retry_in_doubt: a.retry_in_doubt, retry_failed: a.retry_failed };
     let plan = store.plan_release(&req).map_err(|e| match e {

@@ -265,16 +265,35 @@ fn csv_record(r: &MessageRecord, tty: bool) -> Vec<String> {
         r.hash.clone(),
         r.attachments.join(", "),
     ];
+    let fields = fields.into_iter().map(neutralise_formula);
     if tty {
-        fields.iter().map(|f| escape(f)).collect()
+        fields.map(|f| escape(&f)).collect()
     } else {
-        fields
+        fields.collect()
+    }
+}
+
+/// A cell a spreadsheet would run as a formula (leading `=`, `+`, `-`, `@`, tab or CR; DESIGN section 5) gets a
+/// leading `'`, which spreadsheets show as text and do not evaluate (OWASP's CSV injection advice).
+fn neutralise_formula(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_formulas_are_neutralised() {
+        for bad in ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(neutralise_formula(bad.into()), format!("'{bad}"));
+        }
+        assert_eq!(neutralise_formula("plain = text".into()), "plain = text");
+    }
 
     #[test]
     fn cut_counts_terminal_cells() {

@@ -36,3 +36,17 @@ pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
     sel.validate().map_err(|e| CmdError::Usage(e.to_string()))?;
     Ok(sel)
 }
+
+/// Export, release and purge: an `--id` that names no message is an error (exit 1), never a quiet "nothing to do"
+/// (DESIGN section 5). Checked before anything is changed.
+pub fn require_known_ids(store: &quarantine_store::Store, sel: &Selector) -> Result<(), CmdError> {
+    let unknown = store.unknown_ids(&sel.ids)?;
+    match unknown.as_slice() {
+        [] => Ok(()),
+        [one] => Err(quarantine_store::Error::NoSuchMessage(crate::output::escape(one)).into()),
+        many => Err(quarantine_store::Error::NoSuchMessage(
+            many.iter().map(|s| crate::output::escape(s)).collect::<Vec<_>>().join(", "),
+        )
+        .into()),
+    }
+}

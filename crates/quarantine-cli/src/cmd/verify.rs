@@ -3,7 +3,7 @@
 use super::{CmdResult, Context};
 use crate::cli::VerifyArgs;
 use crate::exit::Status;
-use crate::output::TermProgress;
+use crate::output::{escape, TermProgress};
 
 pub fn run(ctx: &Context, a: VerifyArgs) -> CmdResult {
     let store = ctx.open()?;
@@ -12,16 +12,16 @@ pub fn run(ctx: &Context, a: VerifyArgs) -> CmdResult {
         out!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
     } else {
         for p in &report.missing {
-            out!("MISSING  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
+            out!("MISSING  {}  messages {}  ({})", escape(&p.hash), p.messages.join(" "), escape(&p.detail));
         }
         for p in &report.corrupt {
-            out!("CORRUPT  {}  messages {}  ({})", p.hash, p.messages.join(" "), p.detail);
+            out!("CORRUPT  {}  messages {}  ({})", escape(&p.hash), p.messages.join(" "), escape(&p.detail));
         }
         for o in &report.orphans {
-            out!("orphan   {}", o.display());
+            out!("orphan   {}", escape(&o.display().to_string()));
         }
         for t in &report.stale_tmp {
-            out!("stale    {}", t.display());
+            out!("stale    {}", escape(&t.display().to_string()));
         }
         out!(
             "{} blob(s) checked{}, {} missing, {} corrupt, {} orphan(s), {} stale temp file(s)",

@@ -257,7 +257,7 @@ fn orphans_and_temp_files_survive_the_grace_period() {
     std::fs::write(&orphan, b"left by a killed hold").unwrap();
     let tmp = s.path.join("tmp/0123.999.tmp");
     std::fs::write(&tmp, b"partial").unwrap();
-    ok(&s.run(&["purge", "--id", "NOSUCHID00", "--yes"]));
+    ok(&s.run(&["purge", "--verdict", "NO-SUCH-VERDICT", "--yes"]));
     assert!(orphan.exists(), "young orphan must survive the default 24h grace");
     assert!(tmp.exists());
     let verify = s.run(&["verify"]);
@@ -267,7 +267,7 @@ fn orphans_and_temp_files_survive_the_grace_period() {
         let st = Command::new("touch").args(["-d", "2 days ago"]).arg(p).status().unwrap();
         assert!(st.success());
     }
-    ok(&s.run(&["purge", "--id", "NOSUCHID00", "--yes"]));
+    ok(&s.run(&["purge", "--verdict", "NO-SUCH-VERDICT", "--yes"]));
     assert!(!orphan.exists(), "old orphan is removed");
     assert!(!tmp.exists(), "stale temp file is removed");
     assert_eq!(s.run(&["show", &keep, "--raw"]).stdout, msg("live"));

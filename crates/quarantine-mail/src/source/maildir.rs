@@ -28,8 +28,18 @@ pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n != "." && n != "..")
-                    && fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
                     && is_maildir(p)
+            })
+            .filter(|p| match fs::symlink_metadata(p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    skipped.push(Skipped::new(
+                        p.display(),
+                        "a symbolic link: import never follows links inside the tree it reads",
+                    ));
+                    false
+                }
+                Ok(m) => m.is_dir(),
+                Err(_) => false,
             })
             .collect();
         subs.sort();
@@ -47,8 +57,16 @@ fn is_maildir(p: &Path) -> bool {
 fn folder(dir: &Path, out: &mut Vec<Unit>, skipped: &mut Vec<Skipped>) {
     for sub in ["new", "cur"] {
         let d = dir.join(sub);
-        if !d.exists() {
-            continue;
+        match fs::symlink_metadata(&d) {
+            Ok(m) if m.file_type().is_symlink() => {
+                skipped.push(Skipped::new(
+                    d.display(),
+                    "a symbolic link: import never follows links inside the tree it reads",
+                ));
+                continue;
+            }
+            Ok(_) => {}
+            Err(_) => continue,
         }
         let mut names: Vec<_> = match fs::read_dir(&d) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
@@ -73,7 +91,10 @@ fn folder(dir: &Path, out: &mut Vec<Unit>, skipped: &mut Vec<Skipped>) {
 }
 
 fn push_file(p: std::path::PathBuf, name: Option<&str>, out: &mut Vec<Unit>, skipped: &mut Vec<Skipped>) {
-    match fs::metadata(&p) {
+    match fs::symlink_metadata(&p) {
+        Ok(m) if m.file_type().is_symlink() || (m.is_file() && super::refusal(&p, &m).is_some()) => {
+            skipped.push(Skipped::new(p.display(), super::refusal(&p, &m).unwrap_or_default()));
+        }
         Ok(m) if m.is_file() => {
             let mut u = Unit::file(Arc::from(p), UnitKind::File, &m);
             if let Some(secs) = name.and_then(name_time) {

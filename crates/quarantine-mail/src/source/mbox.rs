@@ -11,7 +11,6 @@
 //! cannot be told from a quoted `From `), so its lines are kept as found. Content-Length based variants (mboxcl,
 //! mboxcl2) are read as mboxrd; that is right for all but messages with unquoted `From ` lines in their bodies.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +34,7 @@ pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
 
 /// Finds the messages of one mbox file. The inner `Err` says why the file is not an mbox.
 fn scan(path: &Arc<Path>) -> io::Result<Result<Vec<Unit>, String>> {
-    let mut r = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    let mut r = BufReader::with_capacity(256 * 1024, super::open_nofollow(path)?);
     let mut out = Vec::new();
     let mut line = Vec::new();
     let mut pos = 0u64;

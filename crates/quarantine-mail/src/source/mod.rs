@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -106,7 +106,7 @@ impl Unit {
 
     /// The message's bytes, as they go into the blob.
     pub fn open(&self, variant: MboxVariant) -> io::Result<Box<dyn Read + Send>> {
-        let mut f = File::open(&self.path)?;
+        let mut f = open_nofollow(&self.path)?;
         match &self.kind {
             UnitKind::File => Ok(Box::new(f)),
             UnitKind::Amavis => amavis::open(f),
@@ -122,14 +122,64 @@ impl Unit {
     }
 }
 
+/// Opens a file found in an import tree for reading without following a symbolic link in its last component
+/// (`O_NOFOLLOW`: a file swapped for a link after the walk fails instead of being read) and without blocking on a
+/// FIFO (`O_NONBLOCK`); anything but a regular file is refused.
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Why an entry found inside an import tree (not the PATH the invoker named) must not be read, if it must not
+/// (docs/import.md, "What import reads"): a symbolic link is never followed; and when running as root, a file is
+/// read only if it is owned by the owner of the directory it is in and that directory is not writable by anyone
+/// else, so a user cannot hand root a file they could not read themselves (a hard link to /etc/shadow, a file
+/// dropped into a shared directory).
+pub(crate) fn refusal(p: &Path, m: &fs::Metadata) -> Option<String> {
+    if m.file_type().is_symlink() {
+        return Some("a symbolic link: import never follows links inside the tree it reads".into());
+    }
+    if !rustix::process::geteuid().is_root() {
+        return None; // the kernel already checks what this user may read
+    }
+    let dir = p.parent()?;
+    let d = match fs::symlink_metadata(dir) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("cannot check its directory: {e}")),
+    };
+    if m.uid() != d.uid() {
+        return Some(format!(
+            "owned by uid {}, not by the owner of its directory (uid {}): not read as root",
+            m.uid(),
+            d.uid()
+        ));
+    }
+    if d.mode() & 0o022 != 0 {
+        return Some("its directory is writable by other users: not read as root".into());
+    }
+    None
+}
+
 /// Every regular file under `path` (or `path` itself), in sorted order, dot files left out. Directories are
-/// entered, symbolic links to directories are not (no loops); a symbolic link to a file is read. What cannot be
-/// listed is reported in `skipped`.
+/// entered; symbolic links inside the tree (to files or directories) are never followed, and are reported in
+/// `skipped` with everything that cannot be listed or must not be read (see [`refusal`]). `path` itself is taken
+/// as named: a link there is the invoker's choice.
 pub(crate) fn files_under(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<(PathBuf, fs::Metadata)> {
     let mut out = Vec::new();
-    match fs::metadata(path) {
-        Ok(m) if m.is_file() => out.push((path.to_path_buf(), m)),
-        Ok(m) if m.is_dir() => walk(path, &mut out, skipped),
+    // The named path may be a link: read what it names, under its real name, so that O_NOFOLLOW applies after.
+    let named = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    };
+    match fs::metadata(&named) {
+        Ok(m) if m.is_file() => out.push((named, m)),
+        Ok(m) if m.is_dir() => walk(&named, &mut out, skipped),
         Ok(_) => skipped.push(Skipped::new(path.display(), "not a regular file or directory")),
         Err(e) => skipped.push(Skipped::new(path.display(), format!("cannot read: {e}"))),
     }
@@ -150,13 +200,14 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>, skipped: &mut Vec<Sk
             continue;
         }
         match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                skipped.push(Skipped::new(p.display(), refusal(&p, &m).unwrap_or_default()))
+            }
             Ok(m) if m.is_dir() => walk(&p, out, skipped),
-            Ok(m) if m.file_type().is_symlink() => match fs::metadata(&p) {
-                Ok(t) if t.is_file() => out.push((p, t)),
-                Ok(_) => {} // a link to a directory or special file: not followed
-                Err(e) => skipped.push(Skipped::new(p.display(), format!("cannot read: {e}"))),
+            Ok(m) if m.is_file() => match refusal(&p, &m) {
+                Some(why) => skipped.push(Skipped::new(p.display(), why)),
+                None => out.push((p, m)),
             },
-            Ok(m) if m.is_file() => out.push((p, m)),
             Ok(_) => {}
             Err(e) => skipped.push(Skipped::new(p.display(), format!("cannot read: {e}"))),
         }

@@ -51,7 +51,8 @@ pub struct Report {
     pub skipped: u64,
     /// Not sent because the stored original is missing or corrupt.
     pub not_sent: u64,
-    /// Of the recipients sent, how many were in doubt before (`--retry-in-doubt`).
+    /// Of the recipients actually handed to the relay or command this run, how many were in doubt before
+    /// (`--retry-in-doubt`); one claimed but then not attempted (relay down, interrupted) is not counted.
     pub retried_in_doubt: u64,
     /// True for a `--to` copy run: no recipient state changed.
     pub copy: bool,
@@ -179,6 +180,7 @@ impl Store {
         let mut pending: Pending = Vec::new();
         let mut last_flush = Instant::now();
         let mut started = false;
+        let mut retrying: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
         let t0 = Instant::now();
 
         // A batch is at most about a second of sending, so a crash leaves at most that much in doubt.
@@ -206,7 +208,7 @@ impl Store {
                     reason: opts.reason.as_deref(),
                 });
                 started = true;
-                self.claim(chunk, &tag_s, start_entry.as_ref(), &mut report)?
+                self.claim(chunk, &tag_s, start_entry.as_ref(), &mut report, &mut retrying)?
             };
 
             for (m, rcpts) in chunk.iter().zip(claimed) {
@@ -256,7 +258,14 @@ impl Store {
                 };
                 let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
                 let outcomes = match sender.send(&m.from, &refs, &[&header, &original]) {
-                    Ok(o) => o,
+                    Ok(o) => {
+                        for (a, o) in rcpts.iter().zip(&o) {
+                            if !matches!(o, Outcome::NotSent(_)) && retrying.contains(&(m.id.clone(), a.clone())) {
+                                report.retried_in_doubt += 1;
+                            }
+                        }
+                        o
+                    }
                     Err(Down(why)) => {
                         report.stopped = Some(why.clone());
                         vec![Outcome::Deferred(why); rcpts.len()]
@@ -300,6 +309,7 @@ impl Store {
         tag: &str,
         start: Option<&AuditEntry>,
         report: &mut Report,
+        retrying: &mut std::collections::HashSet<(String, String)>,
     ) -> Result<Vec<Vec<String>>> {
         let e = crate::index::sql_err(&self.index_path);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
@@ -326,7 +336,8 @@ impl Store {
                     }
                     Action::RetryInDoubt { previous } => {
                         if journal::claim_in_doubt(&tx, &m.id, &r.address, previous, tag).map_err(&e)? {
-                            report.retried_in_doubt += 1;
+                            // Counted once it is actually sent (execute_release), not when claimed.
+                            retrying.insert((m.id.clone(), r.address.clone()));
                             mine.push(r.address.clone());
                         } else {
                             report.skipped += 1;
