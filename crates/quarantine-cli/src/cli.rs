@@ -140,8 +140,8 @@ pub struct HoldArgs {
     pub file: Option<PathBuf>,
     /// Give up with 75 if the message is not durable within this time (default 60s, or the config's
     /// hold_deadline). Keep it below the MTA's own time limit for the pipe.
-    #[arg(long, value_name = "DURATION")]
-    pub deadline: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::hold_deadline)]
+    pub deadline: Option<std::time::Duration>,
     /// Envelope recipients, as Postfix expands ${recipient}.
     #[arg(last = true, value_name = "ADDR")]
     pub recipients: Vec<String>,
@@ -238,8 +238,8 @@ pub struct PurgeArgs {
     #[arg(long, value_name = "NAME")]
     pub actor: Option<String>,
     /// Orphan blobs and temp files younger than this survive (default 24h, or the config's orphan_grace).
-    #[arg(long, value_name = "DURATION")]
-    pub orphan_grace: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::duration)]
+    pub orphan_grace: Option<std::time::Duration>,
     /// VACUUM the index afterwards to return its free pages to the filesystem (locks the store while it runs).
     #[arg(long)]
     pub vacuum: bool,

@@ -4,25 +4,31 @@
 //! Store: `--store`, else `$QUARANTINE_STORE`, else the config's `store`, else `/var/lib/quarantine`.
 //! Config: `--config`, else `$QUARANTINE_CONFIG`, else `/etc/quarantine/config.toml` if it exists.
 //!
-//! # Errors name the key and the line
-//! A file is parsed twice: by serde into [`Config`] (unknown keys and wrong types are rejected there), and by
-//! `toml_edit`, which keeps the position of every key, so that any problem — a serde error, a bad duration, a bad
-//! relay URL — is reported as `line N: KEY: what is wrong` ([`Problem`]). Values are checked in [`Config::parse`],
-//! so every command refuses a bad file the same way (`hold` with 75, so the MTA keeps the mail); `config check`
-//! adds the checks that look outside the file (is the store there, is the sendmail program there), in
-//! [`check_environment`].
+//! # Parsed once, into types
+//! A file is parsed once, by serde into [`RawConfig`], whose values are `toml::Spanned` so that every problem — a
+//! serde error, a bad duration, a bad relay URL — is reported as `line N: KEY: what is wrong` ([`Problem`]). It is
+//! then checked and converted, in [`Config::from_raw`], into [`Config`]: durations, sizes, the relay URL and the
+//! sendmail command as the types the commands use, with the defaults of [`defaults`] applied. So every command
+//! refuses a bad file the same way (`hold` with 75, so the MTA keeps the mail) and none re-parses a value;
+//! `config check` adds the checks that look outside the file (is the store there, is the sendmail program there),
+//! in [`check_environment`].
 //!
 //! # Adding a key
-//! Add the field to [`Config`], its default to [`Config::settings`], a check to [`Config::validate`] if it has a
-//! syntax beyond its TOML type, a line to `docs/config.md` and to `packaging/config.toml`.
+//! Add the raw field to [`RawConfig`], the typed one to [`Config`] (converted in [`Config::from_raw`]), its default
+//! to [`defaults`], its row to [`Config::settings`], a line to `docs/config.md` and to `packaging/config.toml`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
-use quarantine_store::{available_space, human_bytes as human, parse_duration, parse_size, INDEX_FILE};
+use quarantine_relay::{Relay, RelayUrl};
+use quarantine_store::{
+    available_space, human_bytes as human, parse_duration, parse_size, RetentionPolicy, INDEX_FILE,
+};
 
 /// A config file that cannot be read or is not valid, with its path.
 #[derive(Debug, thiserror::Error)]
@@ -34,47 +40,83 @@ pub struct ConfigError {
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
-pub const DEFAULT_CONFIG: &str = "/etc/quarantine/config.toml";
-pub const DEFAULT_STORE: &str = "/var/lib/quarantine";
-/// `hold` gives up with 75 after this long (keep it below the MTA's own limit for the pipe).
-pub const DEFAULT_HOLD_DEADLINE: &str = "60s";
-/// Orphan blobs and temp files younger than this survive purge.
-pub const DEFAULT_ORPHAN_GRACE: &str = "24h";
-/// `quarantine check`'s threshold when `min_free_space` is not set (`check::DEFAULT_MIN_FREE`).
-pub const DEFAULT_MIN_FREE_SPACE: &str = "100M";
-/// Release prepends `X-Quarantine-Released` unless told not to.
-pub const DEFAULT_TRACE_HEADER: bool = true;
+/// Every default of the tool, in one place (the flags' help and `docs/config.md` quote these).
+pub mod defaults {
+    use std::time::Duration;
 
+    pub const CONFIG: &str = "/etc/quarantine/config.toml";
+    pub const STORE: &str = "/var/lib/quarantine";
+    /// `hold` gives up with 75 after this long (keep it below the MTA's own limit for the pipe: Postfix's
+    /// `command_time_limit` is 1000 s).
+    pub const HOLD_DEADLINE: Duration = Duration::from_secs(60);
+    /// Orphan blobs and temp files younger than this survive purge: an ingest or import may be about to commit
+    /// a row for them.
+    pub const ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
+    /// Below this, purge warns that `--orphan-grace` races concurrent ingests (they fail and retry from the
+    /// spool: nothing is lost, but it is never what an admin wants).
+    pub const ORPHAN_GRACE_FLOOR: Duration = Duration::from_secs(3600);
+    /// `quarantine check` fails below this much free space when `min_free_space` is not set. It is larger than
+    /// [`HOLD_RESERVE`] on purpose: monitoring should page someone before hold starts deferring mail.
+    pub const MIN_FREE_SPACE: u64 = 100 << 20;
+    /// `hold` defers (75) below this much free space when `min_free_space` is not set, so a full disk never
+    /// costs a half-written spool file.
+    pub const HOLD_RESERVE: u64 = 16 << 20;
+    /// Release prepends `X-Quarantine-Released` unless told not to.
+    pub const TRACE_HEADER: bool = true;
+    /// Durations beyond this are refused: they overflow the clocks they are added to and are always a typo.
+    pub const LONGEST_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
+}
+
+/// The file as serde reads it: every value with its span, so problems can name their line.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The store directory (an absolute path).
-    pub store: Option<PathBuf>,
-    /// Default relay for release, e.g. `smtp://127.0.0.1:10025` or `smtps://relay.example.org`.
-    pub relay: Option<String>,
-    /// Require STARTTLS on an `smtp://` relay (as `release --tls` does). `smtps://` always uses TLS.
-    pub relay_tls: Option<bool>,
-    /// Default sendmail-compatible command for release (used when no relay is set).
-    pub sendmail: Option<String>,
-    /// Prepend `X-Quarantine-Released` on release (default true).
-    pub trace_header: Option<bool>,
-    /// How long `hold` may take before it gives up with 75, e.g. `60s`.
-    pub hold_deadline: Option<String>,
-    /// Orphan blobs younger than this survive purge, e.g. `24h`.
-    pub orphan_grace: Option<String>,
-    /// `quarantine check` fails (75) when the store's filesystem has less free space than this, e.g. `2G`.
-    pub min_free_space: Option<String>,
-    pub retention: Option<Retention>,
+pub struct RawConfig {
+    store: Option<Spanned<PathBuf>>,
+    relay: Option<Spanned<String>>,
+    relay_tls: Option<Spanned<bool>>,
+    sendmail: Option<Spanned<String>>,
+    trace_header: Option<Spanned<bool>>,
+    hold_deadline: Option<Spanned<String>>,
+    orphan_grace: Option<Spanned<String>>,
+    min_free_space: Option<Spanned<String>>,
+    retention: Option<RawRetention>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Retention {
-    /// Age after which any message is purged, e.g. `30d`.
-    pub default: Option<String>,
-    /// Per-verdict ages, e.g. `"PMX:VIRUS" = "90d"`.
+struct RawRetention {
+    default: Option<Spanned<String>>,
     #[serde(default)]
-    pub verdict: BTreeMap<String, String>,
+    /// Keys cannot carry a span in serde's model; a verdict's line is its value's (`"PMX:VIRUS" = "90d"`).
+    verdict: BTreeMap<String, Spanned<String>>,
+}
+
+/// The configuration as the commands use it: checked, typed, defaults applied.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The store directory (an absolute path), if the file names one.
+    pub store: Option<PathBuf>,
+    /// Default relay for release, with `relay_tls` applied.
+    pub relay: Option<RelayUrl>,
+    /// Default sendmail-compatible command for release (used when no relay is set).
+    pub sendmail: Option<Relay>,
+    pub trace_header: bool,
+    pub hold_deadline: Duration,
+    pub orphan_grace: Duration,
+    /// `min_free_space` when set (and not 0): both `check`'s threshold and `hold`'s reserve.
+    pub min_free_space: Option<u64>,
+    /// `[retention]`: what a purge with no selector removes.
+    pub retention: RetentionPolicy,
+    /// The file as written, for `config show` and line numbers.
+    raw: RawConfig,
+    /// Byte offset of the start of each line of the file.
+    line_starts: Vec<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::from_raw(RawConfig::default(), "").expect("the defaults are valid")
+    }
 }
 
 /// One thing wrong with a config file: which key, on which line, and why.
@@ -156,6 +198,53 @@ pub struct Setting {
     pub source: Source,
 }
 
+/// A duration as the config and the flags take it: `parse_duration`, bounded by [`defaults::LONGEST_DURATION`].
+pub fn duration(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d > defaults::LONGEST_DURATION {
+        return Err(format!("{v:?} is longer than 100 years: not a duration this tool can use"));
+    }
+    Ok(d)
+}
+
+/// `hold`'s deadline: at least 1 s, at most a day (the MTA gives up on a pipe long before).
+pub fn hold_deadline(v: &str) -> Result<Duration, String> {
+    let d = duration(v)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+        return Err(format!("{v:?} is out of range: use between 1s and 1d (keep it below the MTA's pipe time limit)"));
+    }
+    Ok(d)
+}
+
+/// Collects the problems of [`Config::from_raw`], each with its key and line.
+struct Checker {
+    starts: Vec<usize>,
+    has_text: bool,
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn bad(&mut self, path: &[&str], span: std::ops::Range<usize>, message: String) {
+        let line = self.has_text.then(|| line_at(&self.starts, span.start));
+        self.problems.push(Problem { key: Some(dotted(path)), line, message });
+    }
+
+    /// `f` of the value, or the problem it names.
+    fn parse<T>(&mut self, path: &[&str], v: &Spanned<String>, f: fn(&str) -> Result<T, String>) -> Option<T> {
+        f(v.get_ref()).map_err(|e| self.bad(path, v.span(), e)).ok()
+    }
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    let mut v = vec![0];
+    v.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    v
+}
+
+fn line_at(starts: &[usize], offset: usize) -> usize {
+    starts.partition_point(|&s| s <= offset)
+}
+
 impl Config {
     /// Loads the config file named by the flag or environment, or the default path if it exists. A file named
     /// explicitly must exist.
@@ -174,87 +263,86 @@ impl Config {
         Config::parse(&text).map_err(|detail| ConfigError { path: path.to_path_buf(), detail })
     }
 
-    /// Parses and validates a file's text; the error is the first problem, as `line N: KEY: why`.
+    /// Parses and checks a file's text; the error is the first problem, as `line N: KEY: why`.
     pub fn parse(text: &str) -> Result<Config, String> {
         Config::parse_all(text).map_err(|problems| problems[0].to_string())
     }
 
-    /// Parses and validates a file's text; on error, every problem found (at least one). A file that TOML or
-    /// serde rejects yields exactly one problem (the parser stops there); otherwise every bad value is listed.
+    /// Parses and checks a file's text; on error, every problem found (at least one). A file that TOML or serde
+    /// rejects yields exactly one problem (the parser stops there); otherwise every bad value is listed.
     pub fn parse_all(text: &str) -> Result<Config, Vec<Problem>> {
-        let keys = Keys::index(text);
-        let cfg: Config = toml::from_str(text).map_err(|e| vec![serde_problem(&e, text, &keys)])?;
-        let problems = cfg.validate(&keys);
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(problems)
-        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![serde_problem(&e, text)])?;
+        Config::from_raw(raw, text)
     }
 
-    /// Value checks beyond the TOML types.
-    fn validate(&self, keys: &Keys) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        let mut bad = |path: &[&str], message: String| {
-            problems.push(Problem { key: Some(dotted(path)), line: keys.line(path), message });
-        };
-        if let Some(store) = &self.store {
-            if store.as_os_str().is_empty() || !store.is_absolute() {
-                bad(&["store"], format!("{:?} is not an absolute path", store.display().to_string()));
-            }
-        }
-        for (key, value) in [("hold_deadline", &self.hold_deadline), ("orphan_grace", &self.orphan_grace)] {
-            if let Some(v) = value {
-                match parse_duration(v) {
-                    Err(e) => bad(&[key], e),
-                    Ok(d) if key == "hold_deadline" && d.is_zero() => {
-                        bad(&[key], "must be longer than 0s (hold would defer every message)".into())
-                    }
-                    Ok(_) => {}
-                }
-            }
-        }
-        if let Some(v) = &self.min_free_space {
-            if let Err(e) = parse_size(v) {
-                bad(&["min_free_space"], e);
-            }
-        }
-        if let Some(url) = &self.relay {
-            if let Err(e) = quarantine_relay::RelayUrl::parse(url, self.relay_tls.unwrap_or(false)) {
-                let msg = e.to_string();
-                let msg = msg.strip_prefix("--relay ").unwrap_or(&msg);
-                let key = if self.relay_tls == Some(true) && url.to_ascii_lowercase().starts_with("smtps:") {
-                    "relay_tls"
-                } else {
-                    "relay"
-                };
-                bad(&[key], msg.replace("--tls", "relay_tls"));
-            }
-        }
-        if let Some(cmd) = &self.sendmail {
-            if cmd.split_whitespace().next().is_none() {
-                bad(&["sendmail"], "empty command".into());
-            }
-        }
-        if let Some(r) = &self.retention {
-            if let Some(d) = &r.default {
-                if let Err(e) = parse_duration(d) {
-                    bad(&["retention", "default"], e);
-                }
-            }
-            for (verdict, d) in &r.verdict {
+    /// Checks every value and converts it to its type, with the defaults applied.
+    fn from_raw(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
+        let mut c = Checker { starts: line_starts(text), has_text: !text.is_empty(), problems: Vec::new() };
+        let hold_deadline = raw.hold_deadline.as_ref().and_then(|v| c.parse(&["hold_deadline"], v, hold_deadline));
+        let orphan_grace = raw.orphan_grace.as_ref().and_then(|v| c.parse(&["orphan_grace"], v, duration));
+        let mut retention = RetentionPolicy::default();
+        if let Some(r) = &raw.retention {
+            retention.default = r.default.as_ref().and_then(|v| c.parse(&["retention", "default"], v, duration));
+            for (verdict, age) in &r.verdict {
+                let path = ["retention", "verdict", verdict.as_str()];
                 if verdict.trim().is_empty() {
-                    bad(&["retention", "verdict", verdict], "empty verdict".into());
+                    c.bad(&path, age.span(), "empty verdict".into());
                 } else if verdict.contains(['*', '?', '[']) {
                     // The default age excludes the listed verdicts exactly; a glob here would let it purge them.
                     let why = "a retention verdict is matched exactly: list each verdict, without * ? [";
-                    bad(&["retention", "verdict", verdict], why.into());
-                } else if let Err(e) = parse_duration(d) {
-                    bad(&["retention", "verdict", verdict], e);
+                    c.bad(&path, age.span(), why.into());
+                } else if let Some(d) = c.parse(&path, age, duration) {
+                    retention.per_verdict.insert(verdict.clone(), d);
                 }
             }
         }
-        problems
+        let store = raw.store.as_ref().map(|s| s.get_ref().clone());
+        if let (Some(p), Some(s)) = (&store, &raw.store) {
+            if p.as_os_str().is_empty() || !p.is_absolute() {
+                c.bad(&["store"], s.span(), format!("{:?} is not an absolute path", p.display().to_string()));
+            }
+        }
+        // 0 means "not set": check and hold then use their own defaults.
+        let min_free_space = raw.min_free_space.as_ref().and_then(|v| c.parse(&["min_free_space"], v, parse_size));
+        let min_free_space = min_free_space.filter(|&n| n > 0);
+        let relay_tls = raw.relay_tls.as_ref().is_some_and(|t| *t.get_ref());
+        let relay = raw.relay.as_ref().and_then(|url| match RelayUrl::parse(url.get_ref(), relay_tls) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                let msg = e.to_string();
+                let msg = msg.strip_prefix("--relay ").unwrap_or(&msg).replace("--tls", "relay_tls");
+                match &raw.relay_tls {
+                    Some(t) if relay_tls && url.get_ref().to_ascii_lowercase().starts_with("smtps:") => {
+                        c.bad(&["relay_tls"], t.span(), msg)
+                    }
+                    _ => c.bad(&["relay"], url.span(), msg),
+                }
+                None
+            }
+        });
+        let sendmail = raw.sendmail.as_ref().and_then(|cmd| match Relay::sendmail(cmd.get_ref()) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                c.bad(&["sendmail"], cmd.span(), "empty command".into());
+                None
+            }
+        });
+        if !c.problems.is_empty() {
+            c.problems.sort_by_key(|p| p.line);
+            return Err(c.problems);
+        }
+        Ok(Config {
+            store,
+            relay,
+            sendmail,
+            trace_header: raw.trace_header.as_ref().map_or(defaults::TRACE_HEADER, |t| *t.get_ref()),
+            hold_deadline: hold_deadline.unwrap_or(defaults::HOLD_DEADLINE),
+            orphan_grace: orphan_grace.unwrap_or(defaults::ORPHAN_GRACE),
+            min_free_space,
+            retention,
+            raw,
+            line_starts: c.starts,
+        })
     }
 
     /// Where the store is: the flag, else `$QUARANTINE_STORE`, else this config's `store`, else the default.
@@ -272,15 +360,37 @@ impl Config {
             return (PathBuf::from(p), Source::Env("QUARANTINE_STORE"));
         }
         if let Some(p) = &self.store {
-            return (p.clone(), file_source(file, &["store"]));
+            return (p.clone(), self.file_source(file, &["store"]));
         }
-        (PathBuf::from(DEFAULT_STORE), Source::Default)
+        (PathBuf::from(defaults::STORE), Source::Default)
     }
 
-    /// `min_free_space` in bytes (0 when not set: `quarantine check` then uses its default, 100M). The value was
-    /// checked by `parse`.
-    pub fn min_free_space_bytes(&self) -> u64 {
-        self.min_free_space.as_deref().and_then(|v| parse_size(v).ok()).unwrap_or(0)
+    /// The line a key is set on in the file this config was parsed from, if it is set.
+    pub fn line(&self, path: &[&str]) -> Option<usize> {
+        let r = &self.raw;
+        let span = |v: Option<std::ops::Range<usize>>| v.map(|s| line_at(&self.line_starts, s.start));
+        match path {
+            ["store"] => span(r.store.as_ref().map(Spanned::span)),
+            ["relay"] => span(r.relay.as_ref().map(Spanned::span)),
+            ["relay_tls"] => span(r.relay_tls.as_ref().map(Spanned::span)),
+            ["sendmail"] => span(r.sendmail.as_ref().map(Spanned::span)),
+            ["trace_header"] => span(r.trace_header.as_ref().map(Spanned::span)),
+            ["hold_deadline"] => span(r.hold_deadline.as_ref().map(Spanned::span)),
+            ["orphan_grace"] => span(r.orphan_grace.as_ref().map(Spanned::span)),
+            ["min_free_space"] => span(r.min_free_space.as_ref().map(Spanned::span)),
+            ["retention", "default"] => span(r.retention.as_ref().and_then(|t| t.default.as_ref().map(Spanned::span))),
+            ["retention", "verdict", v] => span(
+                r.retention.as_ref().and_then(|t| t.verdict.iter().find(|(k, _)| k == v).map(|(_, age)| age.span())),
+            ),
+            _ => None,
+        }
+    }
+
+    fn file_source(&self, file: Option<&ConfigFile>, path: &[&str]) -> Source {
+        match file {
+            Some(f) => Source::File { path: f.path.clone(), line: self.line(path) },
+            None => Source::Default,
+        }
     }
 
     /// Every setting with its effective value and where it came from. `store_flag` is the global `--store`.
@@ -294,30 +404,57 @@ impl Config {
         let (store, source) = self.store_path_with_source(store_flag, file);
         out.push(Setting { key: "store".into(), value: Some(store.display().to_string()), source });
 
-        let mut add = |key: &str, value: Option<String>, default: Option<String>| {
-            let path: Vec<&str> = split_dotted(key);
-            let (value, source) = match value {
-                Some(v) => (Some(v), file_source(file, &path)),
+        let r = &self.raw;
+        let mut add = |key: &str, written: Option<String>, default: Option<String>| {
+            let path: Vec<&str> = key.split('.').collect();
+            let (value, source) = match written {
+                Some(v) => (Some(v), self.file_source(file, &path)),
                 None => (default, Source::Default),
             };
             out.push(Setting { key: key.to_string(), value, source });
         };
-        add("relay", self.relay.clone(), None);
-        add("relay_tls", self.relay_tls.map(|b| b.to_string()), Some("false".into()));
-        add("sendmail", self.sendmail.clone(), None);
-        add("trace_header", self.trace_header.map(|b| b.to_string()), Some(DEFAULT_TRACE_HEADER.to_string()));
-        add("hold_deadline", self.hold_deadline.clone(), Some(DEFAULT_HOLD_DEADLINE.into()));
-        add("orphan_grace", self.orphan_grace.clone(), Some(DEFAULT_ORPHAN_GRACE.into()));
-        add("min_free_space", self.min_free_space.clone(), Some(DEFAULT_MIN_FREE_SPACE.into()));
-        let retention = self.retention.clone().unwrap_or_default();
-        add("retention.default", retention.default.clone(), None);
+        let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
+        let b = |v: &Option<Spanned<bool>>| v.as_ref().map(|v| v.get_ref().to_string());
+        add("relay", s(&r.relay), None);
+        add("relay_tls", b(&r.relay_tls), Some("false".into()));
+        add("sendmail", s(&r.sendmail), None);
+        add("trace_header", b(&r.trace_header), Some(defaults::TRACE_HEADER.to_string()));
+        add("hold_deadline", s(&r.hold_deadline), Some(format_duration(defaults::HOLD_DEADLINE)));
+        add("orphan_grace", s(&r.orphan_grace), Some(format_duration(defaults::ORPHAN_GRACE)));
+        add("min_free_space", s(&r.min_free_space), Some(format_size(defaults::MIN_FREE_SPACE)));
+        let retention = r.retention.clone().unwrap_or_default();
+        add("retention.default", s(&retention.default), None);
         for (verdict, age) in &retention.verdict {
             let key = dotted(&["retention", "verdict", verdict]);
-            let source = file_source(file, &["retention", "verdict", verdict]);
-            out.push(Setting { key, value: Some(age.clone()), source });
+            let source = self.file_source(file, &["retention", "verdict", verdict]);
+            out.push(Setting { key, value: Some(age.get_ref().clone()), source });
         }
         out
     }
+}
+
+/// `60s`, `90m`, `1h`, `24h`, `30d`: a whole duration as an admin would write it (and as `docs/config.md` does).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 2 * 86_400 && s.is_multiple_of(86_400) {
+        format!("{}d", s / 86_400)
+    } else if s >= 3600 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s >= 120 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `100M`, `2G`, `4096`: a size in the largest binary unit that divides it, in the config's own syntax.
+pub fn format_size(n: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if n > 0 && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
 }
 
 /// Which config file applies: `--config`, else `$QUARANTINE_CONFIG`, else the default path if it exists.
@@ -328,7 +465,7 @@ pub fn locate(flag: Option<&Path>) -> Option<(PathBuf, Source)> {
     if let Some(p) = std::env::var_os("QUARANTINE_CONFIG").filter(|s| !s.is_empty()) {
         return Some((PathBuf::from(p), Source::Env("QUARANTINE_CONFIG")));
     }
-    let p = PathBuf::from(DEFAULT_CONFIG);
+    let p = PathBuf::from(defaults::CONFIG);
     p.exists().then_some((p, Source::Default))
 }
 
@@ -349,11 +486,6 @@ impl ConfigFile {
     pub fn parse(&self) -> Result<Config, Vec<Problem>> {
         Config::parse_all(&self.text)
     }
-
-    /// The line of a key (`["retention", "default"]`), if the file sets it.
-    pub fn line(&self, path: &[&str]) -> Option<usize> {
-        Keys::index(&self.text).line(path)
-    }
 }
 
 /// A config file is a few lines of TOML; anything this large is a mistake (`--config /dev/zero`, a log file).
@@ -371,19 +503,12 @@ fn read(path: &Path) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| err("stream did not contain valid UTF-8".into()))
 }
 
-fn file_source(file: Option<&ConfigFile>, path: &[&str]) -> Source {
-    match file {
-        Some(f) => Source::File { path: f.path.clone(), line: f.line(path) },
-        None => Source::Default,
-    }
-}
-
 /// Checks that look outside the file, for `config check`: the store is a store this user can reach, the
 /// sendmail program exists, the store's filesystem has `min_free_space`. `store` is the effective store path and
 /// `store_source` where it came from; `file` is the config file (for line numbers).
 pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, store_source: &Source) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let line_of = |path: &[&str]| file.and_then(|f| f.line(path));
+    let line_of = |path: &[&str]| file.and(cfg.line(path));
     let (key, line) = match store_source {
         Source::Flag(flag) => (flag.to_string(), None),
         Source::Env(var) => (format!("${var}"), None),
@@ -416,8 +541,7 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
             }
         }
     }
-    let min = cfg.min_free_space_bytes();
-    if min > 0 && store.is_dir() {
+    if let (Some(min), true) = (cfg.min_free_space, store.is_dir()) {
         if let Ok(free) = available_space(store) {
             if free < min {
                 problems.push(Problem {
@@ -432,7 +556,8 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
             }
         }
     }
-    if let Some(program) = cfg.sendmail.as_deref().and_then(|c| c.split_whitespace().next()) {
+    if let Some(Relay::Sendmail(argv)) = &cfg.sendmail {
+        let program = argv[0].as_str();
         let found = if program.contains('/') {
             is_executable(Path::new(program))
         } else {
@@ -456,67 +581,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Key positions
-
-/// Every key of a file with the byte spans of the key and of its value, from `toml_edit` (which, unlike serde,
-/// keeps positions). Empty when the text is not TOML (serde then reports the syntax error with its own span).
-struct Keys {
-    /// (key path, key span, value span), in file order.
-    entries: Vec<Entry>,
-    /// Byte offset of the start of each line.
-    line_starts: Vec<usize>,
-}
-
-impl Keys {
-    fn index(text: &str) -> Keys {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        let mut entries = Vec::new();
-        if let Ok(doc) = toml_edit::ImDocument::parse(text) {
-            walk(doc.as_table(), &mut Vec::new(), &mut entries);
-        }
-        Keys { entries, line_starts }
-    }
-
-    fn line_of(&self, offset: usize) -> usize {
-        self.line_starts.partition_point(|&s| s <= offset)
-    }
-
-    fn line(&self, path: &[&str]) -> Option<usize> {
-        self.entries
-            .iter()
-            .find(|(p, _, _)| p.len() == path.len() && p.iter().zip(path).all(|(a, b)| a == b))
-            .map(|(_, k, _)| self.line_of(k.start))
-    }
-
-    /// The innermost key whose key or value span holds `offset`.
-    fn at(&self, offset: usize) -> Option<&[String]> {
-        self.entries
-            .iter()
-            .filter(|(_, k, v)| k.contains(&offset) || v.as_ref().is_some_and(|v| v.contains(&offset)))
-            .max_by_key(|(p, _, _)| p.len())
-            .map(|(p, _, _)| p.as_slice())
-    }
-}
-
-type Entry = (Vec<String>, std::ops::Range<usize>, Option<std::ops::Range<usize>>);
-
-fn walk(table: &dyn toml_edit::TableLike, prefix: &mut Vec<String>, out: &mut Vec<Entry>) {
-    for (name, item) in table.iter() {
-        let Some((key, _)) = table.get_key_value(name) else {
-            continue;
-        };
-        prefix.push(name.to_string());
-        let key_span = key.span().or_else(|| item.span()).unwrap_or(0..0);
-        // A [table] header has no value span of its own worth matching: its keys are walked below.
-        let value_span = if item.is_table_like() { None } else { item.span() };
-        out.push((prefix.clone(), key_span, value_span));
-        if let Some(inner) = item.as_table_like() {
-            walk(inner, prefix, out);
-        }
-        prefix.pop();
-    }
-}
+// Key names
 
 /// `retention.verdict."PMX:VIRUS"`: a path as it would be written in TOML.
 pub fn dotted<S: AsRef<str>>(path: &[S]) -> String {
@@ -534,18 +599,23 @@ pub fn dotted<S: AsRef<str>>(path: &[S]) -> String {
         .join(".")
 }
 
-fn split_dotted(key: &str) -> Vec<&str> {
-    key.split('.').collect()
-}
-
-/// A serde/TOML error as a [`Problem`]: the line from its span, the key from the span (or, for an unknown key,
-/// from the message), and the message in an admin's words.
-fn serde_problem(e: &toml::de::Error, text: &str, keys: &Keys) -> Problem {
+/// A serde/TOML error as a [`Problem`]: the line from its span; the key from the table header above that line
+/// and the key on it (or, for an unknown key, from the message); the message in an admin's words.
+fn serde_problem(e: &toml::de::Error, text: &str) -> Problem {
+    let starts = line_starts(text);
     let offset = e.span().map(|s| s.start.min(text.len()));
-    let line = offset.map(|o| keys.line_of(o));
+    let line = offset.map(|o| line_at(&starts, o));
     let original = e.message().trim();
     let mut message = original.to_string();
-    let mut key = offset.and_then(|o| keys.at(o)).map(dotted);
+    let (table, here) = match line {
+        Some(l) => key_context(text, l),
+        None => (Vec::new(), None),
+    };
+    let mut key = here.map(|k| {
+        let mut p = table.clone();
+        p.extend(k);
+        dotted(&p)
+    });
     if let Some(rest) = original.strip_prefix("unknown field `") {
         if let Some((name, expected)) = rest.split_once('`') {
             let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
@@ -559,12 +629,40 @@ fn serde_problem(e: &toml::de::Error, text: &str, keys: &Keys) -> Problem {
                 m.push_str(&format!("; known keys here: {}", known.join(", ")));
             }
             message = m;
-            if key.is_none() {
-                key = Some(name.to_string());
+            // The unknown key itself, under the table it was found in (an inline table's keys are on its line).
+            let mut p = table;
+            if p.last().map(String::as_str) != Some(name) {
+                p.push(name.to_string());
             }
+            key = Some(dotted(&p));
         }
     }
     Problem { key, line, message }
+}
+
+/// For 1-based `line` of a TOML text: the path of the `[table]` header above it (or on it), and the dotted key the
+/// line assigns, if it is `key = value`. Good enough to name a key in an error; serde has already parsed the file.
+fn key_context(text: &str, line: usize) -> (Vec<String>, Option<Vec<String>>) {
+    let split = |k: &str| -> Vec<String> {
+        k.split('.')
+            .map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut table = Vec::new();
+    for l in lines.iter().take(line) {
+        let t = l.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            table = split(h.trim_start_matches('['));
+        }
+    }
+    let this = lines.get(line.wrapping_sub(1)).map(|l| l.trim()).unwrap_or("");
+    if this.starts_with('[') {
+        return (Vec::new(), Some(table));
+    }
+    let here = this.split_once('=').map(|(k, _)| split(k)).filter(|k| !k.is_empty());
+    (table, here)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -596,7 +694,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.store.unwrap(), PathBuf::from("/srv/q"));
-        assert_eq!(c.retention.unwrap().verdict["PMX:VIRUS"], "90d");
+        assert_eq!(c.retention.per_verdict["PMX:VIRUS"], Duration::from_secs(90 * 86_400));
+        assert_eq!(c.hold_deadline, Duration::from_secs(30));
+        assert_eq!(c.orphan_grace, defaults::ORPHAN_GRACE);
     }
 
     #[test]
@@ -621,7 +721,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(c.store.as_deref(), Some(Path::new(DEFAULT_STORE)));
+        assert_eq!(c.store.as_deref(), Some(Path::new(defaults::STORE)));
     }
 
     #[test]
@@ -698,7 +798,6 @@ mod tests {
             assert!(parse_size(bad).unwrap_err().contains("invalid size"), "{bad}");
         }
         assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(parse_size(DEFAULT_MIN_FREE_SPACE).unwrap(), quarantine_store::DEFAULT_MIN_FREE);
         assert_eq!(human(12), "12 B");
     }
 
@@ -713,7 +812,13 @@ mod tests {
         assert_eq!(get("hold_deadline").source, Source::File { path: "/etc/q.toml".into(), line: Some(3) });
         assert_eq!(get("hold_deadline").value.as_deref(), Some("30s"));
         assert_eq!(get("orphan_grace").source, Source::Default);
-        assert_eq!(get("orphan_grace").value.as_deref(), Some(DEFAULT_ORPHAN_GRACE));
+        assert_eq!(get("orphan_grace").value.as_deref(), Some("24h"));
+        assert_eq!(get("min_free_space").value.as_deref(), Some("100M"));
+        assert_eq!(get("hold_deadline").value.as_deref(), Some("30s"));
+        for d in [defaults::HOLD_DEADLINE, defaults::ORPHAN_GRACE, defaults::ORPHAN_GRACE_FLOOR] {
+            assert_eq!(duration(&format_duration(d)).unwrap(), d);
+        }
+        assert_eq!(parse_size(&format_size(defaults::MIN_FREE_SPACE)).unwrap(), defaults::MIN_FREE_SPACE);
         assert_eq!(get("relay").value, None);
         assert_eq!(get("retention.verdict.SPAM").source.to_string(), "file /etc/q.toml:5");
         let s = cfg.settings(Some(Path::new("/flag")), Some(&file));

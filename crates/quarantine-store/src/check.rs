@@ -21,9 +21,6 @@ use crate::durable::{self, available_space, Owner};
 use crate::store::Store;
 use crate::units::human_bytes as human;
 
-/// The threshold when neither `--min-free` nor the config's `min_free_space` says otherwise.
-pub const DEFAULT_MIN_FREE: u64 = 100 << 20;
-
 /// Fewer free inodes than this and a hold (temp file, maybe two fan-out directories) may fail.
 const MIN_FREE_INODES: u64 = 64;
 

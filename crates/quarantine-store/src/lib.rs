@@ -48,7 +48,7 @@ mod units;
 mod verify;
 
 pub use audit::{actor, AuditRow};
-pub use check::{check, CheckFailure, CheckReport, DEFAULT_MIN_FREE};
+pub use check::{check, CheckFailure, CheckReport};
 pub use durable::available_space;
 pub use error::{Error, Result};
 pub use export::{ExportRequest, Format as ExportFormat};
@@ -57,7 +57,7 @@ pub use ids::new_id;
 pub use import::{ImportOptions, ImportReport, DEFAULT_JOBS};
 pub use message::{header_block, MessageRecord, Recipient};
 pub use progress::{Progress, Silent};
-pub use purge::{PurgePlan, PurgeRule, RetentionPolicy, DEFAULT_ORPHAN_GRACE};
+pub use purge::{PurgePlan, PurgeRule, RetentionPolicy};
 pub use quarantine_mail::source::{Format as ImportFormat, MboxVariant, Skipped};
 pub use release::{
     describe_tag, Action, Down, ExecOptions, Outcome, Plan, PlanCounts, PlanRequest, PlannedMessage, PlannedRecipient,

@@ -35,8 +35,6 @@ const ROW_BATCH: usize = 500;
 /// Upper bound on the time one GC transaction holds the write lock.
 const GC_BATCH_TIME: Duration = Duration::from_millis(50);
 const GC_BATCH_MAX: usize = 512;
-pub const DEFAULT_ORPHAN_GRACE: Duration = Duration::from_secs(24 * 3600);
-
 /// One rule of a purge: a selection, minus some verdicts (used by the retention policy's default age).
 #[derive(Clone, Debug, Serialize)]
 pub struct PurgeRule {

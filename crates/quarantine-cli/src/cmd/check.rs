@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use quarantine_store::{check, DEFAULT_MIN_FREE};
+use quarantine_store::check;
 use quarantine_store::{human_bytes as human, parse_size};
 
 use super::{CmdError, CmdResult, Context};
@@ -23,8 +23,7 @@ pub struct CheckArgs {
 
 pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     let busy: Duration = quarantine_store::parse_duration(&a.timeout).map_err(CmdError::Usage)?;
-    let configured = ctx.config.min_free_space_bytes();
-    let min_free = a.min_free.unwrap_or(if configured > 0 { configured } else { DEFAULT_MIN_FREE });
+    let min_free = a.min_free.or(ctx.config.min_free_space).unwrap_or(crate::config::defaults::MIN_FREE_SPACE);
     match check(&ctx.store_path, min_free, busy) {
         Ok(r) => {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();

@@ -86,7 +86,7 @@ fn check(cli: &Cli, a: &CheckArgs) -> CmdResult {
         None => writeln!(
             out,
             "no config file (--config, $QUARANTINE_CONFIG, {}): every setting is its default",
-            config::DEFAULT_CONFIG
+            config::defaults::CONFIG
         )?,
     }
     if !a.file_only {
@@ -136,7 +136,7 @@ fn show(cli: &Cli, a: &ShowArgs) -> CmdResult {
             let source = match (&s.source, s.key.as_str()) {
                 (Source::Default, "config") if s.value.is_some() => "default path".to_string(),
                 (Source::Default, "config") => {
-                    format!("default ({} does not exist)", config::DEFAULT_CONFIG)
+                    format!("default ({} does not exist)", config::defaults::CONFIG)
                 }
                 (src, _) => src.to_string(),
             };

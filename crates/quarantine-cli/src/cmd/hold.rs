@@ -9,17 +9,9 @@ use super::{CmdError, CmdResult, Context};
 use crate::cli::HoldArgs;
 use crate::exit::{Status, EX_TEMPFAIL};
 
-const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
-/// Below this much free space (or the config's `min_free_space`), hold defers instead of writing: on a full
-/// filesystem SQLite's shared-memory index can fault (SIGBUS) and a blob write can fail half way.
-const DEFAULT_HOLD_FLOOR: u64 = 16 << 20;
-
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     let started = Instant::now();
-    let deadline = match a.deadline.as_deref().or(ctx.config.hold_deadline.as_deref()) {
-        Some(d) => quarantine_store::parse_duration(d).map_err(CmdError::Usage)?,
-        None => DEFAULT_DEADLINE,
-    };
+    let deadline = a.deadline.unwrap_or(ctx.config.hold_deadline);
     start_watchdog(deadline);
     exit_75_on_sigbus();
     refuse_when_nearly_full(ctx)?;
@@ -56,10 +48,7 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
 
 /// Defers while the store's filesystem has less than the floor free, before anything is written.
 fn refuse_when_nearly_full(ctx: &Context) -> Result<(), CmdError> {
-    let floor = match ctx.config.min_free_space_bytes() {
-        0 => DEFAULT_HOLD_FLOOR,
-        n => n,
-    };
+    let floor = ctx.config.min_free_space.unwrap_or(crate::config::defaults::HOLD_RESERVE);
     // If statvfs itself fails (no store yet, say), opening the store reports the real problem.
     if let Ok(free) = quarantine_store::available_space(&ctx.store_path) {
         if free < floor {

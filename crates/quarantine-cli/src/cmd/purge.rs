@@ -1,9 +1,7 @@
 //! `quarantine purge`: retention purge, plan then execute. `freeze`/`thaw` stop and allow it.
 
-use std::time::Duration;
-
 use quarantine_store::now_us;
-use quarantine_store::{PurgePlan, PurgeRule, RetentionPolicy, DEFAULT_ORPHAN_GRACE};
+use quarantine_store::{PurgePlan, PurgeRule};
 
 use super::{selectors, CmdError, CmdResult, Context};
 use crate::cli::{FreezeArgs, PurgeArgs, ThawArgs};
@@ -14,7 +12,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     let mut sel = selectors::resolve(&a.selectors)?;
     let ids = sel.clone();
     let rules = if let Some(age) = &a.older_than {
-        let age = quarantine_store::parse_duration(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
+        let age = crate::config::duration(age).map_err(|e| CmdError::Usage(format!("--older-than: {e}")))?;
         let cutoff = now_us() - age.as_micros() as i64;
         sel.until_us = Some(sel.until_us.map_or(cutoff, |u| u.min(cutoff)));
         vec![PurgeRule {
@@ -29,7 +27,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
             exclude_verdicts: vec![],
         }]
     } else {
-        let policy = retention_policy(ctx)?;
+        let policy = &ctx.config.retention;
         if policy.is_empty() {
             return Err(CmdError::Usage(
                 "no selector, no --older-than and no retention policy in the config: refusing to purge \
@@ -39,10 +37,15 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
         }
         policy.rules(now_us())
     };
-    let grace = match a.orphan_grace.as_deref().or(ctx.config.orphan_grace.as_deref()) {
-        Some(g) => quarantine_store::parse_duration(g).map_err(|e| CmdError::Usage(format!("--orphan-grace: {e}")))?,
-        None => DEFAULT_ORPHAN_GRACE,
-    };
+    let grace = a.orphan_grace.unwrap_or(ctx.config.orphan_grace);
+    if grace < crate::config::defaults::ORPHAN_GRACE_FLOOR {
+        say!(
+            "quarantine purge: warning: an orphan grace of {} is below {}: a blob an ingest or import is about to \
+             commit may be swept (it fails and retries from the spool or source; nothing is lost)",
+            crate::config::format_duration(grace),
+            crate::config::format_duration(crate::config::defaults::ORPHAN_GRACE_FLOOR)
+        );
+    }
 
     let mut store = ctx.open()?;
     selectors::require_known_ids(&store, &ids)?;
@@ -118,22 +121,6 @@ fn print_plan(plan: &PurgePlan, json: bool) {
             escape(&f.reason)
         );
     }
-}
-
-fn retention_policy(ctx: &Context) -> Result<RetentionPolicy, CmdError> {
-    let mut policy = RetentionPolicy::default();
-    if let Some(r) = &ctx.config.retention {
-        let parse = |k: &str, v: &str| -> Result<Duration, CmdError> {
-            quarantine_store::parse_duration(v).map_err(|e| CmdError::Usage(format!("config retention {k}: {e}")))
-        };
-        if let Some(d) = &r.default {
-            policy.default = Some(parse("default", d)?);
-        }
-        for (verdict, d) in &r.verdict {
-            policy.per_verdict.insert(verdict.clone(), parse(verdict, d)?);
-        }
-    }
-    Ok(policy)
 }
 
 pub fn freeze(ctx: &Context, a: FreezeArgs) -> CmdResult {

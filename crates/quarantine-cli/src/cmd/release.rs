@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use quarantine_relay::{Relay, RelayUrl};
+use quarantine_relay::{Relay, RelayUrl, Security};
 use quarantine_store::{Action, ExecOptions, Plan, PlanRequest, ProblemKind, ReleaseReport as Report, Skip};
 
 use super::{selectors, CmdError, CmdResult, Context};
@@ -95,7 +95,7 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
             "no relay: give --relay smtp://HOST:PORT or --sendmail CMD, or set `relay` in the config file".into(),
         ));
     }
-    let trace_header = !a.no_trace_header && ctx.config.trace_header.unwrap_or(crate::config::DEFAULT_TRACE_HEADER);
+    let trace_header = !a.no_trace_header && ctx.config.trace_header;
 
     let mut store = ctx.open()?;
     selectors::require_known_ids(&store, &selector)?;
@@ -161,16 +161,24 @@ fn transport(ctx: &Context, a: &ReleaseArgs) -> Result<Option<Relay>, CmdError> 
         return Ok(Some(Relay::Smtp(RelayUrl::parse(url, a.tls).map_err(usage)?)));
     }
     if let Some(url) = &ctx.config.relay {
-        let tls = a.tls || ctx.config.relay_tls.unwrap_or(false);
-        return Ok(Some(Relay::Smtp(RelayUrl::parse(url, tls).map_err(usage)?)));
+        let mut url = url.clone();
+        if a.tls {
+            match url.security {
+                Security::None => url.security = Security::StartTls,
+                Security::StartTls => {}
+                Security::Implicit => {
+                    return Err(CmdError::Usage(
+                        "--tls is STARTTLS; the config's smtps:// relay already uses TLS".into(),
+                    ))
+                }
+            }
+        }
+        return Ok(Some(Relay::Smtp(url)));
     }
     if a.tls {
         return Err(CmdError::Usage("--tls needs an smtp:// relay (--relay or the config's `relay`)".into()));
     }
-    match &ctx.config.sendmail {
-        Some(cmd) => Ok(Some(Relay::sendmail(cmd).map_err(usage)?)),
-        None => Ok(None),
-    }
+    Ok(ctx.config.sendmail.clone())
 }
 
 fn plan_line(plan: &Plan, via: &str) -> String {

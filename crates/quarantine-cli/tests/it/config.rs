@@ -442,3 +442,42 @@ fn man_pages_cover_every_subcommand_with_examples() {
         }
     }
 }
+
+/// Issue 13 item 21: durations are bounded where they are parsed (once), so an absurd value is a one-line usage
+/// error naming it — 75 for hold, 2 elsewhere — never an internal error from a clock or a lock timeout.
+#[test]
+fn durations_out_of_range_are_refused_with_their_value() {
+    let st = crate::store();
+    let msg = b"Subject: x\n\nx\n";
+    for deadline in ["1000000000w", "0s", "2d"] {
+        let out = st.run(
+            &["hold", "--deadline", deadline, "--verdict", "SPAM", "--from", "a@example.org", "--", "b@example.org"],
+            quarantine_testkit::Input::Bytes(msg),
+        );
+        out.code_is(75, &format!("hold --deadline {deadline}"));
+        assert!(out.stderr.contains(deadline) && !out.stderr.contains("internal error"), "{}", out.brief());
+        assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.brief());
+    }
+    let out = st.run(&["purge", "--older-than", "1000000000w", "--dry-run"], quarantine_testkit::Input::Null);
+    out.code_is(2, "purge --older-than 1000000000w");
+    assert!(out.stderr.contains("longer than 100 years"), "{}", out.brief());
+    let e = Env::new();
+    let file = e.file("c.toml", "hold_deadline = \"3d\"\n");
+    let out = check(&file, st.root.as_path());
+    assert_problem(&out, "hold_deadline", 1);
+}
+
+/// Issue 13 item 21: an orphan grace below the safe floor is said out loud, not accepted silently.
+#[test]
+fn an_orphan_grace_below_an_hour_is_warned_about() {
+    let st = crate::store();
+    st.hold_ok(b"Subject: keep\n\nk\n", &["--verdict", "KEEP", "--from", "a@example.org", "--", "b@example.org"]);
+    let out =
+        st.run(&["purge", "--verdict", "NONE-SUCH", "--yes", "--orphan-grace", "0s"], quarantine_testkit::Input::Null);
+    out.code_is(0, "purge with --orphan-grace 0s");
+    assert!(out.stderr.contains("warning: an orphan grace of 0s is below 1h"), "{}", out.brief());
+    let out =
+        st.run(&["purge", "--verdict", "NONE-SUCH", "--yes", "--orphan-grace", "2h"], quarantine_testkit::Input::Null);
+    out.code_is(0, "purge with --orphan-grace 2h");
+    assert!(!out.stderr.contains("warning"), "{}", out.brief());
+}
