@@ -4,14 +4,52 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Where the store and the config come from (the short `-h` says only this; `--help` adds the workflows).
+macro_rules! store_and_config {
+    () => {
+        "The store is found from --store, else $QUARANTINE_STORE, else the config file's `store`, else \
+         /var/lib/quarantine.\nThe config file is --config, else $QUARANTINE_CONFIG, else \
+         /etc/quarantine/config.toml if it exists."
+    };
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "quarantine",
     version,
     about = "A durable mail quarantine: keeps the original bytes of every held message until a purge you asked for.",
-    after_help = "The store is found from --store, else $QUARANTINE_STORE, else the config file's `store`, \
-                  else /var/lib/quarantine.\nThe config file is --config, else $QUARANTINE_CONFIG, else \
-                  /etc/quarantine/config.toml if it exists."
+    after_help = store_and_config!(),
+    after_long_help = concat!(
+        store_and_config!(),
+        "\n\n",
+        "Examples, the incident drill (a bad signature update made the scanner call a night of ordinary mail \
+PMX:VIRUS: stop the retention purge, find the batch, look before sending, release it, let the stragglers go later):
+  quarantine freeze --reason \"PMX signature incident\"
+  quarantine stats
+  quarantine search --verdict PMX:VIRUS --since 00:00 --limit 20
+  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 --dry-run
+  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 --relay smtp://127.0.0.1:10025 --reason \"FP storm\"
+  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00   # later: only the deferred ones
+  quarantine thaw
+  quarantine log --since 00:00
+
+Examples, the helpdesk (\"Alice never got the invoice from ACME\"):
+  quarantine search --rcpt alice@example.edu --since yesterday
+  quarantine search --rcpt alice@example.edu --header-from acme --subject invoice
+  quarantine show Q7K2M9ABCD
+  quarantine release --id Q7K2M9ABCD --rcpt alice@example.edu
+  quarantine search --state purged --rcpt alice@example.edu     # gone: when, and why
+
+Examples, retention from cron (/etc/cron.d/quarantine) or the packaged systemd timer (installed, not enabled):
+  17 3 * * *  quarantine  /usr/bin/quarantine purge --yes --reason \"nightly retention\" >/dev/null
+  41 4 * * 0  quarantine  /usr/bin/quarantine verify --deep
+  systemctl enable --now quarantine-purge.timer
+  quarantine purge --dry-run                 # what tonight's purge would remove
+
+Examples, set-up checks:
+  quarantine config check
+  quarantine config show"
+    )
 )]
 pub struct Cli {
     /// The store directory.
@@ -43,7 +81,11 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         quarantine search --rcpt alice@example.edu --since yesterday\n  \
         quarantine search --verdict 'PMX:*' --since 00:00 --limit 20\n  \
-        quarantine search --subject invoice --header-from acme --json\n\n\
+        quarantine search --subject invoice --header-from acme --json\n  \
+        quarantine search --message-id '<4711@mail.acme.example>'\n  \
+        quarantine search --from '<>' --since 6h                   # bounces\n  \
+        quarantine search --state failed                           # releases the relay refused (5xx)\n  \
+        quarantine search --state purged --rcpt alice@example.edu  # tombstones: when and why it went\n\n\
         A table by default: on a terminal at most --limit rows (50 unless given), cut to its width, with a line \
         saying how many more match; piped, every match (the width follows $COLUMNS if set). --json (JSON Lines) and \
         --csv print every match unless --limit is given. No match: exit 0 and \"no messages match\" (on stderr \
@@ -68,8 +110,11 @@ pub enum Command {
     /// Purge messages by age, selectors, or the config's retention policy; then remove unreferenced blobs.
     #[command(after_help = "Examples:\n  quarantine purge --older-than 30d --dry-run\n  \
         quarantine purge --yes                     # cron: the config's [retention] policy\n  \
-        quarantine purge --verdict SPAM --older-than 14d --reason \"retention\"\n\n\
-        Messages with a release in progress are never purged. A frozen store refuses (see freeze).")]
+        quarantine purge --verdict SPAM --older-than 14d --reason \"retention\"\n  \
+        17 3 * * *  quarantine  /usr/bin/quarantine purge --yes --reason \"nightly retention\" >/dev/null\n\n\
+        Messages with a release in progress are never purged. A frozen store refuses (see freeze). With no \
+        selector, the policy is the config's [retention] table (docs/config.md), e.g. default = \"30d\" and \
+        [retention.verdict] SPAM = \"14d\", \"PMX:VIRUS\" = \"90d\".")]
     Purge(PurgeArgs),
     /// Stop every purge (e.g. during a false-positive incident) until `thaw`.
     Freeze(FreezeArgs),
@@ -80,7 +125,8 @@ pub enum Command {
         quarantine release --verdict PMX:VIRUS --since 00:00 --dry-run\n  \
         quarantine release --verdict PMX:VIRUS --since 00:00 --relay smtp://127.0.0.1:10025 --reason \"FP storm\"\n  \
         quarantine release --id Q7K2M9ABCD --rcpt alice@example.edu\n  \
-        quarantine release --id Q7K2M9ABCD --to security@example.edu     # a copy; no state changes\n\n\
+        quarantine release --id Q7K2M9ABCD --to security@example.edu     # a copy; no state changes\n  \
+        quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 --yes   # later: the deferred ones\n\n\
         --rcpt selects messages and also limits the release to those recipients. Re-running a release sends only \
         what is still held. Exit status: 0 when everything selected was delivered (or already was), 1 when \
         anything was deferred, failed, left in doubt or not sent, 2 for a usage error.")]

@@ -33,6 +33,9 @@ pub enum ConfigAction {
         store's filesystem has min_free_space. Exit status: 0 valid, 1 any problem, 2 usage error.")]
     Check(CheckArgs),
     /// Print the effective settings and where each came from: flag, environment, file (with its line), default.
+    #[command(after_help = "Examples:\n  \
+        quarantine config show\n  \
+        quarantine --store /srv/q config show --json | jq -r .store.source     # flag")]
     Show(ShowArgs),
 }
 

@@ -1,8 +1,9 @@
 //! `quarantine manpages DIR` (hidden): writes quarantine(1) and one page per subcommand (`quarantine-hold.1`,
 //! `quarantine-config-check.1`, ...) from the clap definitions, for scripts/package. clap_mangen renders the name,
 //! synopsis, description, options and subcommands; this module adds what a man page needs beyond `--help`:
-//! the `after_help` text as EXAMPLES and NOTES (kept as written, not refilled), the workflows (incident, helpdesk,
-//! cron retention) as EXAMPLES, and EXIT STATUS, ENVIRONMENT, FILES and SEE ALSO on quarantine(1).
+//! the `after_long_help`/`after_help` text as EXAMPLES and NOTES (kept as written, not refilled), and EXIT STATUS,
+//! ENVIRONMENT, FILES and SEE ALSO on quarantine(1) from `docs/cli.md`. No prose is kept here: the help text and
+//! the docs are the one source.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,18 +66,12 @@ fn render(man: &Man, cmd: &clap::Command, w: &mut dyn Write) -> std::io::Result<
     if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
         man.render_subcommands_section(w)?;
     }
-    let (mut examples, notes) = split_after_help(cmd);
-    if let Some((_, extra)) = EXAMPLES.iter().find(|(page, _)| *page == name) {
-        if !examples.is_empty() {
-            examples.push(Block::Text(String::new()));
-        }
-        examples.extend(blocks(extra));
-    }
+    let (examples, notes) = split_after_help(cmd);
     section(w, "EXAMPLES", &examples)?;
     section(w, "NOTES", &notes)?;
     if name == "quarantine" {
-        for (title, body) in TOP_LEVEL {
-            section(w, title, &blocks(body))?;
+        for (title, body) in top_level_sections() {
+            section(w, &title, &blocks(&body))?;
         }
     } else {
         section(
@@ -115,7 +110,14 @@ fn split_after_help(cmd: &clap::Command) -> (Vec<Block>, Vec<Block>) {
         let first = lines.next().unwrap_or_default();
         let rest: Vec<&str> = lines.collect();
         let literal = first.ends_with(':') && !rest.is_empty() && rest.iter().all(|l| l.starts_with(' '));
-        if literal && first == "Examples:" {
+        if literal && first.starts_with("Examples") {
+            // `Examples, the incident drill (...):` keeps its title as a line of prose.
+            if first != "Examples:" {
+                let title = first.strip_prefix("Examples, ").unwrap_or(first);
+                let mut chars = title.chars();
+                let title: String = chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+                examples.push(Block::Text(title));
+            }
             examples.push(Block::Literal(rest.iter().map(|l| l.to_string()).collect()));
         } else if literal {
             notes.push(Block::Text(first.to_string()));
@@ -185,114 +187,31 @@ fn escape(s: &str) -> String {
     }
 }
 
-/// Extra EXAMPLES per page (page name without section), after the command's own `after_help` examples.
-const EXAMPLES: &[(&str, &str)] = &[
-    (
-        "quarantine",
-        "The incident drill: a bad signature update made the scanner call a night of ordinary mail PMX:VIRUS. \
-Stop the retention purge, find the batch, look before sending, release it, and let the stragglers go later:
-  quarantine freeze --reason \"PMX signature incident\"
-  quarantine stats
-  quarantine search --verdict PMX:VIRUS --since 00:00 --limit 20
-  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 --dry-run
-  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 \\
-      --relay smtp://127.0.0.1:10025 --reason \"FP storm\"
-  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00   # later: only the deferred ones
-  quarantine thaw
-  quarantine log --since 00:00
+/// quarantine(1)'s sections beyond the options: `docs/cli.md`, one `## Title` per section (`- `TERM`: text` lines
+/// become tagged paragraphs).
+const CLI_DOC: &str = include_str!("../../../../docs/cli.md");
 
-Helpdesk: \"Alice never got the invoice from ACME.\"
-  quarantine search --rcpt alice@example.edu --since yesterday
-  quarantine search --rcpt alice@example.edu --header-from acme --subject invoice
-  quarantine show Q7K2M9ABCD
-  quarantine release --id Q7K2M9ABCD --rcpt alice@example.edu
-  quarantine search --state purged --rcpt alice@example.edu     # gone: when, and why
-
-Retention from cron (/etc/cron.d/quarantine; an example is in /usr/share/doc/quarantine/examples), or the \
-packaged systemd timer, which is installed but not enabled:
-  17 3 * * *  quarantine  /usr/bin/quarantine purge --yes --reason \"nightly retention\" >/dev/null
-  41 4 * * 0  quarantine  /usr/bin/quarantine verify --deep
-  systemctl enable --now quarantine-purge.timer
-  quarantine purge --dry-run                 # what tonight's purge would remove
-
-Set-up checks:
-  quarantine config check
-  quarantine config show",
-    ),
-    (
-        "quarantine-search",
-        "Helpdesk lookups:
-  quarantine search --rcpt alice@example.edu --since yesterday
-  quarantine search --message-id '<4711@mail.acme.example>'
-  quarantine search --from '<>' --since 6h                  # bounces
-  quarantine search --state failed                          # releases the relay refused (5xx)
-  quarantine search --state purged --rcpt alice@example.edu  # tombstones: when and why it went",
-    ),
-    (
-        "quarantine-release",
-        "The incident workflow: find the batch, dry-run, release, re-run for the deferred ones:
-  quarantine search --verdict PMX:VIRUS --since 00:00 --limit 20
-  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 --dry-run
-  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 --yes --reason \"FP storm\"
-  quarantine release --verdict PMX:VIRUS --since 00:00 --until 07:00 --yes",
-    ),
-    (
-        "quarantine-purge",
-        "Retention from cron, or the packaged systemd timer (installed, not enabled):
-  17 3 * * *  quarantine  /usr/bin/quarantine purge --yes --reason \"nightly retention\" >/dev/null
-  systemctl enable --now quarantine-purge.timer
-The policy is the config's [retention] table (see quarantine-config-check(1) and docs/config.md):
-  [retention]
-  default = \"30d\"
-  [retention.verdict]
-  SPAM = \"14d\"
-  \"PMX:VIRUS\" = \"90d\"",
-    ),
-    (
-        "quarantine-completions",
-        "The Debian package installs all three. From source:
-  quarantine completions bash > /usr/share/bash-completion/completions/quarantine
-  quarantine completions zsh > /usr/share/zsh/vendor-completions/_quarantine
-  quarantine completions fish > /usr/share/fish/vendor_completions.d/quarantine.fish",
-    ),
-    (
-        "quarantine-config-show",
-        "  quarantine config show
-  quarantine --store /srv/q config show --json | jq -r .store.source     # flag",
-    ),
-];
-
-/// The sections only quarantine(1) has.
-const TOP_LEVEL: &[(&str, &str)] = &[
-    (
-        "EXIT STATUS",
-        "hold exits 0 once the message is durable and 75 (EX_TEMPFAIL) on every failure, usage errors and \
-panics included, so the MTA keeps the message queued and retries; it never exits with a code that makes an MTA \
-bounce mail. Every other command exits 0 on success, 1 on failure (verify: a missing or corrupt blob; release: \
-anything deferred, failed or not sent; config check: any problem), 2 on a usage error. search with no match \
-exits 0.",
-    ),
-    (
-        "ENVIRONMENT",
-        "QUARANTINE_STORE\tThe store directory, unless --store is given.
-QUARANTINE_CONFIG\tThe config file, unless --config is given.
-SUDO_USER, USER\tThe actor recorded in the audit log, unless --actor is given.
-TZ\tThe local time zone for --since and --until (HH:MM, today, yesterday).",
-    ),
-    (
-        "FILES",
-        "/etc/quarantine/config.toml\tThe configuration (docs/config.md). Check it with quarantine config check.
-/var/lib/quarantine\tThe store: index.sqlite, blobs/, tmp/. Mode 0700, owned by the account that runs hold \
-(quarantine). Removing or purging the package never deletes it.
-/lib/systemd/system/quarantine-purge.timer\tThe nightly retention purge (and its .service): installed, not enabled.
-/usr/share/doc/quarantine/examples/cron.d-quarantine\tThe same from cron, and a weekly verify --deep.",
-    ),
-    (
-        "SEE ALSO",
-        "pipe(8) for the Postfix transport that runs hold, zstd(1) (every blob is a plain zstd frame), sqlite3(1). \
-docs/config.md, docs/operations.md and docs/storage.md in /usr/share/doc/quarantine.",
-    ),
-];
+/// The `## ` sections of [`CLI_DOC`], as (TITLE, body in the [`blocks`] syntax).
+fn top_level_sections() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in CLI_DOC.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            out.push((title.to_uppercase(), String::new()));
+        } else if let Some((_, body)) = out.last_mut() {
+            let line = match line.strip_prefix("- `").and_then(|l| l.split_once("`: ")) {
+                // `- `A`, `B`: text` names two terms.
+                Some((term, text)) => format!("{}\t{text}", term.replace("`, `", ", ")),
+                None => line.to_string(),
+            };
+            body.push_str(&line);
+            body.push('\n');
+        }
+    }
+    for (_, body) in &mut out {
+        *body = body.trim().to_string();
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {
@@ -325,8 +244,11 @@ mod tests {
             assert_eq!(names.contains(&page), !sub.is_hide_set(), "{page}");
         }
         assert!(names.contains(&"quarantine-config-check.1".to_string()), "{names:?}");
-        for (page, _) in EXAMPLES {
-            assert!(names.contains(&format!("{page}.1")), "EXAMPLES for a page that does not exist: {page}");
+        let titles: Vec<String> = top_level_sections().into_iter().map(|(t, _)| t).collect();
+        assert_eq!(titles, ["EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"]);
+        let top = String::from_utf8(pages(&cmd).unwrap().remove(0).1).unwrap();
+        for needle in ["incident drill", "QUARANTINE_STORE", "EX_TEMPFAIL", "purge \\-\\-dry\\-run"] {
+            assert!(top.contains(needle), "quarantine.1 lacks {needle:?}");
         }
     }
 }
