@@ -23,11 +23,13 @@ pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
 pub(crate) fn open(f: File) -> io::Result<Box<dyn Read + Send>> {
     let mut r = BufReader::with_capacity(64 * 1024, f);
     let gzip = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    if gzip {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
-    } else {
-        Ok(Box::new(r))
+    if !gzip {
+        return Ok(Box::new(r));
     }
+    #[cfg(feature = "gzip")]
+    return Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)));
+    #[cfg(not(feature = "gzip"))]
+    Err(io::Error::other("a gzip-compressed amavis file, and this build has no gzip (quarantine-mail feature `gzip`)"))
 }
 
 /// What amavis said about the message, for the reason column.
