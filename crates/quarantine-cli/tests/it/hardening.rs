@@ -440,3 +440,271 @@ fn purge_that_matches_nothing_is_audited() {
     let last = log.lines().last().unwrap_or_default().to_string();
     assert!(last.contains("\"action\":\"purge\"") && last.contains("\"messages\":0"), "{log}");
 }
+
+// ---- 14. a second mbox export into the same directory within one second picks a fresh name ----
+
+#[test]
+fn mbox_exports_in_the_same_second_get_fresh_names() {
+    let s = store();
+    hold(&s, &[], &mail("one"));
+    hold(&s, &[], &mail("two"));
+    let dir = s.work().join("exp");
+    // A stopped clock: every run starts in the same second.
+    let faketime = require("faketime", "faketime");
+    for run_no in 0..3 {
+        let mut c = s.program(&faketime);
+        c.arg("2024-01-01 12:00:00").arg(&s.bin).args(s.args(&[
+            "export",
+            "--verdict",
+            "SPAM",
+            "--format",
+            "mbox",
+            "--to",
+            dir.to_str().unwrap(),
+        ]));
+        run(c, Input::Null, HANG).code_is(0, &format!("export number {}", run_no + 1));
+    }
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let mboxes: Vec<&String> = names.iter().filter(|n| n.ends_with(".mbox")).collect();
+    assert_eq!(mboxes.len(), 3, "three exports, three mbox files: {names:?}");
+    assert_eq!(names.len(), 6, "each mbox has its .jsonl: {names:?}");
+    for m in mboxes {
+        let text = std::fs::read_to_string(dir.join(m)).unwrap();
+        assert_eq!(text.lines().filter(|l| l.starts_with("From ")).count(), 2, "{m}");
+        let stem = m.strip_suffix(".mbox").unwrap();
+        assert!(names.contains(&format!("{stem}.jsonl")), "{m} has its records beside it: {names:?}");
+    }
+}
+
+// ---- 16. mbox export then import restores envelope, verdict and scanner ----
+
+#[test]
+fn mbox_export_then_import_restores_envelope_verdict_and_scanner() {
+    let s = store();
+    // bcc@ is an envelope recipient the headers never name; the body has a line an mbox must quote.
+    let a = s.hold_ok(
+        b"From: a@example.org\r\nTo: to@example.org\r\nSubject: first\r\n\r\nFrom the start\r\n>From quoted\r\n",
+        &["--verdict", "PMX:VIRUS", "--scanner", "pmx", "--reason", "sig 42", "--from", "env@example.org", "--"]
+            .into_iter()
+            .chain(["to@example.org", "bcc@example.org"])
+            .collect::<Vec<_>>(),
+    );
+    let b = s.hold_ok(
+        b"From: b@example.org\r\nSubject: second\r\n\r\nbody\r\n",
+        &["--verdict", "SPAM", "--from", "", "--", "other@example.org"],
+    );
+    let dir = s.work().join("exp");
+    s.q(&["export", "--id", &a, "--id", &b, "--format", "mbox", "--to", dir.to_str().unwrap()]).code_is(0, "export");
+    let mbox = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "mbox"))
+        .expect("an mbox file");
+    let before: Vec<serde_json::Value> = [&a, &b].map(|id| s.show_json(id)).into();
+
+    let t = store();
+    t.q(&["import", "--format", "mbox", "--verdict", "IMPORTED", mbox.to_str().unwrap()]).code_is(0, "import");
+    let got: Vec<serde_json::Value> =
+        t.q(&["search", "--json"]).ok().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(got.len(), 2);
+    for want in &before {
+        let g = got.iter().find(|g| g["hash"] == want["hash"]).unwrap_or_else(|| panic!("{} not imported", want["id"]));
+        for key in ["from", "verdict", "scanner", "reason", "size", "subject"] {
+            assert_eq!(g[key], want[key], "{key} of {}", want["id"]);
+        }
+        let rcpts = |v: &serde_json::Value| -> Vec<String> {
+            v["recipients"].as_array().unwrap().iter().map(|r| r["address"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(rcpts(g), rcpts(want), "the envelope recipients of {}, Bcc included", want["id"]);
+        assert_eq!(t.raw(g["id"].as_str().unwrap()), s.raw(want["id"].as_str().unwrap()), "byte-exact");
+    }
+    // The export directory as a whole: the records are read with their mbox, not reported as a broken mbox.
+    let d = store();
+    d.q(&["import", "--format", "mbox", "--verdict", "IMPORTED", dir.to_str().unwrap()]).code_is(0, "directory import");
+    assert_eq!(search_verdicts(&d), ["PMX:VIRUS", "SPAM"]);
+    // Without its records beside it, the same mbox gets the --verdict given and only the envelope its bytes
+    // carry: the message with no recipient header is skipped (exit 1), the Bcc recipient is lost.
+    let lone = s.work().join("lone.mbox");
+    std::fs::copy(&mbox, &lone).unwrap();
+    let u = store();
+    u.q(&["import", "--format", "mbox", "--verdict", "IMPORTED", lone.to_str().unwrap()]).code_is(1, "lone import");
+    let lone: Vec<serde_json::Value> =
+        u.q(&["search", "--json"]).ok().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lone.len(), 1);
+    assert_eq!(lone[0]["verdict"], "IMPORTED");
+    assert_eq!(lone[0]["recipients"].as_array().unwrap().len(), 1, "{}", lone[0]);
+}
+
+/// The verdicts in a store, sorted.
+fn search_verdicts(s: &Store) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .q(&["search", "--json"])
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["verdict"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+// ---- 17. a long "+N recipients" cell on a narrow terminal never panics the table ----
+
+#[test]
+fn search_table_survives_any_width_with_a_long_recipient_count() {
+    let s = store();
+    let id = hold(&s, &[], &mail("many recipients"));
+    hold(&s, &[], "Subject: 日本語の件名とても長い件名です\r\n\r\nx\r\n".as_bytes());
+    s.sql(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 123456)
+         INSERT INTO recipients (message, address, address_lc)
+         SELECT '{id}', 'user' || i || '@example.org', 'user' || i || '@example.org' FROM n"
+    ));
+    for w in [0usize, 1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 70, 80, 100, 120, 200, 1000] {
+        let mut c = s.cmd(&["search"]);
+        c.env("COLUMNS", w.to_string());
+        let o = run(c, Input::Null, HANG);
+        o.code_is(0, &format!("search with COLUMNS={w}"));
+        assert!(!o.stderr.contains("panicked"), "COLUMNS={w}: {}", o.brief());
+        let text = o.text();
+        assert!(text.contains("+123456"), "COLUMNS={w}: the recipient count is kept: {text}");
+        if w >= 200 {
+            use unicode_width::UnicodeWidthStr;
+            for line in text.lines() {
+                assert!(line.width() <= w, "COLUMNS={w}: {line:?} is {} wide", line.width());
+            }
+        }
+    }
+}
+
+// ---- 18. a malformed hash in a row is reported, never a panic ----
+
+#[test]
+fn malformed_hash_in_a_row_is_reported_by_every_reader() {
+    let s = store();
+    let id = hold(&s, &[], &mail("bad hash"));
+    let good = s.show_json(&id)["hash"].as_str().unwrap().to_string();
+    let out = s.work().join("exp");
+    let sendmail = sendmail_sink(&s);
+    for bad in ["", "a", "abc", "é", "éééé", "../../../../../../etc/passwd", &good.to_uppercase(), &good[..63]] {
+        s.sql(&format!("UPDATE messages SET hash = '{}' WHERE id = '{id}'", bad.replace('\'', "''")));
+        for args in [
+            vec!["verify"],
+            vec!["verify", "--deep"],
+            vec!["show", &id, "--raw"],
+            vec!["export", &id, "--to", out.to_str().unwrap()],
+            vec!["export", &id, "--format", "mbox", "--to", out.to_str().unwrap()],
+            vec!["release", "--id", &id, "--sendmail", sendmail.to_str().unwrap(), "--yes"],
+        ] {
+            let o = s.q(&args);
+            let what = format!("hash {bad:?}: {args:?}");
+            o.code_is(1, &what);
+            assert!(!o.stderr.contains("panicked"), "{what}: {}", o.brief());
+            let all = format!("{}{}", o.text(), o.stderr);
+            assert!(all.contains("malformed hash"), "{what}: names the problem: {}", o.brief());
+        }
+        assert_eq!(s.sql_count("SELECT count(*) FROM recipients WHERE state != 'held'"), 0, "hash {bad:?}");
+        // show (not raw) still works: the row is there, only its bytes cannot be found.
+        s.q(&["show", &id]).code_is(0, &format!("show with hash {bad:?}"));
+    }
+    s.sql(&format!("UPDATE messages SET hash = '{good}' WHERE id = '{id}'"));
+    s.verify_deep_clean("hash restored");
+}
+
+/// A sendmail-compatible command that accepts every message and throws it away.
+fn sendmail_sink(s: &Store) -> std::path::PathBuf {
+    let p = s.file("sendmail", "#!/bin/sh\ncat >/dev/null\n");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+// ---- 19. release --rate and --timeout out of range are usage errors that claim nothing ----
+
+#[test]
+fn release_rate_and_timeout_out_of_range_are_usage_errors() {
+    let s = store();
+    // Two messages: the rate's wait comes before the second.
+    hold(&s, &[], &mail("rate 1"));
+    hold(&s, &[], &mail("rate 2"));
+    let sendmail = sendmail_sink(&s);
+    let sendmail = sendmail.to_str().unwrap();
+    for (flag, value) in [
+        ("--rate", "1e-300"),
+        ("--rate", "0.0000001"),
+        ("--rate", "1e300"),
+        ("--rate", "0"),
+        ("--rate=-1", ""),
+        ("--rate", "NaN"),
+        ("--rate", "inf"),
+        ("--timeout", "0s"),
+        ("--timeout", "100000000w"),
+    ] {
+        let mut args = vec!["release", "--all", "--yes", "--sendmail", sendmail, flag];
+        if !value.is_empty() {
+            args.push(value);
+        }
+        let o = s.q(&args);
+        let flag = flag.split('=').next().unwrap();
+        let what = format!("{flag} {value}");
+        o.code_is(2, &what);
+        assert_eq!(o.stderr.trim_end().lines().count(), 1, "{what}: one line: {}", o.brief());
+        assert!(o.stderr.contains(flag), "{what}: names the flag: {}", o.brief());
+        assert!(!o.stderr.contains("panicked"), "{what}: {}", o.brief());
+        assert_eq!(s.sql_count("SELECT count(*) FROM recipients WHERE state != 'held'"), 0, "{what}");
+    }
+    s.q(&["release", "--all", "--yes", "--sendmail", sendmail, "--rate", "1000", "--timeout", "5s"])
+        .code_is(0, "in-range --rate and --timeout");
+    assert_eq!(s.sql_count("SELECT count(*) FROM recipients WHERE state = 'released'"), 2);
+}
+
+// ---- 20. purge: the blob-removal bar moves; an unlink error is counted and the rest go on ----
+
+#[test]
+fn purge_shows_its_blob_removal_progress_on_a_terminal() {
+    let s = store();
+    for i in 0..20 {
+        hold(&s, &[], &mail(&format!("bar {i}")));
+    }
+    let cmdline = format!("{} --store {} purge --verdict SPAM --yes", s.bin.display(), s.root.display());
+    let mut c = s.program(require("script", "bsdutils"));
+    c.env("TERM", "xterm").args(["-qc", &cmdline, "/dev/null"]);
+    let o = run(c, Input::Null, HANG);
+    o.code_is(0, "purge on a terminal");
+    let text = o.text();
+    assert!(text.contains("purging ["), "the first bar is drawn: {text:?}");
+    let second =
+        text.find("removing blobs [").map(|at| &text[at..]).unwrap_or_else(|| panic!("no second bar: {text:?}"));
+    assert!(second.contains("] 20/20"), "the blob-removal bar moves to the end: {text:?}");
+    assert!(s.blob_files().is_empty(), "every blob removed");
+}
+
+#[test]
+fn purge_counts_unlink_errors_and_removes_the_rest() {
+    let s = store();
+    let ids: Vec<String> = (0..4).map(|i| hold(&s, &[], &mail(&format!("unlink {i}")))).collect();
+    let mut hashes: Vec<String> = ids.iter().map(|id| s.show_json(id)["hash"].as_str().unwrap().to_string()).collect();
+    hashes.sort();
+    // The first blob GC reaches (it goes in hash order) cannot be unlinked: a directory stands in its place.
+    let stuck = s.blob_path(&hashes[0]);
+    std::fs::remove_file(&stuck).unwrap();
+    std::fs::create_dir(&stuck).unwrap();
+    std::fs::write(stuck.join("keep"), b"x").unwrap();
+    let o = s.q(&["purge", "--verdict", "SPAM", "--yes"]);
+    o.code_is(1, "purge with an unlink error");
+    assert!(o.text().contains("purged 4 message(s)"), "{}", o.brief());
+    assert!(o.text().contains("removed 3 blob(s)"), "the others are removed: {}", o.brief());
+    assert!(o.stderr.contains(&hashes[0]) && o.stderr.contains("unlink"), "the failure is named: {}", o.brief());
+    assert_eq!(o.stderr.trim_end().lines().count(), 1, "{}", o.brief());
+    for h in &hashes[1..] {
+        assert!(!s.blob_path(h).exists(), "{h} removed");
+    }
+    // The failed one stays queued, so the next purge retries it once the cause is gone.
+    assert_eq!(s.sql_count("SELECT count(*) FROM gc_queue"), 1);
+    std::fs::remove_dir_all(&stuck).unwrap();
+    std::fs::write(&stuck, b"back").unwrap();
+    let o = s.q(&["purge", "--verdict", "NO-SUCH", "--yes"]);
+    o.code_is(0, "the retry");
+    assert!(!stuck.exists(), "removed on the retry: {}", o.brief());
+    assert_eq!(s.sql_count("SELECT count(*) FROM gc_queue"), 0);
+}
