@@ -29,13 +29,18 @@ pub fn escape(s: &str) -> String {
 
 /// indicatif on a terminal, silence in cron. The bar is created on `start`, when the total is known.
 pub struct TermProgress {
-    bar: std::sync::OnceLock<ProgressBar>,
+    /// The current bar: each `start` replaces it (purge runs two: rows, then blobs).
+    bar: std::sync::Mutex<Option<ProgressBar>>,
     enabled: bool,
 }
 
 impl TermProgress {
     pub fn new() -> TermProgress {
-        TermProgress { bar: std::sync::OnceLock::new(), enabled: std::io::stderr().is_terminal() }
+        TermProgress { bar: std::sync::Mutex::new(None), enabled: std::io::stderr().is_terminal() }
+    }
+
+    fn bar(&self) -> std::sync::MutexGuard<'_, Option<ProgressBar>> {
+        self.bar.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -51,15 +56,17 @@ impl quarantine_store::Progress for TermProgress {
                 .progress_chars("=> "),
         );
         bar.set_message(what.to_string());
-        let _ = self.bar.set(bar);
+        if let Some(old) = self.bar().replace(bar) {
+            old.finish_and_clear();
+        }
     }
     fn advance(&self, n: u64) {
-        if let Some(b) = self.bar.get() {
+        if let Some(b) = self.bar().as_ref() {
             b.inc(n);
         }
     }
     fn finish(&self) {
-        if let Some(b) = self.bar.get() {
+        if let Some(b) = self.bar().as_ref() {
             b.finish_and_clear();
         }
     }

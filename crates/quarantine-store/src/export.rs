@@ -2,9 +2,11 @@
 //!
 //! - `eml`: `<id>.eml` holds the original bytes exactly, `<id>.json` what the index knows (envelope, verdict,
 //!   times, recipients and their states; the `show --json` object).
-//! - `mbox`: one mboxrd file (`quarantine-<time>.mbox`): each message after a `From ` line carrying the envelope
+//! - `mbox`: one mboxrd file (`quarantine-<time>.mbox`, or `quarantine-<time>-N.mbox` when that name is taken
+//!   by an export in the same second): each message after a `From ` line carrying the envelope
 //!   sender and the received time, every line matching `^>*From ` quoted with one more `>`, and a blank line after
-//!   it; beside it `<same name>.jsonl` with one index record per message, in the same order.
+//!   it; beside it `<same stem>.jsonl` with one index record per message, in the same order, which `import
+//!   --format mbox` reads back (envelope, verdict, scanner).
 //!
 //! # Invariants
 //! - An existing file is never overwritten: every file is created with `O_EXCL` (mode 0600: exports hold malware
@@ -152,17 +154,7 @@ impl Store {
         report: &mut ExportReport,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let stem = format!("quarantine-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"));
-        let mbox_path = dir.join(format!("{stem}.mbox"));
-        let meta_path = dir.join(format!("{stem}.jsonl"));
-        let mbox_file = create_new(&mbox_path)?;
-        let meta_file = match create_new(&meta_path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = fs::remove_file(&mbox_path);
-                return Err(e);
-            }
-        };
+        let (mbox_path, mbox_file, meta_path, meta_file) = create_mbox_pair(dir)?;
         report.files.extend([mbox_path.clone(), meta_path.clone()]);
         let mut mbox = BufWriter::new(mbox_file);
         let mut meta = BufWriter::new(meta_file);
@@ -193,6 +185,46 @@ fn make_dir(dir: &Path) -> Result<()> {
     match fs::DirBuilder::new().recursive(true).mode(durable::DIR_MODE).create(dir) {
         Ok(()) => Ok(()),
         Err(e) => Err(Error::io("create directory", dir)(e)),
+    }
+}
+
+/// How many names [`create_mbox_pair`] tries before giving up (a directory with that many exports in one second
+/// is not a race any more).
+const MBOX_NAME_TRIES: u32 = 1000;
+
+/// Creates `quarantine-<time>.mbox` and its `quarantine-<time>.jsonl` beside it, both new. When either name is
+/// taken (another export in the same second, or a file someone left), tries `quarantine-<time>-2`, `-3`, ...:
+/// a second export never fails or overwrites because of the first.
+fn create_mbox_pair(dir: &Path) -> Result<(PathBuf, File, PathBuf, File)> {
+    let base = format!("quarantine-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"));
+    for n in 1..=MBOX_NAME_TRIES {
+        let stem = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+        let mbox_path = dir.join(format!("{stem}.mbox"));
+        let meta_path = dir.join(format!("{stem}.jsonl"));
+        let mbox_file = match try_create_new(&mbox_path)? {
+            Some(f) => f,
+            None => continue,
+        };
+        match try_create_new(&meta_path) {
+            Ok(Some(meta_file)) => return Ok((mbox_path, mbox_file, meta_path, meta_file)),
+            Ok(None) => {
+                let _ = fs::remove_file(&mbox_path);
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&mbox_path);
+                return Err(e);
+            }
+        }
+    }
+    Err(Error::Invalid(format!("{}: no free name for an mbox export after {MBOX_NAME_TRIES} tries", dir.display())))
+}
+
+/// [`create_new`], with `None` when the name is taken.
+fn try_create_new(path: &Path) -> Result<Option<File>> {
+    match OpenOptions::new().write(true).create_new(true).mode(durable::FILE_MODE).open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(Error::io("create", path)(e)),
     }
 }
 

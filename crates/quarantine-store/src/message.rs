@@ -177,7 +177,20 @@ impl Store {
                 rec.purged_at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default()
             )));
         }
-        self.blobs.read_verified(&rec.hash)
+        self.blobs.read_verified(checked_hash(&rec.hash)?)
+    }
+}
+
+/// `hash` if it is a well-formed blob name (64 lowercase hex digits), else the error every reader reports: a row
+/// whose hash was edited or damaged names no blob, and must never be turned into a path (`../..`) or sliced.
+pub(crate) fn checked_hash(hash: &str) -> Result<&str> {
+    if crate::blob::is_hash(hash) {
+        Ok(hash)
+    } else {
+        Err(Error::CorruptBlob {
+            hash: format!("{hash:?}"),
+            detail: "malformed hash in the index (not 64 lowercase hex digits); its blob cannot be found".into(),
+        })
     }
 }
 

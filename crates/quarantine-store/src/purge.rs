@@ -124,6 +124,39 @@ pub struct GcReport {
     pub orphans_removed: u64,
     pub orphans_young: u64,
     pub tmp_removed: u64,
+    /// Blobs, orphans or temp files that could not be stat'ed or unlinked. Each is counted and the run goes on;
+    /// a queued blob that failed stays queued, so the next purge retries it.
+    pub unlink_errors: u64,
+    /// The first few of those errors, one line each.
+    pub errors: Vec<String>,
+}
+
+/// How many unlink errors a [`GcReport`] keeps word for word.
+const ERRORS_KEPT: usize = 10;
+
+impl GcReport {
+    fn failed(&mut self, e: Error) {
+        self.unlink_errors += 1;
+        if self.errors.len() < ERRORS_KEPT {
+            self.errors.push(e.to_string());
+        }
+    }
+
+    /// Folds the sweep's counts into the GC's (for one summary).
+    pub fn add(&mut self, o: &GcReport) {
+        self.blobs_removed += o.blobs_removed;
+        self.bytes_freed += o.bytes_freed;
+        self.blobs_kept += o.blobs_kept;
+        self.orphans_removed += o.orphans_removed;
+        self.orphans_young += o.orphans_young;
+        self.tmp_removed += o.tmp_removed;
+        self.unlink_errors += o.unlink_errors;
+        for e in &o.errors {
+            if self.errors.len() < ERRORS_KEPT {
+                self.errors.push(e.clone());
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -424,15 +457,29 @@ impl Store {
                     report.blobs_kept += 1;
                 } else if is_hash(h) {
                     let path = self.blobs.path_of(h);
-                    match fs::metadata(&path) {
-                        Ok(m) => {
-                            fs::remove_file(&path).map_err(Error::io("unlink", &path))?;
-                            report.blobs_removed += 1;
-                            report.bytes_freed += m.len();
-                            dirs.insert(path.parent().expect("blob has a parent").to_path_buf());
+                    let removed = match fs::metadata(&path) {
+                        Ok(m) => match fs::remove_file(&path) {
+                            Ok(()) => {
+                                report.blobs_removed += 1;
+                                report.bytes_freed += m.len();
+                                dirs.insert(path.parent().expect("blob has a parent").to_path_buf());
+                                true
+                            }
+                            Err(err) => {
+                                report.failed(Error::io("unlink", &path)(err));
+                                false
+                            }
+                        },
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+                        Err(err) => {
+                            report.failed(Error::io("stat", &path)(err));
+                            false
                         }
-                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(err) => return Err(Error::io("stat", path)(err)),
+                    };
+                    if !removed {
+                        // Stays queued for the next purge; this run goes on with the rest.
+                        progress.advance(1);
+                        continue;
                     }
                 }
                 done.push(h);
@@ -504,7 +551,7 @@ impl Store {
                         dirs.insert(p.parent().expect("has parent").to_path_buf());
                     }
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(Error::io("unlink", p)(err)),
+                    Err(err) => report.failed(Error::io("unlink", p)(err)),
                 }
             }
             tx.commit().map_err(&e)?;
@@ -514,7 +561,7 @@ impl Store {
             match fs::remove_file(&t) {
                 Ok(()) => report.tmp_removed += 1,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(Error::io("unlink", t)(err)),
+                Err(err) => report.failed(Error::io("unlink", t)(err)),
             }
         }
         Ok(report)

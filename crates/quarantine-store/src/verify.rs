@@ -63,8 +63,13 @@ impl Store {
                 messages: ids.split(' ').map(str::to_string).collect(),
                 detail,
             };
-            let result =
-                if deep { self.blobs.stream_verified(hash, &mut io::sink()) } else { self.check_shallow(hash) };
+            let result = crate::message::checked_hash(hash).and_then(|hash| {
+                if deep {
+                    self.blobs.stream_verified(hash, &mut io::sink())
+                } else {
+                    self.check_shallow(hash)
+                }
+            });
             match result {
                 Ok(n) => report.bytes_checked += n,
                 Err(err @ Error::MissingBlob { .. }) => report.missing.push(problem(err.to_string())),

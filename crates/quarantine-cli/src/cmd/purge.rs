@@ -93,6 +93,17 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
             }
         );
     }
+    let mut failed = report.gc.clone();
+    failed.add(&sweep);
+    if failed.unlink_errors > 0 {
+        // Per-item errors keep going (every other blob is removed); one line, the first error named, exit 1.
+        say!(
+            "quarantine: purge: {} file(s) could not be removed (queued blobs stay queued for the next purge): {}",
+            failed.unlink_errors,
+            escape(failed.errors.first().map(String::as_str).unwrap_or(""))
+        );
+        return Ok(Status::Failure);
+    }
     Ok(Status::Success)
 }
 

@@ -18,6 +18,13 @@ use crate::output::{confirm, escape, human_bytes, interactive, thousands, TermPr
 
 /// How many problem lines of each kind the summary prints before "... and N more".
 const SHOW_PROBLEMS: usize = 20;
+/// `--rate` bounds, messages per second: one every 1,000 s at the slowest (anything slower is a cron job), and a
+/// million at the fastest (more is no limit at all). Checked before anything is claimed (NaN fails both).
+const RATE_MIN: f64 = 0.001;
+const RATE_MAX: f64 = 1_000_000.0;
+/// `--timeout` bounds: a zero timeout is no timeout to a socket, and past a day a relay is not coming back.
+const TIMEOUT_MIN: Duration = Duration::from_secs(1);
+const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
@@ -53,10 +60,10 @@ pub struct ReleaseArgs {
     /// Do not prepend the X-Quarantine-Released trace header (default: the config's `trace_header`, else add it).
     #[arg(long)]
     pub no_trace_header: bool,
-    /// Send at most N messages per second.
+    /// Send at most N messages per second (0.001 to 1000000).
     #[arg(long, value_name = "N")]
     pub rate: Option<f64>,
-    /// Time limit for connecting and for each SMTP command (default 60s).
+    /// Time limit for connecting and for each SMTP command (default 60s; 1s to 24h).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Why, for the audit log.
@@ -81,12 +88,25 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
         ));
     }
     if let Some(r) = a.rate {
-        if !(r > 0.0 && r.is_finite()) {
-            return Err(CmdError::Usage(format!("--rate {r}: must be a positive number of messages per second")));
+        if !(RATE_MIN..=RATE_MAX).contains(&r) {
+            return Err(CmdError::Usage(format!(
+                "--rate {r}: must be between {RATE_MIN} and {RATE_MAX} messages per second"
+            )));
         }
     }
     let timeout = match &a.timeout {
-        Some(t) => quarantine_store::parse_duration(t).map_err(|e| CmdError::Usage(format!("--timeout: {e}")))?,
+        Some(t) => {
+            let d = quarantine_store::parse_duration(t).map_err(|e| CmdError::Usage(format!("--timeout: {e}")))?;
+            if !(TIMEOUT_MIN..=TIMEOUT_MAX).contains(&d) {
+                return Err(CmdError::Usage(format!(
+                    "--timeout {}: must be between {}s and {}h",
+                    escape(t),
+                    TIMEOUT_MIN.as_secs(),
+                    TIMEOUT_MAX.as_secs() / 3600
+                )));
+            }
+            d
+        }
         None => Duration::from_secs(60),
     };
     let transport = transport(ctx, &a)?;

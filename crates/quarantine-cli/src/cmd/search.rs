@@ -158,8 +158,13 @@ fn table(records: &[MessageRecord], width: Option<usize>) -> Vec<String> {
         let mut left = total.saturating_sub(fixed);
         let mut flex = FLEX;
         flex.sort_by_key(|&i| widths[i]);
+        // The recipient column never gets narrower than its widest " +N" (a count is never cut).
+        let min_to = rows.iter().filter_map(|r| more(&r[TO_COLUMN]).map(|at| r[TO_COLUMN][at..].width())).max();
         for (k, &i) in flex.iter().enumerate() {
-            let share = (left / (flex.len() - k)).max(MIN_FLEX);
+            let mut share = (left / (flex.len() - k)).max(MIN_FLEX);
+            if i == TO_COLUMN {
+                share = share.max(min_to.unwrap_or(0));
+            }
             widths[i] = widths[i].min(share);
             left = left.saturating_sub(widths[i]);
         }
@@ -177,7 +182,7 @@ fn table(records: &[MessageRecord], width: Option<usize>) -> Vec<String> {
                     }
                     _ => cut(cell, widths[i]),
                 };
-                let pad = " ".repeat(widths[i] - cell.width());
+                let pad = " ".repeat(widths[i].saturating_sub(cell.width()));
                 if i > 0 {
                     line.push_str(GAP);
                 }

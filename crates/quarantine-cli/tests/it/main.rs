@@ -7,6 +7,7 @@
 
 mod cli_output;
 mod config;
+mod hardening;
 mod hold;
 mod import;
 mod ownership;

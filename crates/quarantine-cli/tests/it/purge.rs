@@ -1,191 +1,115 @@
 //! Purge and GC against real processes and files: shared blobs, tombstones, policy ages (via faketime),
 //! releasing recipients, freeze, orphan grace, holds racing purges, and SIGKILL during purge.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::BIN;
+use quarantine_testkit::run::run;
+use quarantine_testkit::{require, Input, Out, Store, HANG};
 
-struct Store {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+use crate::store;
+
+/// `hold --verdict VERDICT --from a@example.org -- b@example.net` with `bytes`; asserted, returns the id.
+fn hold(s: &Store, verdict: &str, bytes: &[u8]) -> String {
+    s.hold_ok(bytes, &["--verdict", verdict, "--from", "a@example.org", "--", "b@example.net"])
 }
 
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store");
-        let out = crate::quarantine().arg("--store").arg(&path).arg("init").output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-        Store { _dir: dir, path }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = crate::quarantine();
-        c.arg("--store").arg(&self.path).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).stdin(Stdio::null()).output().unwrap()
-    }
-
-    fn hold_with(&self, mut c: Command, bytes: &[u8]) -> Output {
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn hold(&self, verdict: &str, bytes: &[u8]) -> String {
-        let out = self.hold_with(
-            self.cmd(&["hold", "--verdict", verdict, "--from", "a@example.org", "--", "b@example.net"]),
-            bytes,
-        );
-        assert!(out.status.success(), "hold failed: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// Holds as if it happened `ago` in the past (faketime shifts the clock hold reads).
-    fn hold_aged(&self, verdict: &str, ago: &str, bytes: &[u8]) -> String {
-        let mut c = crate::program(quarantine_testkit::require("faketime", "faketime"));
-        c.args(["-f", &format!("-{ago}"), BIN, "--store"]).arg(&self.path).args([
-            "hold",
-            "--verdict",
-            verdict,
-            "--from",
-            "a@example.org",
-            "--",
-            "b@example.net",
-        ]);
-        let out = self.hold_with(c, bytes);
-        assert!(out.status.success(), "faketime hold failed: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    fn json(&self, id: &str) -> serde_json::Value {
-        let out = self.run(&["show", id, "--json"]);
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn state(&self, id: &str) -> String {
-        self.json(id)["state"].as_str().unwrap().to_string()
-    }
-
-    fn blob_files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.path.join("blobs"), &mut out);
-        out
-    }
-
-    fn sql(&self, q: &str) -> String {
-        let out = Command::new(crate::sqlite3()).arg(self.path.join("index.sqlite")).arg(q).output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    fn verify_deep_ok(&self) {
-        let out = self.run(&["verify", "--deep"]);
-        assert!(out.status.success(), "verify --deep failed: {}", String::from_utf8_lossy(&out.stdout));
-    }
+/// Holds as if it happened `ago` in the past (faketime shifts the clock hold reads).
+fn hold_aged(s: &Store, verdict: &str, ago: &str, bytes: &[u8]) -> String {
+    let mut c = s.program(require("faketime", "faketime"));
+    c.args(["-f", &format!("-{ago}")]).arg(&s.bin).args(s.args(&[
+        "hold",
+        "--verdict",
+        verdict,
+        "--from",
+        "a@example.org",
+        "--",
+        "b@example.net",
+    ]));
+    run(c, Input::Bytes(bytes), HANG).ok().trim().to_string()
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            walk(&p, out)
-        } else {
-            out.push(p)
-        }
-    }
+fn state(s: &Store, id: &str) -> String {
+    s.show_json(id)["state"].as_str().unwrap().to_string()
 }
 
 fn msg(tag: &str) -> Vec<u8> {
     format!("From: x@example.org\r\nSubject: {tag}\r\n\r\nbody of {tag}\r\n").into_bytes()
 }
 
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+fn ok(o: &Out) {
+    o.code_is(0, "");
 }
 
 #[test]
 fn shared_blob_survives_until_its_last_message_goes() {
-    let s = Store::new();
-    let a = s.hold("SPAM", &msg("shared"));
-    let b = s.hold("PMX:VIRUS", &msg("shared"));
+    let s = store();
+    let a = hold(&s, "SPAM", &msg("shared"));
+    let b = hold(&s, "PMX:VIRUS", &msg("shared"));
     assert_eq!(s.blob_files().len(), 1);
-    ok(&s.run(&["purge", "--id", &a, "--yes"]));
-    assert_eq!(s.state(&a), "purged");
+    ok(&s.q(&["purge", "--id", &a, "--yes"]));
+    assert_eq!(state(&s, &a), "purged");
     assert_eq!(s.blob_files().len(), 1, "blob still referenced by {b} must stay");
-    let raw = s.run(&["show", &b, "--raw"]);
+    let raw = s.q(&["show", &b, "--raw"]);
     ok(&raw);
     assert_eq!(raw.stdout, msg("shared"));
-    ok(&s.run(&["purge", "--id", &b, "--yes"]));
+    ok(&s.q(&["purge", "--id", &b, "--yes"]));
     assert_eq!(s.blob_files().len(), 0, "last reference gone: blob must go");
     assert_eq!(s.sql("SELECT count(*) FROM gc_queue"), "0");
-    s.verify_deep_ok();
+    s.verify_deep_clean("purge");
 }
 
 #[test]
 fn tombstones_keep_who_when_and_why() {
-    let s = Store::new();
-    let id = s.hold("SPAM", &msg("tomb"));
-    ok(&s.run(&["purge", "--id", &id, "--yes", "--reason", "helpdesk ticket 42", "--actor", "carol"]));
-    let j = s.json(&id);
+    let s = store();
+    let id = hold(&s, "SPAM", &msg("tomb"));
+    ok(&s.q(&["purge", "--id", &id, "--yes", "--reason", "helpdesk ticket 42", "--actor", "carol"]));
+    let j = s.show_json(&id);
     assert_eq!(j["state"], "purged");
     assert_eq!(j["purged_by"], "carol");
     assert_eq!(j["purge_reason"], "helpdesk ticket 42");
     assert!(j["purged_at"].as_str().unwrap().starts_with("20"));
     assert_eq!(j["recipients"][0]["state"], "purged");
     // The original is gone and show --raw says so instead of printing anything.
-    let raw = s.run(&["show", &id, "--raw"]);
-    assert_eq!(raw.status.code(), Some(1));
+    let raw = s.q(&["show", &id, "--raw"]);
+    assert_eq!(raw.code, 1);
     assert!(raw.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&raw.stderr).contains("purged"));
+    assert!(raw.stderr.contains("purged"));
     let log = s.sql("SELECT actor || ' ' || action || ' ' || reason FROM audit");
     assert_eq!(log, "carol purge helpdesk ticket 42");
 }
 
 #[test]
 fn refuses_without_selector_or_policy() {
-    let s = Store::new();
-    let id = s.hold("SPAM", &msg("x"));
-    let out = s.run(&["purge", "--yes"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let s = store();
+    let id = hold(&s, "SPAM", &msg("x"));
+    let out = s.q(&["purge", "--yes"]);
+    assert_eq!(out.code, 2);
+    let err = out.stderr;
     assert!(err.contains("retention policy"), "{err}");
     assert_eq!(err.trim().lines().count(), 1);
-    assert_eq!(s.state(&id), "held");
+    assert_eq!(state(&s, &id), "held");
 }
 
 #[test]
 fn retention_policy_per_verdict_with_real_ages() {
-    let s = Store::new();
-    let cfg = s._dir.path().join("config.toml");
+    let s = store();
+    // The scratch config every run reads (QUARANTINE_CONFIG).
     std::fs::write(
-        &cfg,
+        s.config(),
         "[retention]\ndefault = \"30d\"\n[retention.verdict]\nSPAM = \"14d\"\n\"PMX:VIRUS\" = \"90d\"\n",
     )
     .unwrap();
-    let spam_old = s.hold_aged("SPAM", "20d", &msg("spam old"));
-    let spam_new = s.hold_aged("SPAM", "10d", &msg("spam new"));
-    let virus_old = s.hold_aged("PMX:VIRUS", "60d", &msg("virus 60d"));
-    let virus_older = s.hold_aged("PMX:VIRUS", "100d", &msg("virus 100d"));
-    let other_old = s.hold_aged("Heuristics.Phishing", "40d", &msg("phish 40d"));
-    let other_new = s.hold("Heuristics.Phishing", &msg("phish now"));
-    let dry = s.cmd(&["purge", "--dry-run"]).env("QUARANTINE_CONFIG", &cfg).output().unwrap();
-    ok(&dry);
-    assert!(String::from_utf8_lossy(&dry.stdout).contains("would purge 3 message(s)"), "{dry:?}");
-    assert_eq!(s.state(&spam_old), "held", "dry run changes nothing");
-    ok(&s.cmd(&["purge", "--yes"]).env("QUARANTINE_CONFIG", &cfg).output().unwrap());
+    let spam_old = hold_aged(&s, "SPAM", "20d", &msg("spam old"));
+    let spam_new = hold_aged(&s, "SPAM", "10d", &msg("spam new"));
+    let virus_old = hold_aged(&s, "PMX:VIRUS", "60d", &msg("virus 60d"));
+    let virus_older = hold_aged(&s, "PMX:VIRUS", "100d", &msg("virus 100d"));
+    let other_old = hold_aged(&s, "Heuristics.Phishing", "40d", &msg("phish 40d"));
+    let other_new = hold(&s, "Heuristics.Phishing", &msg("phish now"));
+    let dry = s.q(&["purge", "--dry-run"]);
+    assert!(dry.ok().contains("would purge 3 message(s)"), "{}", dry.brief());
+    assert_eq!(state(&s, &spam_old), "held", "dry run changes nothing");
+    ok(&s.q(&["purge", "--yes"]));
     for (id, want) in [
         (&spam_old, "purged"),
         (&spam_new, "held"),
@@ -194,84 +118,84 @@ fn retention_policy_per_verdict_with_real_ages() {
         (&other_old, "purged"),
         (&other_new, "held"),
     ] {
-        assert_eq!(s.state(id), want, "{id}");
+        assert_eq!(state(&s, id), want, "{id}");
     }
-    s.verify_deep_ok();
+    s.verify_deep_clean("purge");
 }
 
 #[test]
 fn older_than_combines_with_selectors() {
-    let s = Store::new();
-    let old_spam = s.hold_aged("SPAM", "3d", &msg("a"));
-    let old_virus = s.hold_aged("PMX:VIRUS", "3d", &msg("b"));
-    let new_spam = s.hold("SPAM", &msg("c"));
-    ok(&s.run(&["purge", "--older-than", "2d", "--verdict", "SPAM", "--yes"]));
-    assert_eq!(s.state(&old_spam), "purged");
-    assert_eq!(s.state(&old_virus), "held");
-    assert_eq!(s.state(&new_spam), "held");
-    let bad = s.run(&["purge", "--older-than", "soon", "--yes"]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"soon\""));
+    let s = store();
+    let old_spam = hold_aged(&s, "SPAM", "3d", &msg("a"));
+    let old_virus = hold_aged(&s, "PMX:VIRUS", "3d", &msg("b"));
+    let new_spam = hold(&s, "SPAM", &msg("c"));
+    ok(&s.q(&["purge", "--older-than", "2d", "--verdict", "SPAM", "--yes"]));
+    assert_eq!(state(&s, &old_spam), "purged");
+    assert_eq!(state(&s, &old_virus), "held");
+    assert_eq!(state(&s, &new_spam), "held");
+    let bad = s.q(&["purge", "--older-than", "soon", "--yes"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("\"soon\""));
 }
 
 #[test]
 fn releasing_recipients_are_never_purged() {
-    let s = Store::new();
-    let busy = s.hold("SPAM", &msg("on the wire"));
-    let idle = s.hold("SPAM", &msg("idle"));
+    let s = store();
+    let busy = hold(&s, "SPAM", &msg("on the wire"));
+    let idle = hold(&s, "SPAM", &msg("idle"));
     s.sql(&format!("UPDATE recipients SET state = 'releasing' WHERE message = '{busy}'"));
-    let out = s.run(&["purge", "--verdict", "SPAM", "--yes"]);
+    let out = s.q(&["purge", "--verdict", "SPAM", "--yes"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("skipped 1"), "{out:?}");
-    assert_eq!(s.state(&busy), "releasing");
-    assert_eq!(s.state(&idle), "purged");
-    assert_eq!(s.run(&["show", &busy, "--raw"]).stdout, msg("on the wire"));
+    assert!(out.text().contains("skipped 1"), "{}", out.brief());
+    assert_eq!(state(&s, &busy), "releasing");
+    assert_eq!(state(&s, &idle), "purged");
+    assert_eq!(s.q(&["show", &busy, "--raw"]).stdout, msg("on the wire"));
 }
 
 #[test]
 fn frozen_store_refuses_until_thawed() {
-    let s = Store::new();
-    let id = s.hold("SPAM", &msg("evidence"));
-    ok(&s.run(&["freeze", "--reason", "PMX signature incident"]));
-    let dry = s.run(&["purge", "--verdict", "SPAM", "--dry-run"]);
+    let s = store();
+    let id = hold(&s, "SPAM", &msg("evidence"));
+    ok(&s.q(&["freeze", "--reason", "PMX signature incident"]));
+    let dry = s.q(&["purge", "--verdict", "SPAM", "--dry-run"]);
     ok(&dry);
     assert!(String::from_utf8_lossy(&dry.stdout).contains("FROZEN"));
-    let out = s.run(&["purge", "--verdict", "SPAM", "--yes"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("frozen"));
-    assert_eq!(s.state(&id), "held");
-    ok(&s.run(&["thaw"]));
-    ok(&s.run(&["purge", "--verdict", "SPAM", "--yes"]));
-    assert_eq!(s.state(&id), "purged");
+    let out = s.q(&["purge", "--verdict", "SPAM", "--yes"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("frozen"));
+    assert_eq!(state(&s, &id), "held");
+    ok(&s.q(&["thaw"]));
+    ok(&s.q(&["purge", "--verdict", "SPAM", "--yes"]));
+    assert_eq!(state(&s, &id), "purged");
     assert_eq!(s.sql("SELECT group_concat(action, ',') FROM audit"), "freeze,thaw,purge");
 }
 
 #[test]
 fn orphans_and_temp_files_survive_the_grace_period() {
-    let s = Store::new();
-    let keep = s.hold("SPAM", &msg("live"));
+    let s = store();
+    let keep = hold(&s, "SPAM", &msg("live"));
     let hex = "ab".repeat(32);
-    let dir = s.path.join("blobs/ab/ab");
+    let dir = s.root.join("blobs/ab/ab");
     std::fs::create_dir_all(&dir).unwrap();
     let orphan = dir.join(&hex);
     std::fs::write(&orphan, b"left by a killed hold").unwrap();
-    let tmp = s.path.join("tmp/0123.999.tmp");
+    let tmp = s.root.join("tmp/0123.999.tmp");
     std::fs::write(&tmp, b"partial").unwrap();
-    ok(&s.run(&["purge", "--verdict", "NO-SUCH-VERDICT", "--yes"]));
+    ok(&s.q(&["purge", "--verdict", "NO-SUCH-VERDICT", "--yes"]));
     assert!(orphan.exists(), "young orphan must survive the default 24h grace");
     assert!(tmp.exists());
-    let verify = s.run(&["verify"]);
+    let verify = s.q(&["verify"]);
     ok(&verify);
     assert!(String::from_utf8_lossy(&verify.stdout).contains(&hex), "verify lists the orphan");
     for p in [&orphan, &tmp] {
         let st = Command::new("touch").args(["-d", "2 days ago"]).arg(p).status().unwrap();
         assert!(st.success());
     }
-    ok(&s.run(&["purge", "--verdict", "NO-SUCH-VERDICT", "--yes"]));
+    ok(&s.q(&["purge", "--verdict", "NO-SUCH-VERDICT", "--yes"]));
     assert!(!orphan.exists(), "old orphan is removed");
     assert!(!tmp.exists(), "stale temp file is removed");
-    assert_eq!(s.run(&["show", &keep, "--raw"]).stdout, msg("live"));
-    s.verify_deep_ok();
+    assert_eq!(s.q(&["show", &keep, "--raw"]).stdout, msg("live"));
+    s.verify_deep_clean("purge");
 }
 
 /// Holds race purges over the same blobs: each body is held three times as CHURN and then once as KEEP, while
@@ -279,11 +203,11 @@ fn orphans_and_temp_files_survive_the_grace_period() {
 /// just queued for GC. Every acknowledged KEEP hold must read back byte-exact and the store must verify clean.
 #[test]
 fn holds_racing_purges_lose_nothing_acknowledged() {
-    let s = Store::new();
+    let s = store();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let purger = {
         let stop = stop.clone();
-        let path = s.path.clone();
+        let path = s.root.clone();
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -309,17 +233,12 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
             while started.elapsed() < Duration::from_secs(30) {
                 let body = msg(&format!("lane {lane} generation {}", i / 4));
                 let verdict = if i % 4 == 3 { "KEEP" } else { "CHURN" };
-                let out = s.hold_with(
-                    s.cmd(&["hold", "--verdict", verdict, "--from", "a@example.org", "--", "b@example.net"]),
-                    &body,
-                );
-                match out.status.code() {
-                    Some(0) if verdict == "KEEP" => {
-                        acknowledged.push((String::from_utf8(out.stdout).unwrap().trim().to_string(), body))
-                    }
+                let out = s.hold(&body, &["--verdict", verdict, "--from", "a@example.org", "--", "b@example.net"]);
+                match out.code {
+                    0 if verdict == "KEEP" => acknowledged.push((out.id(), body)),
                     // 75 is allowed: the sweep with grace 0 may remove a live hold's temp file; the MTA retries.
-                    Some(0) | Some(75) => {}
-                    other => panic!("hold exited {other:?}: {out:?}"),
+                    0 | 75 => {}
+                    other => panic!("hold exited {other}: {}", out.brief()),
                 }
                 i += 1;
             }
@@ -338,20 +257,20 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
     assert!(purges >= 3, "only {purges} purge runs overlapped the holds");
     assert!(acknowledged.len() >= 20, "only {} KEEP holds", acknowledged.len());
     for (id, body) in &acknowledged {
-        let raw = s.run(&["show", id, "--raw"]);
-        assert!(raw.status.success(), "acknowledged {id} unreadable: {raw:?}");
+        let raw = s.q(&["show", id, "--raw"]);
+        assert!(raw.success(), "acknowledged {id} unreadable: {}", raw.brief());
         assert_eq!(&raw.stdout, body, "{id}");
     }
-    s.verify_deep_ok();
+    s.verify_deep_clean("purge");
     eprintln!("{holds} holds ({} KEEP acknowledged) raced {purges} purges", acknowledged.len());
 }
 
 /// SIGKILL at random moments during purge: never a live row without its blob.
 #[test]
 fn killed_purges_never_leave_a_row_without_its_blob() {
-    let s = Store::new();
+    let s = store();
     for i in 0..150 {
-        s.hold(if i % 2 == 0 { "SPAM" } else { "CHURN" }, &msg(&format!("kill {}", i % 100)));
+        hold(&s, if i % 2 == 0 { "SPAM" } else { "CHURN" }, &msg(&format!("kill {}", i % 100)));
     }
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for _round in 0..25 {
@@ -368,14 +287,14 @@ fn killed_purges_never_leave_a_row_without_its_blob() {
         std::thread::sleep(Duration::from_micros(seed % 40_000));
         let _ = child.kill();
         let _ = child.wait();
-        s.verify_deep_ok();
+        s.verify_deep_clean("purge");
         // Refill a few so later rounds have work.
         for j in 0..6 {
-            s.hold("CHURN", &msg(&format!("refill {}", (seed as usize + j) % 50)));
+            hold(&s, "CHURN", &msg(&format!("refill {}", (seed as usize + j) % 50)));
         }
     }
-    ok(&s.run(&["purge", "--verdict", "CHURN", "--verdict", "SPAM", "--yes", "--orphan-grace", "0s"]));
-    s.verify_deep_ok();
+    ok(&s.q(&["purge", "--verdict", "CHURN", "--verdict", "SPAM", "--yes", "--orphan-grace", "0s"]));
+    s.verify_deep_clean("purge");
     assert_eq!(s.blob_files().len(), 0, "a completed purge after the kills removes every blob");
     assert_eq!(s.sql("SELECT count(*) FROM gc_queue"), "0");
 }

@@ -11,25 +11,98 @@
 //! cannot be told from a quoted `From `), so its lines are kept as found. Content-Length based variants (mboxcl,
 //! mboxcl2) are read as mboxrd; that is right for all but messages with unquoted `From ` lines in their bodies.
 
+use std::collections::HashSet;
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::envelope::mbox_line_sender;
 use super::Skipped;
-use super::{files_under, Unit, UnitKind};
+use super::{files_under, open_nofollow, refusal, ExportRecord, Unit, UnitKind};
 
 pub(crate) fn units(path: &Path, skipped: &mut Vec<Skipped>) -> Vec<Unit> {
     let mut out = Vec::new();
-    for (p, _) in files_under(path, skipped) {
-        let p: Arc<Path> = Arc::from(p);
+    let files = files_under(path, skipped);
+    let listed: HashSet<&Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+    for (p, _) in &files {
+        // An export's records beside its mbox are read with it, not as an mbox of their own.
+        if sidecar_names(p).is_empty() && mbox_of_sidecar(p).iter().any(|m| listed.contains(m.as_path())) {
+            continue;
+        }
+        let p: Arc<Path> = Arc::from(p.as_path());
         match scan(&p) {
-            Ok(Ok(units)) => out.extend(units),
+            Ok(Ok(mut units)) => {
+                if let Some(records) = sidecar(&p, skipped) {
+                    attach(&mut units, records);
+                }
+                out.extend(units)
+            }
             Ok(Err(why)) => skipped.push(Skipped::new(p.display(), why)),
             Err(e) => skipped.push(Skipped::new(p.display(), format!("cannot read: {e}"))),
         }
     }
     out
+}
+
+/// Where an export's records for the mbox `p` may be: `quarantine-T.jsonl` beside `quarantine-T.mbox` (what
+/// `export --format mbox` writes), or `p.jsonl` (an mbox renamed without its extension kept). Empty for a file
+/// that is itself a `.jsonl`.
+fn sidecar_names(p: &Path) -> Vec<PathBuf> {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return Vec::new() };
+    if name.ends_with(".jsonl") {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    if let Some(stem) = name.strip_suffix(".mbox") {
+        v.push(p.with_file_name(format!("{stem}.jsonl")));
+    }
+    v.push(p.with_file_name(format!("{name}.jsonl")));
+    v
+}
+
+/// The mbox files whose records `p` could be (the inverse of [`sidecar_names`]).
+fn mbox_of_sidecar(p: &Path) -> Vec<PathBuf> {
+    let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".jsonl")) else {
+        return Vec::new();
+    };
+    vec![p.with_file_name(format!("{stem}.mbox")), p.with_file_name(stem)]
+}
+
+/// The records of an export beside the mbox `p`, one per line (`None` for a line that is not one), read with the
+/// same care as the mbox (never through a symbolic link; as root, only a file its directory's owner owns). A
+/// record file that is there but cannot be read is reported; the messages are still imported, without it.
+fn sidecar(p: &Path, skipped: &mut Vec<Skipped>) -> Option<Vec<Option<ExportRecord>>> {
+    let path = sidecar_names(p).into_iter().find(|s| fs::symlink_metadata(s).is_ok())?;
+    let m = fs::symlink_metadata(&path).ok()?;
+    if let Some(why) = refusal(&path, &m) {
+        skipped.push(Skipped::new(path.display(), format!("export records not read: {why}")));
+        return None;
+    }
+    let read = open_nofollow(&path).and_then(|f| {
+        let mut out = Vec::new();
+        for line in BufReader::new(f).lines() {
+            out.push(ExportRecord::parse(&line?));
+        }
+        Ok(out)
+    });
+    match read {
+        Ok(records) => Some(records),
+        Err(e) => {
+            skipped.push(Skipped::new(path.display(), format!("export records not read: {e}")));
+            None
+        }
+    }
+}
+
+/// Gives message `n` of `units` the `n`th record (the export wrote them in the same order).
+fn attach(units: &mut [Unit], records: Vec<Option<ExportRecord>>) {
+    let mut records: Vec<Option<Arc<ExportRecord>>> = records.into_iter().map(|r| r.map(Arc::new)).collect();
+    for u in units {
+        if let UnitKind::Mbox { n, record, .. } = &mut u.kind {
+            *record = records.get_mut(*n as usize - 1).and_then(Option::take);
+        }
+    }
 }
 
 /// Finds the messages of one mbox file. The inner `Err` says why the file is not an mbox.
@@ -46,7 +119,13 @@ fn scan(path: &Arc<Path>) -> io::Result<Result<Vec<Unit>, String>> {
             out.push(Unit {
                 path: path.clone(),
                 source_time_us: from_line_time(&from_line),
-                kind: UnitKind::Mbox { n, offset: start, len: end - start, sender: mbox_line_sender(&from_line) },
+                kind: UnitKind::Mbox {
+                    n,
+                    offset: start,
+                    len: end - start,
+                    sender: mbox_line_sender(&from_line),
+                    record: None,
+                },
             });
         }
     };

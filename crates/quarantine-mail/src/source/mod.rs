@@ -86,7 +86,49 @@ pub enum UnitKind {
     /// An amavisd-new quarantine file: the whole file, gunzipped if it is gzip.
     Amavis,
     /// The `n`th message (from 1) of an mbox: `len` bytes at `offset`, after its `From ` line.
-    Mbox { n: u64, offset: u64, len: u64, sender: Option<String> },
+    /// `record` is what an mbox export wrote for it beside the mbox (see [`ExportRecord`]), if there is one.
+    Mbox { n: u64, offset: u64, len: u64, sender: Option<String>, record: Option<Arc<ExportRecord>> },
+}
+
+/// One line of the `.jsonl` file `quarantine export --format mbox` writes beside its mbox: the index record of
+/// the message at the same position (the `show --json` object), read back so that re-importing an export restores
+/// what the bytes alone do not carry. It applies only to a message whose bytes hash to `hash` (BLAKE3), so an
+/// edited mbox or records out of step never mislabel a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportRecord {
+    pub hash: String,
+    /// Envelope sender; empty for the null sender.
+    pub from: String,
+    /// Envelope recipients in order (Bcc recipients included).
+    pub recipients: Vec<String>,
+    pub verdict: Option<String>,
+    pub scanner: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl ExportRecord {
+    /// Reads one record line; `None` when it is not one (no hash, sender or recipients).
+    pub fn parse(line: &str) -> Option<ExportRecord> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let recipients: Vec<String> = v
+            .get("recipients")?
+            .as_array()?
+            .iter()
+            .filter_map(|r| r.get("address").and_then(|a| a.as_str()).map(str::to_string))
+            .collect();
+        if recipients.is_empty() {
+            return None;
+        }
+        Some(ExportRecord {
+            hash: text("hash")?,
+            from: text("from")?,
+            recipients,
+            verdict: text("verdict").filter(|s| !s.trim().is_empty()),
+            scanner: text("scanner"),
+            reason: text("reason"),
+        })
+    }
 }
 
 impl Unit {

@@ -115,9 +115,13 @@ pub struct ImportReport {
     pub aborted: Option<String>,
 }
 
+/// A message's verdict and scanner: the import's, or those of its export record.
+type Labels = (String, Option<String>);
+
 /// What a staging thread hands the committer.
 enum Staged {
-    Ready(Box<Ready>, bool),
+    /// Staged, whether its recipients came from the To/Cc headers, and its verdict and scanner.
+    Ready(Box<Ready>, bool, Labels),
     Duplicate,
     Skip(Skipped),
     /// The store itself failed (not the source): stop.
@@ -175,7 +179,7 @@ impl Store {
             }
             drop(tx);
 
-            let mut batch: Vec<Ready> = Vec::new();
+            let mut batch: Vec<(Ready, Labels)> = Vec::new();
             let (mut batch_bytes, mut batch_started, mut batch_guessed) = (0u64, Instant::now(), 0u64);
             let mut fatal: Option<Error> = None;
             let staging_skips = &mut staging_skips;
@@ -191,13 +195,13 @@ impl Store {
                 };
                 let done = matches!(got, Err(RecvTimeoutError::Disconnected));
                 match got {
-                    Ok((_, Staged::Ready(r, guessed))) => {
+                    Ok((_, Staged::Ready(r, guessed, labels))) => {
                         if batch.is_empty() {
                             batch_started = Instant::now();
                         }
                         batch_bytes += r.staged.size;
                         batch_guessed += guessed as u64;
-                        batch.push(*r);
+                        batch.push((*r, labels));
                         continue;
                     }
                     Ok((_, Staged::Duplicate)) => {
@@ -216,29 +220,34 @@ impl Store {
                     Err(_) => {}
                 }
                 if !batch.is_empty() {
-                    let n = batch.len() as u64;
-                    let info = AuditInfo {
-                        actor: &opts.actor,
-                        selection: selection.clone(),
-                        reason: opts.reason.as_deref(),
-                        extra_duplicates: pending_dups,
-                        extra_skipped: pending_skips,
-                    };
-                    let batch_now = std::mem::take(&mut batch);
-                    match self.commit_import_batch(batch_now, &opts.verdict, opts.scanner.as_deref(), &info) {
-                        Ok(c) => {
-                            report.imported += c.imported;
-                            report.duplicates += c.duplicates;
-                            report.recipients_added += c.recipients_added;
-                            report.bytes += c.bytes;
-                            report.recipients_from_headers += batch_guessed;
-                            report.batches += 1;
-                            (pending_dups, pending_skips) = (0, 0);
-                            progress.advance(n);
+                    // One commit per verdict and scanner (one, unless export records give them per message).
+                    for (labels, group) in by_labels(std::mem::take(&mut batch)) {
+                        let n = group.len() as u64;
+                        let info = AuditInfo {
+                            actor: &opts.actor,
+                            selection: selection.clone(),
+                            reason: opts.reason.as_deref(),
+                            extra_duplicates: pending_dups,
+                            extra_skipped: pending_skips,
+                        };
+                        match self.commit_import_batch(group, &labels.0, labels.1.as_deref(), &info) {
+                            Ok(c) => {
+                                report.imported += c.imported;
+                                report.duplicates += c.duplicates;
+                                report.recipients_added += c.recipients_added;
+                                report.bytes += c.bytes;
+                                report.batches += 1;
+                                (pending_dups, pending_skips) = (0, 0);
+                                progress.advance(n);
+                            }
+                            Err(e) => {
+                                fatal.get_or_insert(e);
+                                break;
+                            }
                         }
-                        Err(e) => {
-                            fatal.get_or_insert(e);
-                        }
+                    }
+                    if fatal.is_none() {
+                        report.recipients_from_headers += batch_guessed;
                     }
                     (batch_bytes, batch_guessed) = (0, 0);
                 }
@@ -273,6 +282,18 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// `batch` split by verdict and scanner, each group in arrival order, groups in order of first appearance.
+fn by_labels(batch: Vec<(Ready, Labels)>) -> Vec<(Labels, Vec<Ready>)> {
+    let mut groups: Vec<(Labels, Vec<Ready>)> = Vec::new();
+    for (r, labels) in batch {
+        match groups.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((labels, vec![r])),
+        }
+    }
+    groups
 }
 
 /// The audit rows' `selection`: what was imported, with at most a few paths named.
@@ -322,9 +343,17 @@ impl Stager<'_> {
         };
         drop(input);
         let prefix = std::mem::take(&mut staged.prefix);
+        // What an mbox export recorded for these very bytes (docs/import.md): envelope, verdict, scanner, reason.
+        let record = match &unit.kind {
+            source::UnitKind::Mbox { record: Some(r), .. } if r.hash == staged.hash => Some(r.clone()),
+            _ => None,
+        };
         let hints = envelope::Hints {
-            from: self.opts.from.clone(),
-            rcpt: self.opts.rcpt.clone(),
+            from: self.opts.from.clone().or_else(|| record.as_ref().map(|r| r.from.clone())),
+            rcpt: match &record {
+                Some(r) if self.opts.rcpt.is_empty() => r.recipients.clone(),
+                _ => self.opts.rcpt.clone(),
+            },
             amavis: matches!(unit.kind, source::UnitKind::Amavis),
             mbox_sender: match &unit.kind {
                 source::UnitKind::Mbox { sender, .. } => sender.clone(),
@@ -349,11 +378,21 @@ impl Stager<'_> {
             return Ok(Staged::Duplicate); // the temp file goes without ever being fsynced
         }
         let mut fields: HeaderFields = headers::extract(&prefix, staged.size);
-        let reason = self.opts.reason.clone().or_else(|| {
-            matches!(unit.kind, source::UnitKind::Amavis)
-                .then(|| amavis::reason(&envelope::header_fields(&prefix)))
-                .flatten()
-        });
+        let reason = match &record {
+            Some(r) => r.reason.clone().or_else(|| self.opts.reason.clone()),
+            None => self.opts.reason.clone().or_else(|| {
+                matches!(unit.kind, source::UnitKind::Amavis)
+                    .then(|| amavis::reason(&envelope::header_fields(&prefix)))
+                    .flatten()
+            }),
+        };
+        let labels: Labels = match &record {
+            Some(r) => (
+                r.verdict.clone().unwrap_or_else(|| self.opts.verdict.clone()),
+                r.scanner.clone().or_else(|| self.opts.scanner.clone()),
+            ),
+            None => (self.opts.verdict.clone(), self.opts.scanner.clone()),
+        };
         drop(prefix);
         if !guessed.notes.is_empty() {
             let mut notes: Vec<String> = fields.note.take().into_iter().collect();
@@ -363,7 +402,7 @@ impl Stager<'_> {
         staged.sync()?;
         self.blobs.prepare_dirs(&staged.hash)?;
         let received_us = if self.opts.keep_dates { unit.source_time_us.unwrap_or_else(now_us) } else { now_us() };
-        Ok(Staged::Ready(Box::new(Ready { staged, env, fields, reason, received_us }), guessed.from_headers))
+        Ok(Staged::Ready(Box::new(Ready { staged, env, fields, reason, received_us }), guessed.from_headers, labels))
     }
 
     /// True when a live message with these bytes, this sender and every one of these recipients is already held

@@ -231,12 +231,16 @@ impl Store {
                     continue;
                 }
                 if let Some(rate) = opts.rate.filter(|r| *r > 0.0) {
-                    let due = t0 + Duration::from_secs_f64(report.messages as f64 / rate);
+                    // The CLI bounds the rate; one too small to express as a wait here waits a second, never panics.
+                    let due = Duration::try_from_secs_f64(report.messages as f64 / rate)
+                        .ok()
+                        .and_then(|d| t0.checked_add(d))
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
                 }
-                let original = match self.blobs.read_verified(&m.hash) {
+                let original = match crate::message::checked_hash(&m.hash).and_then(|h| self.blobs.read_verified(h)) {
                     Ok(b) => b,
                     Err(e) => {
                         for a in rcpts {
