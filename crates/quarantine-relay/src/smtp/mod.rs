@@ -10,8 +10,33 @@
 //! messages, and a sharp line between "the relay said no" and "the connection died after the final dot". So this
 //! module speaks the little SMTP release needs itself (RFC 5321 client side, RFC 2920 PIPELINING, RFC 3207
 //! STARTTLS, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8) over `std::net::TcpStream` with `TCP_NODELAY`, and TLS through
-//! rustls (webpki roots plus the system CA bundle). The DATA payload is built by [`encode::smtp_data`]: CRLF
+//! rustls (webpki roots plus the system CA bundle). The DATA payload is built by [`encode::smtp_data`](quarantine_mail::encode::smtp_data): CRLF
 //! everywhere, dot-stuffed, terminator included, written in one piece.
+//!
+//! # Why not smtp-proto for replies and EHLO
+//! `smtp-proto` 0.2.5 (Stalwart's sans-IO SMTP/LMTP parser) was evaluated for the client side and is not used.
+//! What it gets right: multi-line replies, a bare LF ends a line, a reply is bounded (4,096 bytes,
+//! `ResponseTooLong`), and `EhloResponse::parse` finds PIPELINING, 8BITMIME, SMTPUTF8, STARTTLS and SIZE in any
+//! case. Why it cannot replace [`reply`]:
+//! - `ResponseReceiver` accepts any three digits (`199`, `650`) and takes the code of the first line only:
+//!   `250-a` / `550 b` parses as a 250. Our mapping reads 2xx after the final dot as *delivered*; a malformed
+//!   reply must be an error (in doubt), never a success. The continuation lines' codes are not exposed, so this
+//!   cannot be checked on top of it.
+//! - It moves the enhanced status code out of the text (`esc`) on every line and keeps only the last line's:
+//!   `550-5.1.1 …` / `550 5.7.26 …` leaves `5.7.26`; the reply text we store in the journal (and its `2.0.0`)
+//!   could not be kept as the relay sent it. It also deletes a bare CR inside a line and keeps other control
+//!   characters (we replace both before storing).
+//! - `EhloResponse::parse` is sound for our keywords, but it needs the reply's raw bytes, which the receiver
+//!   does not return, and on a non-250 EHLO (our HELO fallback) it stops after the code without consuming the
+//!   reply: the reply would be delimited twice. Our keyword list is five lines.
+//!
+//! [`reply`] keeps our parser, with the one bound it lacked (the whole reply, 64 KiB, not just each line).
+//! Revisit if the server side (`quarantine serve`) adopts smtp-proto's request parser.
+//!
+//! # Layout
+//! [`session`] opens the connection (TCP, TLS, greeting, EHLO, STARTTLS); [`reply`] reads replies;
+//! [`transaction`] runs one MAIL…DATA transaction in named steps; this file keeps the session across messages
+//! (RSET between them, reconnect when the relay dropped it) and implements [`Transport`].
 //!
 //! # Outcomes
 //! Per recipient: a 2xx to the final dot is delivered; 4xx deferred; 5xx failed; a write that fails before the
