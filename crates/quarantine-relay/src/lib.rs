@@ -6,7 +6,8 @@
 //! - [`Smtp`]: one session to the relay, reused across messages (RSET between them), PIPELINING, STARTTLS or
 //!   implicit TLS (rustls), 8BITMIME and SMTPUTF8, a reply per RCPT and the text of the final reply (it carries
 //!   the relay's queue id). `smtp.rs` says why this is not lettre.
-//! - [`Sendmail`]: `CMD -i -f SENDER -- RCPT...` with the message on stdin and a time limit.
+//! - [`Sendmail`]: `CMD -i -f SENDER -- RCPT...` with the message on stdin and a time limit (killed at it:
+//!   deferred if it had not read the whole message, else in doubt).
 //!
 //! [`Relay`] is what `--relay` / `--sendmail` (or the config's `relay`) parse into; [`Relay::open`] gives the
 //! transport. Every byte sent goes through `quarantine_mail::encode` (CRLF everywhere, dots stuffed).
@@ -32,7 +33,7 @@ impl Relay {
     pub fn open(&self, timeout: Duration) -> Box<dyn quarantine_store::Transport> {
         match self {
             Relay::Smtp(url) => Box::new(Smtp::new(url.clone(), timeout)),
-            Relay::Sendmail(argv) => Box::new(Sendmail::new(argv.clone())),
+            Relay::Sendmail(argv) => Box::new(Sendmail::new(argv.clone(), timeout)),
         }
     }
 }

@@ -11,7 +11,8 @@
 //! - [`store`]: a scratch store made by `quarantine init` ([`store::Store`]).
 //! - [`gen`]: a deterministic PRNG ([`gen::XorShift`]), message generators, file-tree helpers.
 //! - [`strace`]: strace command lines, trace parsing and the fault sweep ([`strace::sweep`]).
-//! - [`smtp`]: one scriptable SMTP/LMTP server ([`smtp::Server`]) recording every transaction, and a client.
+//! - [`smtp`]: one scriptable SMTP/LMTP server ([`smtp::Server`]; plain, implicit TLS or STARTTLS with a
+//!   [`smtp::TestCert`] from a throw-away CA) recording every transaction, and a client.
 //! - [`sink`]: Postfix's smtp-sink recording each message to a file.
 //! - [`postfix`]: a private Postfix instance.
 //!

@@ -4,10 +4,12 @@
 //! (by address), what happens after the final dot (a reply, one reply per recipient under LMTP, or dropping the
 //! connection without a reply), a delay before that reply, dropping the connection after N bytes of DATA, and
 //! the line-ending rule (strict CRLF, or the naive receiver SMTP smuggling exploits, which takes a bare LF or a
-//! bare CR as a line end). Every transaction (MAIL FROM, RCPTs, data bytes, whether it was accepted) is recorded
-//! for the test's asserts. The server stops when dropped.
+//! bare CR as a line end), a limit on messages per session, and TLS: implicit (smtps) or STARTTLS, with a
+//! certificate from a throw-away CA ([`TestCert`]). Every transaction (MAIL FROM, RCPTs, data bytes as sent and
+//! as meant, whether it came over TLS, whether it was accepted) is recorded for the test's asserts. The server
+//! stops when dropped.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,53 @@ pub struct Script {
     /// Take a bare LF or a bare CR as a line end (the receiver SMTP smuggling exploits); data lines are then
     /// recorded with LF endings.
     pub naive_line_ends: bool,
+    /// Hang up (no reply, no 221) after this many messages on one connection: a per-session limit.
+    pub max_messages: Option<usize>,
+    /// TLS from the first byte, or offered as STARTTLS; `None`: plain text only (STARTTLS gets 454).
+    pub tls: Option<Tls>,
+}
+
+/// How the server speaks TLS.
+#[derive(Clone)]
+pub enum Tls {
+    /// smtps: the handshake comes before the greeting.
+    Implicit(Arc<rustls::ServerConfig>),
+    /// STARTTLS is offered in EHLO until the session is secure.
+    StartTls(Arc<rustls::ServerConfig>),
+}
+
+/// A certificate for `localhost` signed by a throw-away CA: the server side of a TLS test, and the CA a client
+/// must trust to accept it.
+pub struct TestCert {
+    /// The CA certificate (DER), for the client's trust store.
+    pub ca: rustls::pki_types::CertificateDer<'static>,
+    /// A server configuration presenting the `localhost` certificate.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl TestCert {
+    pub fn localhost() -> TestCert {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("server params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server TLS config");
+        TestCert { ca: ca.der().clone(), config: Arc::new(config) }
+    }
 }
 
 impl Default for Script {
@@ -60,6 +109,8 @@ impl Default for Script {
             delay: Duration::ZERO,
             drop_after_bytes: None,
             naive_line_ends: false,
+            max_messages: None,
+            tls: None,
         }
     }
 }
@@ -85,6 +136,16 @@ impl Script {
         self.ehlo = keywords.iter().map(|k| k.to_string()).collect();
         self
     }
+
+    pub fn tls(mut self, tls: Tls) -> Script {
+        self.tls = Some(tls);
+        self
+    }
+
+    pub fn max_messages(mut self, n: usize) -> Script {
+        self.max_messages = Some(n);
+        self
+    }
 }
 
 /// One transaction as the server saw it.
@@ -96,6 +157,10 @@ pub struct Transaction {
     pub rcpts: Vec<String>,
     /// The DATA payload, dot-stuffing undone and the terminator removed (CRLF kept; LF in naive mode).
     pub data: Vec<u8>,
+    /// The DATA payload exactly as it came off the wire: stuffed, terminator included.
+    pub raw: Vec<u8>,
+    /// Whether the transaction came over TLS.
+    pub tls: bool,
     /// True once the server answered the data with 2xx (false for a drop, or a client gone while we waited).
     pub accepted: bool,
 }
@@ -173,37 +238,104 @@ impl Drop for Server {
     }
 }
 
+/// The socket under a session, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+
+    fn tls(tcp: TcpStream, config: &Arc<rustls::ServerConfig>) -> io::Result<Stream> {
+        let conn = rustls::ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+        Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 struct Session<'a> {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+    io: BufReader<Stream>,
     script: &'a Script,
     txs: &'a Mutex<Vec<Transaction>>,
     pending_cr: bool,
+    /// While reading DATA: every byte as it came.
+    raw: Option<Vec<u8>>,
+    /// Messages answered on this connection.
+    messages: usize,
 }
 
 impl<'a> Session<'a> {
-    fn new(sock: TcpStream, script: &'a Script, txs: &'a Mutex<Vec<Transaction>>) -> std::io::Result<Session<'a>> {
+    fn new(sock: TcpStream, script: &'a Script, txs: &'a Mutex<Vec<Transaction>>) -> io::Result<Session<'a>> {
         sock.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let w = sock.try_clone()?;
-        Ok(Session { w, r: BufReader::new(sock), script, txs, pending_cr: false })
+        let stream = match &script.tls {
+            Some(Tls::Implicit(config)) => Stream::tls(sock, config)?,
+            _ => Stream::Plain(sock),
+        };
+        Ok(Session { io: BufReader::new(stream), script, txs, pending_cr: false, raw: None, messages: 0 })
     }
 
-    fn say(&mut self, line: &str) -> std::io::Result<()> {
-        self.w.write_all(format!("{line}\r\n").as_bytes())
+    fn secure(&self) -> bool {
+        matches!(self.io.get_ref(), Stream::Tls(_))
+    }
+
+    fn say(&mut self, line: &str) -> io::Result<()> {
+        let w = self.io.get_mut();
+        w.write_all(format!("{line}\r\n").as_bytes())?;
+        w.flush()
+    }
+
+    fn hang_up(&mut self) {
+        let _ = self.io.get_ref().tcp().shutdown(Shutdown::Both);
     }
 
     /// One line with its ending: strict mode ends lines at LF only (the raw line, ending included); naive mode
     /// at CRLF, LF or CR (the ending dropped, then LF added). None at EOF.
-    fn line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+    fn line(&mut self) -> io::Result<Option<Vec<u8>>> {
         if !self.script.naive_line_ends {
             let mut line = Vec::new();
-            return Ok((self.r.read_until(b'\n', &mut line)? > 0).then_some(line));
+            let got = self.io.read_until(b'\n', &mut line)? > 0;
+            if let Some(raw) = self.raw.as_mut() {
+                raw.extend_from_slice(&line);
+            }
+            return Ok(got.then_some(line));
         }
         let mut line = Vec::new();
         let mut b = [0u8; 1];
         loop {
-            if self.r.read(&mut b)? == 0 {
+            if self.io.read(&mut b)? == 0 {
                 return Ok((!line.is_empty()).then_some(line));
+            }
+            if let Some(raw) = self.raw.as_mut() {
+                raw.push(b[0]);
             }
             if self.pending_cr {
                 self.pending_cr = false;
@@ -224,7 +356,91 @@ impl<'a> Session<'a> {
         Ok(Some(line))
     }
 
-    fn serve(&mut self) -> std::io::Result<()> {
+    fn ehlo(&mut self) -> io::Result<()> {
+        let mut lines = vec!["250-testkit.example".to_string()];
+        lines.extend(self.script.ehlo.iter().map(|k| format!("250-{k}")));
+        if matches!(self.script.tls, Some(Tls::StartTls(_))) && !self.secure() {
+            lines.push("250-STARTTLS".into());
+        }
+        let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
+        lines.push(last);
+        self.say(&lines.join("\r\n"))
+    }
+
+    /// RFC 3207: 220, then the handshake; what the client sent before it is dropped (a correct server does not
+    /// carry plain-text input into the TLS session), and so is the transaction state.
+    fn starttls(&mut self) -> io::Result<bool> {
+        let config = match &self.script.tls {
+            Some(Tls::StartTls(config)) if !self.secure() => Arc::clone(config),
+            _ => {
+                self.say("454 4.7.0 TLS not available")?;
+                return Ok(false);
+            }
+        };
+        self.say("220 2.0.0 Ready to start TLS")?;
+        // A duplicate of the socket's descriptor: dropping the old reader (and its buffer) closes only its own.
+        let tcp = self.io.get_ref().tcp().try_clone()?;
+        self.io = BufReader::new(Stream::tls(tcp, &config)?);
+        Ok(true)
+    }
+
+    /// DATA: 354, the payload up to the terminator, then the scripted reply (or drop). `Ok(false)`: the
+    /// connection is over.
+    fn data(&mut self, mut tx: Transaction) -> io::Result<bool> {
+        let script = self.script;
+        self.say("354 End data with <CR><LF>.<CR><LF>")?;
+        self.raw = Some(Vec::new());
+        let mut seen = 0usize;
+        loop {
+            let Some(l) = self.line()? else { return Ok(false) };
+            seen += l.len();
+            if script.drop_after_bytes.is_some_and(|n| seen >= n) {
+                self.hang_up();
+                return Ok(false);
+            }
+            let end = if script.naive_line_ends { l == b".\n" } else { l == b".\r\n" };
+            if end {
+                break;
+            }
+            tx.data.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
+        }
+        tx.raw = self.raw.take().unwrap_or_default();
+        let idx = {
+            let mut g = self.txs.lock().unwrap();
+            g.push(tx.clone());
+            g.len() - 1
+        };
+        let replies: Vec<String> = match &script.after_data {
+            AfterData::Drop => {
+                self.hang_up();
+                return Ok(false);
+            }
+            AfterData::Reply(r) => {
+                let n = if script.lmtp { tx.rcpts.len() } else { 1 };
+                vec![r.replace("TESTKIT", &format!("TESTKIT{idx}")); n]
+            }
+            AfterData::PerRcpt(f) => {
+                let addrs = tx.rcpt_addrs();
+                let n = if script.lmtp { addrs.len() } else { 1 };
+                addrs.iter().take(n).map(|a| f(a)).collect()
+            }
+        };
+        std::thread::sleep(script.delay);
+        for r in &replies {
+            self.say(r)?;
+        }
+        if replies.iter().any(|r| r.starts_with('2')) {
+            self.txs.lock().unwrap()[idx].accepted = true;
+        }
+        self.messages += 1;
+        if script.max_messages.is_some_and(|m| self.messages >= m) {
+            self.hang_up();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         let script = self.script;
         self.say(&script.greeting)?;
         let mut cur: Option<Transaction> = None;
@@ -233,19 +449,18 @@ impl<'a> Session<'a> {
             let up = text.to_ascii_uppercase();
             let verb = up.split([' ', ':']).next().unwrap_or("").to_string();
             match verb.as_str() {
-                "EHLO" | "LHLO" => {
-                    let mut lines = vec!["250-testkit.example".to_string()];
-                    lines.extend(script.ehlo.iter().map(|k| format!("250-{k}")));
-                    let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
-                    lines.push(last);
-                    self.w.write_all(format!("{}\r\n", lines.join("\r\n")).as_bytes())?;
-                }
+                "EHLO" | "LHLO" => self.ehlo()?,
                 "HELO" => self.say("250 testkit.example")?,
+                "STARTTLS" => {
+                    if self.starttls()? {
+                        cur = None;
+                    }
+                }
                 "MAIL" => {
                     let arg = text.get(10..).unwrap_or("").to_string();
                     let reply = script.mail.clone();
                     if reply.starts_with('2') {
-                        cur = Some(Transaction { mail: arg, ..Default::default() });
+                        cur = Some(Transaction { mail: arg, tls: self.secure(), ..Default::default() });
                     }
                     self.say(&reply)?;
                 }
@@ -261,51 +476,12 @@ impl<'a> Session<'a> {
                     self.say(&reply)?;
                 }
                 "DATA" => {
-                    let Some(mut tx) = cur.take().filter(|t| !t.rcpts.is_empty()) else {
+                    let Some(tx) = cur.take().filter(|t| !t.rcpts.is_empty()) else {
                         self.say("554 5.5.1 No valid recipients")?;
                         continue;
                     };
-                    self.say("354 End data with <CR><LF>.<CR><LF>")?;
-                    let mut seen = 0usize;
-                    loop {
-                        let Some(l) = self.line()? else { return Ok(()) };
-                        seen += l.len();
-                        if script.drop_after_bytes.is_some_and(|n| seen >= n) {
-                            let _ = self.w.shutdown(Shutdown::Both);
-                            return Ok(());
-                        }
-                        let end = if script.naive_line_ends { l == b".\n" } else { l == b".\r\n" };
-                        if end {
-                            break;
-                        }
-                        tx.data.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
-                    }
-                    let idx = {
-                        let mut g = self.txs.lock().unwrap();
-                        g.push(tx.clone());
-                        g.len() - 1
-                    };
-                    let replies: Vec<String> = match &script.after_data {
-                        AfterData::Drop => {
-                            let _ = self.w.shutdown(Shutdown::Both);
-                            return Ok(());
-                        }
-                        AfterData::Reply(r) => {
-                            let n = if script.lmtp { tx.rcpts.len() } else { 1 };
-                            vec![r.replace("TESTKIT", &format!("TESTKIT{idx}")); n]
-                        }
-                        AfterData::PerRcpt(f) => {
-                            let addrs = tx.rcpt_addrs();
-                            let n = if script.lmtp { addrs.len() } else { 1 };
-                            addrs.iter().take(n).map(|a| f(a)).collect()
-                        }
-                    };
-                    std::thread::sleep(script.delay);
-                    for r in &replies {
-                        self.say(r)?;
-                    }
-                    if replies.iter().any(|r| r.starts_with('2')) {
-                        self.txs.lock().unwrap()[idx].accepted = true;
+                    if !self.data(tx)? {
+                        return Ok(());
                     }
                 }
                 "RSET" => {
