@@ -63,7 +63,8 @@ pub struct ReleaseArgs {
     /// Send at most N messages per second (0.001 to 1000000).
     #[arg(long, value_name = "N")]
     pub rate: Option<f64>,
-    /// Time limit for connecting and for each SMTP command (default 60s; 1s to 24h).
+    /// Time limit for connecting and for each SMTP command, and for each run of a --sendmail command (default 60s;
+    /// 1s to 24h).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Why, for the audit log.
