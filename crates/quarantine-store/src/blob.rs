@@ -64,6 +64,10 @@ impl BlobStore {
         BlobStore { blobs: root.join("blobs"), tmp: root.join("tmp"), owner }
     }
 
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
     pub fn blobs_dir(&self) -> &Path {
         &self.blobs
     }
@@ -158,6 +162,24 @@ impl BlobStore {
         fs::rename(&staged.tmp_path, &final_path).map_err(Error::io("rename into place", &final_path))?;
         staged.tmp_path = PathBuf::new();
         Ok(dir)
+    }
+
+    /// Like [`BlobStore::publish_deferred`], but a blob already in place is kept only if it checks (decompresses
+    /// and hashes to its name): a corrupt one is replaced by the staged good bytes, never trusted. Returns the
+    /// blob's directory and whether an existing blob was replaced.
+    pub fn publish_checked(&self, mut staged: StagedBlob) -> Result<(PathBuf, bool)> {
+        let final_path = self.path_of(&staged.hash);
+        let dir = final_path.parent().expect("blob path has a parent").to_path_buf();
+        let exists = self.exists(&staged.hash)?;
+        if exists && self.stream_verified(&staged.hash, &mut io::sink()).ok() == Some(staged.size) {
+            return Ok((dir, false)); // StagedBlob's Drop removes the temp file
+        }
+        staged.sync()?;
+        durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
+        durable::ensure_dir(&dir, &self.owner)?;
+        fs::rename(&staged.tmp_path, &final_path).map_err(Error::io("rename into place", &final_path))?;
+        staged.tmp_path = PathBuf::new();
+        Ok((dir, exists))
     }
 
     /// Creates the fan-out directories `blobs/ab/` and `blobs/ab/cd/` of `hash` if missing, durably (each new

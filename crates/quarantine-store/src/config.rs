@@ -32,6 +32,8 @@ pub const DEFAULT_HOLD_DEADLINE: &str = "60s";
 pub const DEFAULT_ORPHAN_GRACE: &str = "24h";
 /// `quarantine check`'s threshold when `min_free_space` is not set (`check::DEFAULT_MIN_FREE`).
 pub const DEFAULT_MIN_FREE_SPACE: &str = "100M";
+/// `quarantine check` fails (75) when the oldest pending spool file is older than this (ingest is not running).
+pub const DEFAULT_SPOOL_MAX_AGE: &str = "10m";
 /// Release prepends `X-Quarantine-Released` unless told not to.
 pub const DEFAULT_TRACE_HEADER: bool = true;
 
@@ -54,6 +56,8 @@ pub struct Config {
     pub orphan_grace: Option<String>,
     /// `quarantine check` fails (75) when the store's filesystem has less free space than this, e.g. `2G`.
     pub min_free_space: Option<String>,
+    /// `quarantine check` fails (75) when the oldest pending spool file is older than this, e.g. `10m`.
+    pub spool_max_age: Option<String>,
     pub retention: Option<Retention>,
 }
 
@@ -193,7 +197,11 @@ impl Config {
                 bad(&["store"], format!("{:?} is not an absolute path", store.display().to_string()));
             }
         }
-        for (key, value) in [("hold_deadline", &self.hold_deadline), ("orphan_grace", &self.orphan_grace)] {
+        for (key, value) in [
+            ("hold_deadline", &self.hold_deadline),
+            ("orphan_grace", &self.orphan_grace),
+            ("spool_max_age", &self.spool_max_age),
+        ] {
             if let Some(v) = value {
                 match crate::duration::parse(v) {
                     Err(e) => bad(&[key], e),
@@ -299,6 +307,7 @@ impl Config {
         add("hold_deadline", self.hold_deadline.clone(), Some(DEFAULT_HOLD_DEADLINE.into()));
         add("orphan_grace", self.orphan_grace.clone(), Some(DEFAULT_ORPHAN_GRACE.into()));
         add("min_free_space", self.min_free_space.clone(), Some(DEFAULT_MIN_FREE_SPACE.into()));
+        add("spool_max_age", self.spool_max_age.clone(), Some(DEFAULT_SPOOL_MAX_AGE.into()));
         let retention = self.retention.clone().unwrap_or_default();
         add("retention.default", retention.default.clone(), None);
         for (verdict, age) in &retention.verdict {

@@ -95,6 +95,8 @@ impl Store {
         index::migrate(&mut conn, &index_path)?;
         // SQLite gives -wal/-shm the database file's owner when run as root; the index file itself we check here.
         owner.apply(&index_path)?;
+        // A store made before the spool existed gets `spool/` and `spool/bad/` here (DESIGN section 4).
+        crate::spool::Spool::new(root, owner).ensure_dirs()?;
         Ok(Store { root: root.to_path_buf(), index_path, blobs: BlobStore::new(root, owner), conn })
     }
 

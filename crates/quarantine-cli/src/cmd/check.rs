@@ -25,7 +25,15 @@ pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     let busy: Duration = quarantine_store::duration::parse(&a.timeout).map_err(CmdError::Usage)?;
     let configured = ctx.config.min_free_space_bytes();
     let min_free = a.min_free.unwrap_or(if configured > 0 { configured } else { DEFAULT_MIN_FREE });
-    match check(&ctx.store_path, min_free, busy) {
+    let max_age = match ctx.config.spool_max_age.as_deref() {
+        Some(v) => quarantine_store::duration::parse(v).map_err(CmdError::Usage)?,
+        None => quarantine_store::duration::parse(quarantine_store::config::DEFAULT_SPOOL_MAX_AGE)
+            .expect("the default parses"),
+    };
+    let result = check(&ctx.store_path, min_free, busy)
+        .map_err(|e| e.0)
+        .and_then(|r| quarantine_store::spool::check(&ctx.store_path, max_age).map(|_| r));
+    match result {
         Ok(r) => {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();
             out!(

@@ -1,9 +1,12 @@
-//! `quarantine hold`: the MTA's entry point. Prints the message id and exits 0 only once the message is durable.
+//! `quarantine hold`: the MTA's entry point. Prints the message id and exits 0 only once the message is durable
+//! in the spool (DESIGN section 4). It never opens the index: a locked, migrating or damaged index cannot make
+//! it wait or fail; `ingest` (run by every other command, the systemd path unit, or `ingest --watch`) indexes it.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quarantine_store::{duration, HoldRequest, Store};
+use quarantine_store::spool::Spool;
+use quarantine_store::{duration, HoldRequest};
 
 use super::{CmdError, CmdResult, Context};
 use crate::cli::HoldArgs;
@@ -11,11 +14,10 @@ use crate::exit::{Status, EX_TEMPFAIL};
 
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// Below this much free space (or the config's `min_free_space`), hold defers instead of writing: on a full
-/// filesystem SQLite's shared-memory index can fault (SIGBUS) and a blob write can fail half way.
+/// filesystem a spool write can fail half way (and an mmap'd page fault with SIGBUS).
 const DEFAULT_HOLD_FLOOR: u64 = 16 << 20;
 
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
-    let started = Instant::now();
     let deadline = match a.deadline.as_deref().or(ctx.config.hold_deadline.as_deref()) {
         Some(d) => duration::parse(d).map_err(CmdError::Usage)?,
         None => DEFAULT_DEADLINE,
@@ -34,23 +36,19 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
         reason: a.reason,
         queue_id: a.queue_id,
     };
-    // Whatever is left of the deadline bounds the wait for another writer's lock.
-    let busy = deadline.saturating_sub(started.elapsed()).saturating_sub(Duration::from_millis(500));
-    let mut store = Store::open(&ctx.store_path, busy)?;
-    store.defer_checkpoints()?;
+    let spool = Spool::open(&ctx.store_path)?;
     let outcome = match &a.file {
         Some(path) => {
             let mut f = std::fs::File::open(path).map_err(|e| {
                 quarantine_store::Error::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
             })?;
-            store.hold(&req, &mut f)?
+            spool.hold(&req, &mut f)?
         }
-        None => store.hold(&req, &mut std::io::stdin().lock())?,
+        None => spool.hold(&req, &mut std::io::stdin().lock())?,
     };
     // The message is durable now. If stdout is gone (SIGPIPE-like), the MTA is not reading it: still a success.
     let _ = writeln!(std::io::stdout(), "{}", outcome.id);
     let _ = std::io::stdout().flush();
-    store.checkpoint_after_ack();
     Ok(Status::Success)
 }
 
@@ -74,9 +72,9 @@ fn refuse_when_nearly_full(ctx: &Context) -> Result<(), CmdError> {
     Ok(())
 }
 
-/// A fault on a memory-mapped page (SQLite's `-shm` when the filesystem is full) would kill hold with SIGBUS,
-/// which pipe(8) does not report as "try again later". Exit 75 instead: the row is either not committed (the MTA
-/// retries) or committed (the retry's queue id makes it a no-op).
+/// A fault on a memory-mapped page (a full or failing filesystem) would kill hold with SIGBUS, which pipe(8) does
+/// not report as "try again later". Exit 75 instead: the spool file is either not renamed into place (the MTA
+/// retries) or it is (the retry's queue id gives it the same id, and ingest merges the two).
 #[allow(unsafe_code)]
 fn exit_75_on_sigbus() {
     const MSG: &[u8] = b"quarantine hold: bus error (filesystem full?) (message not held; the MTA will retry)\n";

@@ -29,7 +29,7 @@
 //! import: what had committed stays, the summary says how far it got.
 
 mod amavis;
-mod batch;
+pub(crate) mod batch;
 mod eml;
 mod envelope;
 mod maildir;
