@@ -394,8 +394,14 @@ impl Spool {
         drop(file);
         let name = format!("{}.{:016x}", header.id, rand::random::<u64>());
         let path = self.dir.join(&name);
-        durable::rename_durable(&tmp, &path)?;
+        durable::rename(&tmp, &path)?;
         std::mem::forget(guard);
+        if let Err(e) = durable::fsync_dir(&self.dir) {
+            // Not acknowledged: take the file back (best effort), so the MTA's retry is the only copy. If the
+            // unlink does not stick either, ingest indexes it: a duplicate later beats a loss now.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         let out =
             HoldOutcome { id: header.id, hash: blake3::Hash::from(hash).to_hex().to_string(), size, duplicate: false };
         Ok((out, path))

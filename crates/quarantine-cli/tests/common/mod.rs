@@ -171,6 +171,9 @@ impl TestStore {
 
     /// One number from the index, through the sqlite3 command-line shell (not through the code under test).
     pub fn sql_count(&self, sql: &str) -> u64 {
+        // hold writes only the spool (DESIGN section 4): index what it acknowledged before counting rows.
+        let ingest = self.q(&["ingest"]);
+        assert_eq!(ingest.code, 0, "ingest before counting: {ingest:?}");
         let out = Command::new("sqlite3").arg(self.root.join("index.sqlite")).arg(sql).output().expect("run sqlite3");
         assert!(out.status.success(), "sqlite3 {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
