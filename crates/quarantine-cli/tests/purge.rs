@@ -35,7 +35,12 @@ impl Store {
     fn hold_with(&self, mut c: Command, bytes: &[u8]) -> Output {
         let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(bytes).unwrap();
-        child.wait_with_output().unwrap()
+        let out = child.wait_with_output().unwrap();
+        // hold writes the spool (DESIGN section 4): index it, as the tests below expect rows at once. (It may
+        // fail beside a purge with orphan grace 0, which removes ingest's staged temp files; the file stays in
+        // the spool and a later ingest takes it.)
+        let _ = self.run(&["ingest"]);
+        out
     }
 
     fn hold(&self, verdict: &str, bytes: &[u8]) -> String {
@@ -243,7 +248,7 @@ fn frozen_store_refuses_until_thawed() {
     ok(&s.run(&["thaw"]));
     ok(&s.run(&["purge", "--verdict", "SPAM", "--yes"]));
     assert_eq!(s.state(&id), "purged");
-    assert_eq!(s.sql("SELECT group_concat(action, ',') FROM audit"), "freeze,thaw,purge");
+    assert_eq!(s.sql("SELECT group_concat(action, ',') FROM audit WHERE action != 'hold'"), "freeze,thaw,purge");
 }
 
 #[test]

@@ -196,24 +196,29 @@ impl Store {
         let results: Mutex<Vec<(usize, Staged)>> = Mutex::new(Vec::with_capacity(batch.len()));
         let jobs = opts.jobs.clamp(1, 64).min(batch.len().max(1));
         let blobs = &self.blobs;
-        std::thread::scope(|s| {
-            for _ in 0..jobs {
-                s.spawn(|| loop {
-                    // The first file is always staged, so a slow disk still makes progress.
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= batch.len() || (i > 0 && started.elapsed() >= opts.batch_time) {
-                        break;
-                    }
-                    let out = stage(blobs, &batch[i].path);
-                    let fatal = matches!(out, Staged::Fatal(_));
-                    results.lock().expect("no poisoned staging").push((i, out));
-                    if fatal {
-                        next.store(usize::MAX / 2, Ordering::Relaxed);
-                        break;
-                    }
-                });
+        let work = || loop {
+            // The first file is always staged, so a slow disk still makes progress.
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= batch.len() || (i > 0 && started.elapsed() >= opts.batch_time) {
+                break;
             }
-        });
+            let out = stage(blobs, &batch[i].path);
+            let fatal = matches!(out, Staged::Fatal(_));
+            results.lock().expect("no poisoned staging").push((i, out));
+            if fatal {
+                next.store(usize::MAX / 2, Ordering::Relaxed);
+                break;
+            }
+        };
+        if jobs == 1 {
+            work(); // on this thread: one process, one thread (fault-injection tests count on it)
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..jobs {
+                    s.spawn(work);
+                }
+            });
+        }
         let mut results = results.into_inner().expect("no poisoned staging");
         results.sort_by_key(|(i, _)| *i);
         let mut taken = vec![false; batch.len()];

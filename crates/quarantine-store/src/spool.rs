@@ -291,7 +291,7 @@ impl Spool {
             Ok(m) if m.is_file() && m.len() > 0 => {}
             Ok(_) => return Err(Error::NotAStore(root.to_path_buf())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotAStore(root.to_path_buf())),
-            Err(e) => return Err(Error::io("stat", index)(e)),
+            Err(e) => return Err(crate::store::permission_hint(e, &index)),
         }
         let owner = Owner::of(root)?;
         let spool = Spool { dir: root.join(SPOOL_DIR), owner };

@@ -159,7 +159,7 @@ fn is_store_index(conn: &Connection, path: &Path) -> Result<bool> {
 }
 
 /// A permission error on the store says whose it is: the usual cause is running as the wrong account.
-fn permission_hint(e: std::io::Error, path: &Path) -> Error {
+pub(crate) fn permission_hint(e: std::io::Error, path: &Path) -> Error {
     let op = if e.kind() == std::io::ErrorKind::PermissionDenied {
         "open (run as the store's owner, the account the MTA runs `hold` as, or as root)"
     } else {

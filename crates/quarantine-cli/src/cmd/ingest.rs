@@ -18,6 +18,9 @@ pub struct IngestArgs {
     /// One JSON object per run (per drain with --watch) instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Staging threads (they mostly wait on fsync; many at once share journal commits).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub jobs: usize,
     /// Who, for the audit log (default $SUDO_USER, else $USER).
     #[arg(long, value_name = "NAME")]
     pub actor: Option<String>,
@@ -25,7 +28,8 @@ pub struct IngestArgs {
 
 pub fn run(ctx: &Context, a: IngestArgs) -> CmdResult {
     let mut store = ctx.open_without_ingest()?;
-    let opts = IngestOptions::drain(quarantine_store::audit::actor(a.actor.as_deref()));
+    let mut opts = IngestOptions::drain(quarantine_store::audit::actor(a.actor.as_deref()));
+    opts.jobs = a.jobs.max(1);
     if !a.watch {
         let report = store.ingest(&opts)?;
         print(&report, a.json)?;
