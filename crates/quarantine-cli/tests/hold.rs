@@ -452,18 +452,17 @@ fn hold_exits_75_when_spool_is_a_regular_file() {
     // hold writes only spool/ (DESIGN section 4): tmp/ and blobs/ are ingest's business.
     let ts = TestStore::new();
     let seed = ts.hold_ok(b"seed");
-    for sub in ["spool"] {
-        let (real, away) = (ts.root.join(sub), ts.root.join(format!("{sub}.away")));
-        fs::rename(&real, &away).unwrap();
-        fs::write(&real, b"not a directory").unwrap();
-        let out = ts.hold(format!("new message for {sub}").as_bytes(), ENVELOPE);
-        assert_tempfail(&out, &format!("{sub} is a regular file"));
-        assert_eq!(fs::read(&real).unwrap(), b"not a directory", "hold overwrote {sub}");
-        fs::remove_file(&real).unwrap();
-        fs::rename(&away, &real).unwrap();
-        assert_no_message_added(&ts, 1, sub);
-        assert!(tmp_files(&ts).is_empty(), "{sub}: temp file left behind: {:?}", tmp_files(&ts));
-    }
+    let sub = "spool";
+    let (real, away) = (ts.root.join(sub), ts.root.join(format!("{sub}.away")));
+    fs::rename(&real, &away).unwrap();
+    fs::write(&real, b"not a directory").unwrap();
+    let out = ts.hold(format!("new message for {sub}").as_bytes(), ENVELOPE);
+    assert_tempfail(&out, &format!("{sub} is a regular file"));
+    assert_eq!(fs::read(&real).unwrap(), b"not a directory", "hold overwrote {sub}");
+    fs::remove_file(&real).unwrap();
+    fs::rename(&away, &real).unwrap();
+    assert_no_message_added(&ts, 1, sub);
+    assert!(tmp_files(&ts).is_empty(), "{sub}: temp file left behind: {:?}", tmp_files(&ts));
     // Repaired, the store takes mail again.
     assert_round_trip(&ts, "after repair", b"new message for spool");
     assert_same("seed", &ts.raw(&seed), b"seed");

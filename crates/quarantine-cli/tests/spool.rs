@@ -625,7 +625,7 @@ fn hold_exits_0_while_the_index_is_locked_or_unreadable() {
         fs::write(&index, b"this is not an SQLite database at all, it is garbage").unwrap();
     } else {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&index, fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(&index, fs::Permissions::from_mode(0o000)).unwrap();
     }
     let m2 = message("while-unreadable", 3000);
     let out = s.hold(&m2, "U1", &["u@x.example"]);

@@ -311,7 +311,10 @@ impl Store {
 
     /// Opens the store through the library (no other process may be writing).
     pub fn open(&self) -> quarantine_store::Store {
-        quarantine_store::Store::open(&self.root, Duration::from_secs(30)).expect("open the store")
+        let mut s = quarantine_store::Store::open(&self.root, Duration::from_secs(30)).expect("open the store");
+        // hold writes the spool (DESIGN section 4): index what it acknowledged before looking at rows.
+        s.ingest(&quarantine_store::ingest::IngestOptions::drain("torture".into())).expect("ingest");
+        s
     }
 
     /// One integer from the index.
