@@ -397,7 +397,8 @@ fn sigkill_at_random_moments_during_hold_purge_release_and_import() {
     };
     let a = hold_args("CALIBRATE", None);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let hold_us = calib(&a, &pool[3]);
+    // A hold is a spool write now, mostly process start-up: draw its kills within its calibrated time, not twice.
+    let hold_us = calib(&a, &pool[3]) / 2;
     let purge_us = calib(&["purge", "--verdict", "NONE", "--yes"], b"");
     let release_us = purge_us * 4 + 100_000;
     let workers = 2;
@@ -819,8 +820,8 @@ fn hold_exits_only_0_or_75() {
     let out = run(cmd(&a), Input::Bytes(&msg), HANG);
     drop(locker.stdin.take());
     let _ = locker.wait();
-    assert!(out.stderr.contains("locked") || out.stderr.contains("busy"), "not the lock: {}", out.brief());
-    check("index locked past the deadline", out, &[75]);
+    // DESIGN section 4: hold never opens the index, so a lock held past the deadline does not fail it.
+    check("index locked past the deadline", out, &[0]);
     s.assert_verify_clean("after the contract cases");
     figures("exit-code-contract", &[("cases", cases.get())], started);
 }

@@ -154,8 +154,15 @@ impl Store {
                 bytes += p.len;
                 batch.push(queue.pop_front().expect("front exists"));
             }
-            let left = self.ingest_batch(&spool, batch, opts, &mut report)?;
+            let (left, failed) = self.ingest_batch(&spool, batch, opts, &mut report)?;
             queue.extend(left);
+            if let Some(e) = failed {
+                // Part of the batch committed (space freed, say) before a file failed: a drain goes on with
+                // the rest and gives up only on a batch that makes no progress at all.
+                if !opts.drain {
+                    return Err(e);
+                }
+            }
             if !opts.drain {
                 break;
             }
@@ -183,14 +190,16 @@ impl Store {
         }
     }
 
-    /// Stages and commits one batch; returns the files that were not staged in time (for the next batch).
+    /// Stages and commits one batch; returns the files that were not staged in time (for the next batch). When a
+    /// file fails (I/O, a full disk) what staged fine is still committed: `Ok` with the error if anything was
+    /// done, `Err` if nothing was (so a drain always ends).
     fn ingest_batch(
         &mut self,
         spool: &Spool,
         batch: Vec<Pending>,
         opts: &IngestOptions,
         report: &mut IngestReport,
-    ) -> Result<Vec<Pending>> {
+    ) -> Result<(Vec<Pending>, Option<Error>)> {
         let started = Instant::now();
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<(usize, Staged)>> = Mutex::new(Vec::with_capacity(batch.len()));
@@ -248,12 +257,12 @@ impl Store {
                 }
             }
         }
-        if let Some(e) = fatal {
-            return Err(e); // staged temp files go with `items`; the spool files all stay
-        }
         let left: Vec<Pending> = batch.into_iter().zip(taken).filter(|(_, t)| !t).map(|(p, _)| p).collect();
         if items.is_empty() {
-            return Ok(left);
+            return match fatal {
+                Some(e) if bad == 0 => Err(e), // the spool files all stay
+                fatal => Ok((left, fatal)),
+            };
         }
         let actor = opts.actor.clone();
         let (counts, outcomes) = self.commit_batch(items, &|tx, c| record_hold(tx, &actor, c, bad))?;
@@ -269,7 +278,7 @@ impl Store {
         report.bytes += counts.bytes;
         report.blobs_repaired += counts.blobs_repaired;
         report.batches += 1;
-        Ok(left)
+        Ok((left, fatal))
     }
 }
 
