@@ -758,6 +758,12 @@ fn purge_racing_ingest_never_dangles_deletes_or_resurrects() {
     s.converge("a new delivery");
     let live = s.sql("SELECT id FROM messages WHERE queue_id = 'PX' AND purged_us IS NULL");
     assert!(!live.is_empty() && live != id, "the new delivery was dropped or reused the purged id: {live:?}");
+    // And the MTA's retries of that new delivery merge into it (same queue id, sender and bytes, live).
+    s.hold_ok(&m, "PX", &["p2@x.example"]);
+    s.hold_ok(&m, "PX", &["p3@x.example"]);
+    s.converge("retries of the new delivery");
+    assert_eq!(s.sql("SELECT count(*) FROM messages WHERE queue_id = 'PX' AND purged_us IS NULL"), "1");
+    assert_eq!(s.sql(&format!("SELECT count(*) FROM recipients WHERE message = '{live}'")), "3");
     s.verify_clean("after the new delivery");
 }
 

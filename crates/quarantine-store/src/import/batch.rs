@@ -142,6 +142,7 @@ impl Store {
         let mut actions = Vec::with_capacity(items.len());
         let mut first_of: HashMap<(String, String), usize> = HashMap::new();
         let mut batch_ids: HashMap<String, (usize, String)> = HashMap::new();
+        let mut retries: HashMap<(String, String, String), usize> = HashMap::new();
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut metas = Vec::with_capacity(items.len());
         let mut repaired = 0u64;
@@ -163,7 +164,15 @@ impl Store {
                         Action::New(None)
                     }
                 }
-                Key::Spool { id } => resolve_spool_id(&tx, id, received_us, &hash, &batch_ids).map_err(&e)?,
+                Key::Spool { id } => {
+                    let retry = queue_id.as_ref().map(|q| (q.clone(), hash.clone(), env.from.clone()));
+                    let a = resolve_spool_id(&tx, id, received_us, &hash, retry.as_ref(), &batch_ids, &retries)
+                        .map_err(&e)?;
+                    if let (Action::New(_), Some(k)) = (&a, retry) {
+                        retries.entry(k).or_insert(i);
+                    }
+                    a
+                }
             };
             if let Action::New(id) = &action {
                 if let Some(id) = id {
@@ -240,12 +249,16 @@ impl Store {
 /// resolves the same file to the same row: a live row with the same hash is this message (only missing
 /// recipients are added); a purged row with the same received time and hash is this very file, ingested before
 /// the purge (dropped: never resurrected); any other row means the id is taken, and the next candidate is tried.
+/// When the file's own id is taken and it has a queue id, a live message with the same queue id, bytes and sender
+/// (a delivery after the first one was purged, which got a fresh id) is this message too: MTA retries of it merge.
 fn resolve_spool_id(
     tx: &rusqlite::Transaction,
     id: &str,
     received_us: i64,
     hash: &str,
+    retry: Option<&(String, String, String)>,
     batch_ids: &HashMap<String, (usize, String)>,
+    retries: &HashMap<(String, String, String), usize>,
 ) -> rusqlite::Result<Action> {
     let mut stmt = tx.prepare_cached("SELECT hash, received_us, purged_us IS NOT NULL FROM messages WHERE id = ?1")?;
     for k in 0u32.. {
@@ -262,6 +275,16 @@ fn resolve_spool_id(
             None => return Ok(Action::New(Some(cand))),
             Some((h, _, false)) if h == hash => return Ok(Action::Existing(cand)),
             Some((h, r, true)) if h == hash && r == received_us => return Ok(Action::Dropped),
+            Some(_) if k == 0 => {
+                if let Some(key) = retry {
+                    if let Some(&j) = retries.get(key) {
+                        return Ok(Action::SameAs(j));
+                    }
+                    if let Some(live) = hold::find_retry(tx, &key.0, &key.1, &key.2)? {
+                        return Ok(Action::Existing(live));
+                    }
+                }
+            }
             Some(_) => continue,
         }
     }
