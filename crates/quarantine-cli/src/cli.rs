@@ -71,10 +71,17 @@ pub enum Command {
         after_help = "Postfix master.cf (pipe transport; null_sender= keeps a bounce's empty sender empty):\n  \
         quarantine unix - n n - - pipe flags=Rq null_sender= user=quarantine\n    \
         argv=/usr/bin/quarantine hold --verdict X --queue-id ${queue_id} --from ${sender} -- ${recipient}\n\n\
-        Exit status: 0 only when the message is on disk and indexed; 75 (EX_TEMPFAIL) for every failure, \
+        Exit status: 0 only when the message is on disk (fsynced in the spool; `ingest` indexes it); 75 \
+        (EX_TEMPFAIL) for every failure, \
         bad arguments included."
     )]
     Hold(HoldArgs),
+    /// Move spooled messages (written by hold) into the blob store and the index, in batches.
+    #[command(after_help = "Every command that reads or changes the index ingests one bounded batch first; run \
+        this (the quarantine-ingest.path systemd unit does, or `ingest --watch` under a supervisor) so that a \
+        burst of holds is indexed within seconds. A spool file that fails its check moves to spool/bad/ with a \
+        .reason file and is never deleted. Exit status: 0, or 1 when any file was moved to spool/bad/.")]
+    Ingest(crate::cmd::ingest::IngestArgs),
     /// Show one message: envelope, verdict, parsed headers, recipients and their release state.
     Show(ShowArgs),
     /// Find held messages by recipient, sender, subject, Message-ID, verdict, time...; newest first.

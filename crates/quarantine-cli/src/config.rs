@@ -63,6 +63,8 @@ pub mod defaults {
     pub const HOLD_RESERVE: u64 = 16 << 20;
     /// Release prepends `X-Quarantine-Released` unless told not to.
     pub const TRACE_HEADER: bool = true;
+    /// `quarantine check` fails (75) when the oldest pending spool file is older than this: ingest is not running.
+    pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(10 * 60);
     /// Durations beyond this are refused: they overflow the clocks they are added to and are always a typo.
     pub const LONGEST_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
 }
@@ -79,6 +81,7 @@ pub struct RawConfig {
     hold_deadline: Option<Spanned<String>>,
     orphan_grace: Option<Spanned<String>>,
     min_free_space: Option<Spanned<String>>,
+    spool_max_age: Option<Spanned<String>>,
     retention: Option<RawRetention>,
 }
 
@@ -105,6 +108,8 @@ pub struct Config {
     pub orphan_grace: Duration,
     /// `min_free_space` when set (and not 0): both `check`'s threshold and `hold`'s reserve.
     pub min_free_space: Option<u64>,
+    /// `check` exits 75 when the oldest pending spool file is older than this.
+    pub spool_max_age: Duration,
     /// `[retention]`: what a purge with no selector removes.
     pub retention: RetentionPolicy,
     /// The file as written, for `config show` and line numbers.
@@ -280,6 +285,7 @@ impl Config {
         let mut c = Checker { starts: line_starts(text), has_text: !text.is_empty(), problems: Vec::new() };
         let hold_deadline = raw.hold_deadline.as_ref().and_then(|v| c.parse(&["hold_deadline"], v, hold_deadline));
         let orphan_grace = raw.orphan_grace.as_ref().and_then(|v| c.parse(&["orphan_grace"], v, duration));
+        let spool_max_age = raw.spool_max_age.as_ref().and_then(|v| c.parse(&["spool_max_age"], v, duration));
         let mut retention = RetentionPolicy::default();
         if let Some(r) = &raw.retention {
             retention.default = r.default.as_ref().and_then(|v| c.parse(&["retention", "default"], v, duration));
@@ -339,6 +345,7 @@ impl Config {
             hold_deadline: hold_deadline.unwrap_or(defaults::HOLD_DEADLINE),
             orphan_grace: orphan_grace.unwrap_or(defaults::ORPHAN_GRACE),
             min_free_space,
+            spool_max_age: spool_max_age.unwrap_or(defaults::SPOOL_MAX_AGE),
             retention,
             raw,
             line_starts: c.starts,
@@ -378,6 +385,7 @@ impl Config {
             ["hold_deadline"] => span(r.hold_deadline.as_ref().map(Spanned::span)),
             ["orphan_grace"] => span(r.orphan_grace.as_ref().map(Spanned::span)),
             ["min_free_space"] => span(r.min_free_space.as_ref().map(Spanned::span)),
+            ["spool_max_age"] => span(r.spool_max_age.as_ref().map(Spanned::span)),
             ["retention", "default"] => span(r.retention.as_ref().and_then(|t| t.default.as_ref().map(Spanned::span))),
             ["retention", "verdict", v] => span(
                 r.retention.as_ref().and_then(|t| t.verdict.iter().find(|(k, _)| k == v).map(|(_, age)| age.span())),
@@ -422,6 +430,7 @@ impl Config {
         add("hold_deadline", s(&r.hold_deadline), Some(format_duration(defaults::HOLD_DEADLINE)));
         add("orphan_grace", s(&r.orphan_grace), Some(format_duration(defaults::ORPHAN_GRACE)));
         add("min_free_space", s(&r.min_free_space), Some(format_size(defaults::MIN_FREE_SPACE)));
+        add("spool_max_age", s(&r.spool_max_age), Some(format_duration(defaults::SPOOL_MAX_AGE)));
         let retention = r.retention.clone().unwrap_or_default();
         add("retention.default", s(&retention.default), None);
         for (verdict, age) in &retention.verdict {

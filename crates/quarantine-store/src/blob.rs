@@ -60,6 +60,10 @@ impl BlobStore {
         BlobStore { blobs: root.join("blobs"), tmp: root.join("tmp"), owner }
     }
 
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
     pub fn blobs_dir(&self) -> &Path {
         &self.blobs
     }
@@ -142,19 +146,8 @@ impl BlobStore {
     /// [`BlobStore::publish`] without the final directory fsync, for a batch writer that renames many blobs and
     /// then fsyncs each distinct directory once ([`durable::fsync_dir`] on every returned directory, before its
     /// commit). Returns the blob's directory. The temp file is fsynced first if it is not yet.
-    pub fn publish_deferred(&self, mut staged: StagedBlob) -> Result<PathBuf> {
-        let final_path = self.path_of(&staged.hash);
-        let dir = final_path.parent().expect("blob path has a parent").to_path_buf();
-        if self.exists(&staged.hash)? && self.existing_is_intact(&staged.hash, staged.size)? {
-            return Ok(dir); // StagedBlob's Drop removes the temp file
-        }
-        // Missing, or present but corrupt: the good bytes take the name (rename replaces a corrupt file atomically).
-        staged.sync()?;
-        durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
-        durable::ensure_dir(&dir, &self.owner)?;
-        fs::rename(&staged.tmp_path, &final_path).map_err(Error::io("rename into place", &final_path))?;
-        staged.tmp_path = PathBuf::new();
-        Ok(dir)
+    pub fn publish_deferred(&self, staged: StagedBlob) -> Result<PathBuf> {
+        self.publish_checked(staged).map(|(dir, _)| dir)
     }
 
     /// Whether the blob already stored under `hash` decompresses to `size` bytes that hash to its name, so a new
@@ -166,6 +159,24 @@ impl BlobStore {
             Err(Error::CorruptBlob { .. } | Error::MissingBlob { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// [`BlobStore::publish_deferred`], also saying whether an existing blob was replaced: one already in place is
+    /// kept only if it checks; a corrupt one is replaced by the staged good bytes, never trusted.
+    pub fn publish_checked(&self, mut staged: StagedBlob) -> Result<(PathBuf, bool)> {
+        let final_path = self.path_of(&staged.hash);
+        let dir = final_path.parent().expect("blob path has a parent").to_path_buf();
+        let exists = self.exists(&staged.hash)?;
+        if exists && self.existing_is_intact(&staged.hash, staged.size)? {
+            return Ok((dir, false)); // StagedBlob's Drop removes the temp file
+        }
+        // Missing, or present but corrupt: the good bytes take the name (rename replaces a corrupt file atomically).
+        staged.sync()?;
+        durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
+        durable::ensure_dir(&dir, &self.owner)?;
+        fs::rename(&staged.tmp_path, &final_path).map_err(Error::io("rename into place", &final_path))?;
+        staged.tmp_path = PathBuf::new();
+        Ok((dir, exists))
     }
 
     /// Creates the fan-out directories `blobs/ab/` and `blobs/ab/cd/` of `hash` if missing, durably (each new

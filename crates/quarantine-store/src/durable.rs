@@ -111,3 +111,59 @@ pub fn available_space(path: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(path)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
+
+/// Renames without fsyncing the directory, for a caller that renames many entries of one directory and fsyncs it
+/// once afterwards ([`fsync_dir`]).
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(Error::io("rename", to))
+}
+
+/// Writes one small file atomically and durably: `dir/.<name>.<random>.tmp`, fsync, rename to `dir/name`
+/// (replacing an older file of that name), fsync `dir`.
+pub fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8], owner: &Owner) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let mut f = create_new(&tmp, owner)?;
+    let written = f.write_all(bytes).map_err(Error::io("write", &tmp)).and_then(|()| fsync_file(&f, &tmp));
+    drop(f);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let to = dir.join(name);
+    fs::rename(&tmp, &to).map_err(Error::io("rename into place", &to))?;
+    fsync_dir(dir)
+}
+
+/// Removes a file; one that is already gone is not an error. The directory is not fsynced: every caller removes
+/// something whose reappearance after a crash is harmless (a spool file already ingested is ingested again as a
+/// no-op).
+pub fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path)(e)),
+    }
+}
+
+/// Opens (creating it 0600 if missing) a lock file and takes an exclusive `flock` on it. With `wait` false,
+/// returns `None` when another process holds it. The lock goes with the returned file.
+pub fn lock_file(path: &Path, owner: &Owner, wait: bool) -> Result<Option<File>> {
+    use rustix::fs::{flock, FlockOperation};
+    let f = match OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path) {
+        Ok(f) => {
+            owner.apply(path)?;
+            f
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().read(true).write(true).open(path).map_err(Error::io("open", path))?
+        }
+        Err(e) => return Err(Error::io("create", path)(e)),
+    };
+    let op = if wait { FlockOperation::LockExclusive } else { FlockOperation::NonBlockingLockExclusive };
+    match flock(&f, op) {
+        Ok(()) => Ok(Some(f)),
+        Err(e) if !wait && e == rustix::io::Errno::WOULDBLOCK => Ok(None),
+        Err(e) => Err(Error::io("lock", path)(e.into())),
+    }
+}

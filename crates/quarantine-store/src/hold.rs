@@ -1,23 +1,16 @@
-//! The durable hold (DESIGN section 4). The write order is the product:
-//!
-//! 1. stream the message to EOF into `tmp/` (BLAKE3 + zstd as bytes arrive), fsync;
-//! 2. parse headers, best effort;
-//! 3. `BEGIN IMMEDIATE`: rename the blob into place (or drop the temp file if the blob exists), fsync its
-//!    directory, insert the rows, take the hash off the GC queue, commit with `synchronous=FULL`;
-//! 4. only then return the id for the caller to acknowledge.
-//!
-//! A crash before step 3 commits leaves at most a temp file or an orphan blob, which verify reports and purge
-//! sweeps after a grace period. A row without its blob cannot happen: the rename and directory fsync come first.
+//! Hold requests and the rows they become (DESIGN section 4). `hold` itself writes a spool file
+//! ([`crate::spool`]); ingest ([`crate::ingest`]) turns spool files into rows through the group commit
+//! (`import/batch.rs`), with the helpers here: envelope validation, the retry lookup, the row inserts.
 
 use std::io::Read;
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::store::{now_us, Store};
+use crate::store::Store;
 use quarantine_mail::address;
-use quarantine_mail::headers::{self, HeaderFields};
+use quarantine_mail::headers::HeaderFields;
 
 /// What the MTA or filter tells us about one message.
 #[derive(Clone, Debug, Default)]
@@ -88,46 +81,32 @@ pub(crate) struct NewMessage<'a> {
     pub(crate) size: u64,
     pub(crate) fields: &'a HeaderFields,
     pub(crate) received_us: i64,
+    /// The id to use (a spool file's); `None` draws a random one.
+    pub(crate) id: Option<&'a str>,
 }
 
 impl Store {
-    /// Holds one message read from `input` to EOF. Returns only once the blob and its rows are durable.
+    /// Holds one message read from `input` to EOF through the spool, then ingests that spool file. Returns only
+    /// once the blob and its rows are durable. (The `quarantine hold` command stops after the spool: it never
+    /// opens the index; this is for library callers that want the row at once.)
     pub fn hold(&mut self, req: &HoldRequest, input: &mut dyn Read) -> Result<HoldOutcome> {
-        let env = validate(req)?;
-        let staged = self.blobs.stage(input, headers::FULL_PARSE_LIMIT)?;
-        let fields = headers::extract(&staged.prefix, staged.size);
-        let (hash, size) = (staged.hash.clone(), staged.size);
-
-        let e = crate::index::sql_err(&self.index_path);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        if let Some(q) = &req.queue_id {
-            if let Some(id) = find_retry(&tx, q, &hash, &env.from).map_err(&e)? {
-                // A retry of a committed hold. Postfix may also split one queue file's recipients over several
-                // pipe deliveries; any recipient not yet recorded joins the existing message.
-                insert_recipients(&tx, &id, &env.recipients).map_err(&e)?;
-                tx.commit().map_err(&e)?;
-                return Ok(HoldOutcome { id, hash, size, duplicate: true });
-            }
-        }
-        self.blobs.publish(staged)?;
-        tx.execute("DELETE FROM gc_queue WHERE hash = ?1", [&hash]).map_err(&e)?;
-        let new = NewMessage { req, env: &env, hash: &hash, size, fields: &fields, received_us: now_us() };
-        let id = insert_message(&tx, &new).map_err(&e)?;
-        tx.commit().map_err(&e)?;
-        Ok(HoldOutcome { id, hash, size, duplicate: false })
+        let spool = crate::spool::Spool::new(&self.root, self.blobs.owner());
+        let (out, path) = spool.write(req, input)?;
+        let id = self.ingest_file(&path)?;
+        Ok(HoldOutcome { duplicate: id.1, id: id.0, ..out })
     }
 }
 
 /// Inserts the message, recipient and attachment rows; returns the new id.
 pub(crate) fn insert_message(tx: &rusqlite::Connection, m: &NewMessage) -> rusqlite::Result<String> {
-    let NewMessage { req, env, hash, size, fields: f, received_us } = *m;
+    let NewMessage { req, env, hash, size, fields: f, received_us, id: given } = *m;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO messages (id, hash, size, received_us, env_from, env_from_lc, verdict, scanner,
              reason, queue_id, hdr_from, hdr_to, hdr_cc, subject, message_id, hdr_date, parse_note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
     let id = loop {
-        let id = ids::new_id();
+        let id = given.map(str::to_string).unwrap_or_else(ids::new_id);
         let n = stmt.execute(params![
             id,
             hash,
@@ -149,6 +128,10 @@ pub(crate) fn insert_message(tx: &rusqlite::Connection, m: &NewMessage) -> rusql
         ])?;
         if n == 1 {
             break id; // else a 50-bit id collided; draw again
+        }
+        if given.is_some() {
+            // The caller checked under the same write lock that the id is free.
+            return Err(rusqlite::Error::StatementChangedRows(0));
         }
     };
     insert_recipients(tx, &id, &env.recipients)?;

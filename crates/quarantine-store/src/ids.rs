@@ -11,6 +11,19 @@ pub fn new_id() -> String {
     (0..ID_LEN).map(|_| ALPHABET[rng.gen_range(0..32)] as char).collect()
 }
 
+/// An id taken from a digest instead of drawn at random (the spool derives a retried delivery's id from its
+/// queue id, sender and bytes, so the retry lands on the same message): same alphabet and length.
+pub fn from_digest(digest: &[u8; 32]) -> String {
+    let mut bits = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    (0..ID_LEN)
+        .map(|_| {
+            let c = ALPHABET[(bits & 31) as usize] as char;
+            bits >>= 5;
+            c
+        })
+        .collect()
+}
+
 /// Canonical form of an id typed by a person: upper case, with the look-alike letters Crockford allows mapped.
 pub fn normalise(input: &str) -> String {
     input

@@ -72,6 +72,8 @@ impl rusqlite::ToSql for RecipientState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditAction {
+    /// One ingest batch of held messages (the spool files `hold` and `serve` acknowledged).
+    Hold,
     Import,
     /// Written when a release claims its first batch, so a release killed before its summary still shows.
     ReleaseStart,
@@ -83,7 +85,8 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 7] = [
+    pub const ALL: [AuditAction; 8] = [
+        AuditAction::Hold,
         AuditAction::Import,
         AuditAction::ReleaseStart,
         AuditAction::Release,
@@ -95,6 +98,7 @@ impl AuditAction {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            AuditAction::Hold => "hold",
             AuditAction::Import => "import",
             AuditAction::ReleaseStart => "release-start",
             AuditAction::Release => "release",

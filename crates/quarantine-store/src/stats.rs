@@ -32,6 +32,8 @@ pub struct Stats {
     pub storage: Storage,
     /// The reason given to `freeze` (JSON as stored, or its text), or null when purge is not frozen.
     pub frozen: Option<serde_json::Value>,
+    /// Spool files not yet ingested, and files in `spool/bad/`.
+    pub spool: crate::spool::Backlog,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -164,6 +166,7 @@ impl Store {
             recipients,
             storage,
             frozen,
+            spool: self.spool().backlog()?,
         })
     }
 }

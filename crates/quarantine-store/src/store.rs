@@ -95,6 +95,8 @@ impl Store {
         index::migrate(&mut conn, &index_path)?;
         // SQLite gives -wal/-shm the database file's owner when run as root; the index file itself we check here.
         owner.apply(&index_path)?;
+        // A store made before the spool existed gets `spool/` and `spool/bad/` here (DESIGN section 4).
+        crate::spool::Spool::new(root, owner).ensure_dirs()?;
         Ok(Store { root: root.to_path_buf(), index_path, blobs: BlobStore::new(root, owner), conn })
     }
 
@@ -158,7 +160,7 @@ fn is_store_index(conn: &Connection, path: &Path) -> Result<bool> {
 }
 
 /// A permission error on the store says whose it is: the usual cause is running as the wrong account.
-fn permission_hint(e: std::io::Error, path: &Path) -> Error {
+pub(crate) fn permission_hint(e: std::io::Error, path: &Path) -> Error {
     let op = if e.kind() == std::io::ErrorKind::PermissionDenied {
         "open (run as the store's owner, the account the MTA runs `hold` as, or as root)"
     } else {

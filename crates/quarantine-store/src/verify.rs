@@ -35,11 +35,17 @@ pub struct VerifyReport {
     pub corrupt: Vec<Problem>,
     pub orphans: Vec<PathBuf>,
     pub stale_tmp: Vec<PathBuf>,
+    /// Spool files waiting for ingest (not an error).
+    pub spool_pending: u64,
+    /// Pending spool files whose trailer or bytes do not check (`--deep`; ingest will move them to `spool/bad/`).
+    pub spool_corrupt: Vec<crate::spool::BadEntry>,
+    /// Files in `spool/bad/`: kept for an admin, an error until someone deals with them.
+    pub spool_bad: Vec<crate::spool::BadEntry>,
 }
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.missing.is_empty() && self.corrupt.is_empty()
+        self.missing.is_empty() && self.corrupt.is_empty() && self.spool_corrupt.is_empty() && self.spool_bad.is_empty()
     }
 }
 
@@ -82,6 +88,23 @@ impl Store {
         let live: HashSet<&str> = referenced.iter().map(|(h, _)| h.as_str()).collect();
         report.orphans = self.orphan_blobs(&live)?;
         report.stale_tmp = self.stale_tmp_files(STALE_TMP_AGE)?;
+        let spool = self.spool();
+        let pending = spool.pending()?;
+        report.spool_pending = pending.len() as u64;
+        if deep {
+            for p in &pending {
+                match crate::spool::check_file(&p.path) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(r)) => report
+                        .spool_corrupt
+                        .push(crate::spool::BadEntry { path: p.path.clone(), reason: format!("{}: {r}", r.code()) }),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {} // ingested meanwhile
+                    Err(e) => return Err(Error::io("read spool file", &p.path)(e)),
+                }
+            }
+        }
+        report.stale_tmp.extend(spool.stale_tmp(STALE_TMP_AGE)?);
+        report.spool_bad = spool.bad()?;
         Ok(report)
     }
 

@@ -137,10 +137,18 @@ impl Store {
         out.text().trim().to_string()
     }
 
-    /// One number from the index, through the sqlite3 shell.
+    /// One number from the index, through the sqlite3 shell, after an `ingest`: hold writes only the spool
+    /// (DESIGN section 4), so what it acknowledged is indexed before rows are counted.
     #[track_caller]
     pub fn sql_count(&self, sql: &str) -> u64 {
+        self.ingest();
         self.sql(sql).parse().unwrap_or_else(|e| panic!("sqlite3 {sql}: not a count: {e}"))
+    }
+
+    /// `quarantine ingest`, asserted: every spool file acknowledged so far is in the index afterwards.
+    #[track_caller]
+    pub fn ingest(&self) {
+        self.q(&["ingest"]).code_is(0, "ingest");
     }
 
     /// `SELECT count(*) FROM messages`.

@@ -22,9 +22,12 @@ pub struct CheckArgs {
 }
 
 pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
-    let busy: Duration = quarantine_store::parse_duration(&a.timeout).map_err(CmdError::Usage)?;
+    let busy: Duration = crate::config::duration(&a.timeout).map_err(CmdError::Usage)?;
     let min_free = a.min_free.or(ctx.config.min_free_space).unwrap_or(crate::config::defaults::MIN_FREE_SPACE);
-    match check(&ctx.store_path, min_free, busy) {
+    let result = check(&ctx.store_path, min_free, busy)
+        .map_err(|e| e.0)
+        .and_then(|r| quarantine_store::check_spool(&ctx.store_path, ctx.config.spool_max_age).map(|_| r));
+    match result {
         Ok(r) => {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();
             out!(

@@ -1,16 +1,17 @@
-//! `quarantine hold`: the MTA's entry point. Prints the message id and exits 0 only once the message is durable.
+//! `quarantine hold`: the MTA's entry point. Prints the message id and exits 0 only once the message is durable
+//! in the spool (DESIGN section 4). It never opens the index: a locked, migrating or damaged index cannot make
+//! it wait or fail; `ingest` (run by every other command, the systemd path unit, or `ingest --watch`) indexes it.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use quarantine_store::{HoldRequest, Store};
+use quarantine_store::{HoldRequest, Spool};
 
 use super::{CmdError, CmdResult, Context};
 use crate::cli::HoldArgs;
 use crate::exit::{Status, EX_TEMPFAIL};
 
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
-    let started = Instant::now();
     let deadline = a.deadline.unwrap_or(ctx.config.hold_deadline);
     start_watchdog(deadline);
     exit_75_on_sigbus();
@@ -26,23 +27,19 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
         reason: a.reason,
         queue_id: a.queue_id,
     };
-    // Whatever is left of the deadline bounds the wait for another writer's lock.
-    let busy = deadline.saturating_sub(started.elapsed()).saturating_sub(Duration::from_millis(500));
-    let mut store = Store::open(&ctx.store_path, busy)?;
-    store.defer_checkpoints()?;
+    let spool = Spool::open(&ctx.store_path)?;
     let outcome = match &a.file {
         Some(path) => {
             let mut f = std::fs::File::open(path).map_err(|e| {
                 quarantine_store::Error::Input(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
             })?;
-            store.hold(&req, &mut f)?
+            spool.hold(&req, &mut f)?
         }
-        None => store.hold(&req, &mut std::io::stdin().lock())?,
+        None => spool.hold(&req, &mut std::io::stdin().lock())?,
     };
     // The message is durable now. If stdout is gone (SIGPIPE-like), the MTA is not reading it: still a success.
     let _ = writeln!(std::io::stdout(), "{}", outcome.id);
     let _ = std::io::stdout().flush();
-    store.checkpoint_after_ack();
     Ok(Status::Success)
 }
 
@@ -63,9 +60,9 @@ fn refuse_when_nearly_full(ctx: &Context) -> Result<(), CmdError> {
     Ok(())
 }
 
-/// A fault on a memory-mapped page (SQLite's `-shm` when the filesystem is full) would kill hold with SIGBUS,
-/// which pipe(8) does not report as "try again later". Exit 75 instead: the row is either not committed (the MTA
-/// retries) or committed (the retry's queue id makes it a no-op).
+/// A fault on a memory-mapped page (a full or failing filesystem) would kill hold with SIGBUS, which pipe(8) does
+/// not report as "try again later". Exit 75 instead: the spool file is either not renamed into place (the MTA
+/// retries) or it is (the retry's queue id gives it the same id, and ingest merges the two).
 #[allow(unsafe_code)]
 fn exit_75_on_sigbus() {
     const MSG: &[u8] = b"quarantine hold: bus error (filesystem full?) (message not held; the MTA will retry)\n";

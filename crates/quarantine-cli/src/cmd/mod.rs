@@ -6,6 +6,7 @@ pub mod config;
 pub mod export;
 mod hold;
 pub mod import;
+pub mod ingest;
 mod init;
 pub mod log;
 pub mod manpages;
@@ -62,8 +63,25 @@ impl Context {
         Ok(Context { config, store_path })
     }
 
-    /// Opens the store for an admin command; waits up to 60 s for a busy index.
+    /// Opens the store for an admin command; waits up to 60 s for a busy index. Ingests first, bounded (DESIGN
+    /// section 4): at most one batch (256 files, 300 ms of staging), nothing when another ingest is running; a
+    /// failure is a warning, never a reason not to run the command.
     pub fn open(&self) -> Result<Store, CmdError> {
+        let mut store = self.open_without_ingest()?;
+        let opts = quarantine_store::IngestOptions::bounded(quarantine_store::actor(None));
+        match store.ingest(&opts) {
+            Ok(r) => {
+                for b in &r.bad {
+                    say!("quarantine: spool file {} moved to spool/bad/: {}", b.path.display(), b.reason);
+                }
+            }
+            Err(e) => say!("quarantine: warning: ingesting the spool first failed: {e}"),
+        }
+        Ok(store)
+    }
+
+    /// Opens the store without ingesting the spool first.
+    pub fn open_without_ingest(&self) -> Result<Store, CmdError> {
         Ok(Store::open(&self.store_path, Duration::from_secs(60))?)
     }
 }
@@ -91,6 +109,7 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Log(a) => log::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
+        Command::Ingest(a) => ingest::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Config(_) | Command::Completions(_) | Command::Manpages(_) => unreachable!("dispatched above"),
     }

@@ -79,6 +79,15 @@ fn text(st: &Stats) -> String {
         size(g.index_bytes),
         size(g.blob_disk_bytes)
     ));
+    let sp = &st.spool;
+    let oldest = sp.oldest_age_s.map(|a| format!(", oldest {}s ago", a.round())).unwrap_or_default();
+    s.push_str(&format!(
+        "spool: {} pending ({}{oldest}), {} in spool/bad/{}\n",
+        thousands(sp.pending),
+        size(sp.bytes),
+        thousands(sp.bad),
+        if sp.bad > 0 { " (see `quarantine verify`)" } else { "" }
+    ));
 
     if !st.by_verdict.is_empty() {
         let w = st.by_verdict.iter().map(|v| escape(&v.verdict).chars().count()).max().unwrap_or(0).max(7);

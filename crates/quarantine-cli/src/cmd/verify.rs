@@ -23,6 +23,19 @@ pub fn run(ctx: &Context, a: VerifyArgs) -> CmdResult {
         for t in &report.stale_tmp {
             out!("stale    {}", escape(&t.display().to_string()));
         }
+        for b in &report.spool_corrupt {
+            out!("SPOOL    {}  ({})", escape(&b.path.display().to_string()), escape(&b.reason));
+        }
+        for b in &report.spool_bad {
+            out!("BAD      {}  ({})", escape(&b.path.display().to_string()), escape(&b.reason));
+        }
+        out!(
+            "spool: {} pending{}, {} corrupt, {} in spool/bad/",
+            report.spool_pending,
+            if a.deep { " (trailers checked)" } else { "" },
+            report.spool_corrupt.len(),
+            report.spool_bad.len()
+        );
         out!(
             "{} blob(s) checked{}, {} missing, {} corrupt, {} orphan(s), {} stale temp file(s)",
             report.blobs_checked,

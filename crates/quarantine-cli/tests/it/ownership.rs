@@ -51,7 +51,7 @@ fn root_commands_leave_files_the_store_owner_can_use() {
         let o = crate::quarantine().arg("--store").arg(&store).args(&args).output().unwrap();
         assert!(o.status.success(), "{args:?}: {o:?}");
     }
-    // A root hold that is still running (index open, stdin not yet closed) has created -wal and -shm.
+    // A root hold that is still running (stdin not yet closed) has created its spool temp file.
     let mut pending = crate::quarantine()
         .arg("--store")
         .arg(&store)
@@ -60,14 +60,19 @@ fn root_commands_leave_files_the_store_owner_can_use() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let wal = store.join("index.sqlite-wal");
+    let spool_tmp = || {
+        std::fs::read_dir(store.join("spool"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+    };
     for _ in 0..100 {
-        if wal.exists() {
+        if spool_tmp() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(wal.exists(), "a running hold keeps the WAL open");
+    assert!(spool_tmp(), "a running hold has its spool temp file");
     let mut entries = Vec::new();
     all_entries(&store, &mut entries);
     for p in &entries {

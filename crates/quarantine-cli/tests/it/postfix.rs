@@ -40,6 +40,8 @@ fn sqlite3() -> Command {
 
 /// `(queue_id, env_from, verdict)` of every live message, and its recipients, through sqlite3.
 fn held(pf: &Postfix) -> Vec<(String, String, String, String, Vec<String>)> {
+    // hold writes the spool (DESIGN section 4); index what it acknowledged first (fails while spool/ is broken).
+    let _ = pf.q_as_user(&["ingest"]);
     let out = sqlite3()
         .arg("-separator")
         .arg("\t")
@@ -118,8 +120,8 @@ fn postfix_defers_while_the_store_is_broken_and_delivers_after_repair_then_relea
     nothing_bounced(&pf);
 
     // ----- 2. store unusable: mail stays deferred in the queue
-    let tmp = pf.store.join("tmp");
-    let away = pf.store.join("tmp.away");
+    let tmp = pf.store.join("spool");
+    let away = pf.store.join("spool.away");
     std::fs::rename(&tmp, &away).unwrap();
     std::fs::write(&tmp, b"").unwrap();
     let check = pf.q_as_user(&["check"]);

@@ -114,7 +114,11 @@ impl TortureStore for Store {
 
     /// Opens the store through the library (no other process may be writing).
     fn open(&self) -> quarantine_store::Store {
-        quarantine_store::Store::open(&self.root, Duration::from_secs(30)).expect("open the store")
+        let mut s = quarantine_store::Store::open(&self.root, Duration::from_secs(30)).expect("open the store");
+        // hold writes the spool (DESIGN section 4): index what it acknowledged before looking at rows.
+        // (It fails on a full filesystem; the rows already there are what the caller looks at then.)
+        let _ = s.ingest(&quarantine_store::IngestOptions::drain("torture".into()));
+        s
     }
 
     /// One integer from the index.
@@ -507,7 +511,8 @@ fn sigkill_at_random_moments_during_hold_purge_release_and_import() {
     };
     let a = hold_args("CALIBRATE", None);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let hold_us = calib(&a, &pool[3]);
+    // A hold is a spool write now, mostly process start-up: draw its kills within its calibrated time, not twice.
+    let hold_us = calib(&a, &pool[3]) / 2;
     let purge_us = calib(&["purge", "--verdict", "NONE", "--yes"], b"");
     let release_us = purge_us * 4 + 100_000;
     let workers = 2;
@@ -903,8 +908,8 @@ fn hold_exits_only_0_or_75() {
     a.extend(base);
     let out = run(s.scratch.cmd(&a), Input::Bytes(&msg), HANG);
     drop(locker);
-    assert!(out.stderr.contains("locked") || out.stderr.contains("busy"), "not the lock: {}", out.brief());
-    check("index locked past the deadline", out, &[75]);
+    // DESIGN section 4: hold never opens the index, so a lock held past the deadline does not fail it.
+    check("index locked past the deadline", out, &[0]);
     s.verify_deep_clean("after the contract cases");
     figures("exit-code-contract", &[("cases", cases.get())], started);
 }

@@ -28,7 +28,7 @@
 //! reported; the batch goes on. A failure of the store itself (disk full, an fsync error, the index) stops the
 //! import: what had committed stays, the summary says how far it got.
 
-mod batch;
+pub(crate) mod batch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

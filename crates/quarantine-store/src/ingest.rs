@@ -1,0 +1,394 @@
+//! Ingest (DESIGN section 4): spool files into blobs and index rows, in batches.
+//!
+//! 1. Take a batch of spool files, oldest first, bounded in count, bytes and time. Each is checked while it is
+//!    read ([`crate::spool::open_checked`] for the prefix, trailer and header; the body's BLAKE3 while it streams
+//!    into a staged blob): a file that does not check moves to `spool/bad/` with a `.reason` file and is never
+//!    deleted. An I/O error reading a file is not a verdict on it: the batch stops and the file stays.
+//! 2. Staging threads write each blob (zstd, checksum on) into `tmp/` and fsync it, many at once, and create the
+//!    blob's fan-out directories.
+//! 3. The group commit shared with import ([`crate::import`]'s `batch.rs`): `BEGIN IMMEDIATE`, each blob renamed
+//!    into place or an existing blob kept only if it checks, the touched directories fsynced, rows inserted (a
+//!    live id gains only missing recipients; a purged id drops the very file ingested before, anything else gets
+//!    a fresh id), hashes off the GC queue, one `hold` audit row per batch, commit.
+//! 4. Only then are the batch's spool files unlinked.
+//!
+//! A crash anywhere leaves the spool file, the committed rows, or both; the next ingest converges: a file whose
+//! rows committed resolves to the same rows again (no duplicate message or recipient) and is unlinked.
+//!
+//! # Locking
+//! One ingest at a time per store: `spool/.ingest.lock` (flock). `quarantine ingest` waits for it; the bounded
+//! ingest every other command runs first skips when another ingest holds it (that one is draining already).
+//! Correctness does not depend on the lock (two ingests of one file converge the same way); it saves the work.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::audit::{self, AuditEntry};
+use crate::blob::BlobStore;
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::hold::{self, HoldRequest};
+use crate::import::batch::{BatchCounts, Item, Key, Outcome, Ready};
+use crate::spool::{self, BadEntry, BadReason, Pending, Spool};
+use crate::state::AuditAction;
+use crate::store::Store;
+use quarantine_mail::headers;
+
+pub const LOCK_FILE: &str = ".ingest.lock";
+/// Temp files of holds older than this are removed by ingest: no hold runs that long (its deadline kills it).
+pub const STALE_SPOOL_TMP: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    /// Files per batch (one write transaction).
+    pub batch_files: usize,
+    /// Bytes per batch (spool file sizes).
+    pub batch_bytes: u64,
+    /// Staging stops taking files once a batch has been staging this long; the rest waits for the next batch.
+    pub batch_time: Duration,
+    /// Staging threads (they mostly wait on fsync).
+    pub jobs: usize,
+    /// Keep taking batches until the spool is empty (else one batch).
+    pub drain: bool,
+    /// Wait for another ingest's lock (else return at once, with `locked` set).
+    pub wait: bool,
+    pub actor: String,
+}
+
+impl IngestOptions {
+    /// `quarantine ingest`: every pending file, in batches of up to 512 files / 64 MiB / 1 s.
+    pub fn drain(actor: String) -> IngestOptions {
+        IngestOptions {
+            batch_files: 512,
+            batch_bytes: 64 << 20,
+            batch_time: Duration::from_secs(1),
+            jobs: 16,
+            drain: true,
+            wait: true,
+            actor,
+        }
+    }
+
+    /// What every command that reads or changes the index runs first: at most one batch of 256 files / 32 MiB,
+    /// staged for at most 300 ms, and nothing at all when another ingest is running.
+    pub fn bounded(actor: String) -> IngestOptions {
+        IngestOptions {
+            batch_files: 256,
+            batch_bytes: 32 << 20,
+            batch_time: Duration::from_millis(300),
+            drain: false,
+            wait: false,
+            ..IngestOptions::drain(actor)
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestReport {
+    /// New messages committed.
+    pub ingested: u64,
+    /// Spool files that were retries of (or recipient batches for) a message already held.
+    pub merged: u64,
+    /// Spool files already ingested before their message was purged (unlinked, nothing else).
+    pub dropped: u64,
+    pub recipients_added: u64,
+    pub bytes: u64,
+    pub batches: u64,
+    /// Existing blobs that did not check and were replaced by good bytes from the spool.
+    pub blobs_repaired: u64,
+    /// Files moved to `spool/bad/` by this run.
+    pub bad: Vec<BadEntry>,
+    /// Spool files left pending when this run stopped.
+    pub pending: u64,
+    /// Another ingest held the lock: this run did nothing.
+    pub locked: bool,
+}
+
+enum Staged {
+    Ready(Box<Item>),
+    Bad(BadReason),
+    /// Taken by another process meanwhile.
+    Gone,
+    Fatal(Error),
+}
+
+impl Store {
+    /// The store's spool.
+    pub fn spool(&self) -> Spool {
+        Spool::new(&self.root, self.blobs.owner())
+    }
+
+    /// Ingests pending spool files (see the module docs). `Err` when the store fails (what committed before
+    /// stays committed and its spool files are gone; the rest stays in the spool).
+    pub fn ingest(&mut self, opts: &IngestOptions) -> Result<IngestReport> {
+        let spool = self.spool();
+        spool.ensure_dirs()?;
+        let mut report = IngestReport::default();
+        let Some(_lock) = durable::lock_file(&spool.dir().join(LOCK_FILE), spool.owner(), opts.wait)? else {
+            report.locked = true;
+            return Ok(report);
+        };
+        for t in spool.stale_tmp(STALE_SPOOL_TMP)? {
+            durable::remove_file(&t)?;
+        }
+        let mut queue: std::collections::VecDeque<Pending> = spool.pending()?.into();
+        loop {
+            if queue.is_empty() {
+                if !opts.drain {
+                    break;
+                }
+                queue = spool.pending()?.into();
+                if queue.is_empty() {
+                    break;
+                }
+            }
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(p) = queue.front() {
+                if !batch.is_empty() && (batch.len() >= opts.batch_files || bytes + p.len > opts.batch_bytes) {
+                    break;
+                }
+                bytes += p.len;
+                batch.push(queue.pop_front().expect("front exists"));
+            }
+            let (left, failed) = self.ingest_batch(&spool, batch, opts, &mut report)?;
+            queue.extend(left);
+            if let Some(e) = failed {
+                // Part of the batch committed (space freed, say) before a file failed: a drain goes on with
+                // the rest and gives up only on a batch that makes no progress at all.
+                if !opts.drain {
+                    return Err(e);
+                }
+            }
+            if !opts.drain {
+                break;
+            }
+        }
+        report.pending = spool.pending()?.len() as u64;
+        Ok(report)
+    }
+
+    /// Ingests one spool file at once (for [`Store::hold`]); returns the message id and whether it merged.
+    pub(crate) fn ingest_file(&mut self, path: &Path) -> Result<(String, bool)> {
+        let staged = stage(&self.blobs, path);
+        let item = match staged {
+            Staged::Ready(item) => item,
+            Staged::Bad(r) => return Err(Error::Invalid(format!("{}: {r}", path.display()))),
+            Staged::Gone => return Err(Error::Invalid(format!("{}: gone before it was ingested", path.display()))),
+            Staged::Fatal(e) => return Err(e),
+        };
+        let actor = crate::audit::actor(None);
+        let (_, outcomes) = self.commit_batch(vec![*item], &|tx, c| record_hold(tx, &actor, c, 0))?;
+        durable::remove_file(path)?;
+        match outcomes.into_iter().next() {
+            Some(Outcome::New(id)) => Ok((id, false)),
+            Some(Outcome::Merged(id)) => Ok((id, true)),
+            _ => Err(Error::Invalid(format!("{}: its message was purged", path.display()))),
+        }
+    }
+
+    /// Stages and commits one batch; returns the files that were not staged in time (for the next batch). When a
+    /// file fails (I/O, a full disk) what staged fine is still committed: `Ok` with the error if anything was
+    /// done, `Err` if nothing was (so a drain always ends).
+    fn ingest_batch(
+        &mut self,
+        spool: &Spool,
+        batch: Vec<Pending>,
+        opts: &IngestOptions,
+        report: &mut IngestReport,
+    ) -> Result<(Vec<Pending>, Option<Error>)> {
+        let started = Instant::now();
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<(usize, Staged)>> = Mutex::new(Vec::with_capacity(batch.len()));
+        let jobs = opts.jobs.clamp(1, 64).min(batch.len().max(1));
+        let blobs = &self.blobs;
+        let work = || loop {
+            // The first file is always staged, so a slow disk still makes progress.
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= batch.len() || (i > 0 && started.elapsed() >= opts.batch_time) {
+                break;
+            }
+            let out = stage(blobs, &batch[i].path);
+            let fatal = matches!(out, Staged::Fatal(_));
+            results.lock().expect("no poisoned staging").push((i, out));
+            if fatal {
+                next.store(usize::MAX / 2, Ordering::Relaxed);
+                break;
+            }
+        };
+        if jobs == 1 {
+            work(); // on this thread: one process, one thread (fault-injection tests count on it)
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..jobs {
+                    s.spawn(work);
+                }
+            });
+        }
+        let mut results = results.into_inner().expect("no poisoned staging");
+        results.sort_by_key(|(i, _)| *i);
+        let mut taken = vec![false; batch.len()];
+        let mut items = Vec::new();
+        let mut paths = Vec::new();
+        let mut fatal = None;
+        let mut bad = 0u64;
+        for (i, out) in results {
+            taken[i] = true;
+            match out {
+                Staged::Ready(item) => {
+                    items.push(*item);
+                    paths.push(batch[i].path.clone());
+                }
+                Staged::Bad(reason) => match spool.quarantine_bad(&batch[i].path, &reason) {
+                    Ok(to) => {
+                        bad += 1;
+                        report.bad.push(BadEntry { path: to, reason: format!("{}: {reason}", reason.code()) });
+                    }
+                    Err(e) => {
+                        fatal.get_or_insert(e);
+                    }
+                },
+                Staged::Gone => {}
+                Staged::Fatal(e) => {
+                    fatal.get_or_insert(e);
+                }
+            }
+        }
+        let left: Vec<Pending> = batch.into_iter().zip(taken).filter(|(_, t)| !t).map(|(p, _)| p).collect();
+        if items.is_empty() {
+            return match fatal {
+                Some(e) if bad == 0 => Err(e), // the spool files all stay
+                fatal => Ok((left, fatal)),
+            };
+        }
+        let actor = opts.actor.clone();
+        let (counts, outcomes) = self.commit_batch(items, &|tx, c| record_hold(tx, &actor, c, bad))?;
+        // Committed: only now may the spool files go. A crash before an unlink leaves a file that the next
+        // ingest resolves to the same rows (a no-op) and unlinks then.
+        for p in &paths {
+            durable::remove_file(p)?;
+        }
+        report.ingested += counts.imported;
+        report.merged += outcomes.iter().filter(|o| matches!(o, Outcome::Merged(_))).count() as u64;
+        report.dropped += counts.dropped;
+        report.recipients_added += counts.recipients_added;
+        report.bytes += counts.bytes;
+        report.blobs_repaired += counts.blobs_repaired;
+        report.batches += 1;
+        Ok((left, fatal))
+    }
+}
+
+/// The audit row of one ingest batch (a "hold batch", DESIGN section 3).
+fn record_hold(tx: &rusqlite::Connection, actor: &str, c: &BatchCounts, bad: u64) -> rusqlite::Result<()> {
+    audit::record(
+        tx,
+        &AuditEntry {
+            actor,
+            action: AuditAction::Hold,
+            selection: serde_json::json!({ "source": "spool" }),
+            counts: serde_json::json!({
+                "held": c.imported,
+                "duplicates": c.duplicates,
+                "dropped": c.dropped,
+                "recipients_added": c.recipients_added,
+                "bytes": c.bytes,
+                "bad": bad,
+                "blobs_repaired": c.blobs_repaired,
+            }),
+            reason: None,
+        },
+    )
+}
+
+/// Checks one spool file and stages its blob (fsynced, fan-out directories made).
+fn stage(blobs: &BlobStore, path: &Path) -> Staged {
+    let (file, checked) = match spool::open_checked(path) {
+        Ok(Ok(x)) => x,
+        Ok(Err(reason)) => return Staged::Bad(reason),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Staged::Gone,
+        Err(e) => return Staged::Fatal(Error::io("read spool file", path)(e)),
+    };
+    let h = &checked.header;
+    let req = HoldRequest {
+        from: h.from.clone(),
+        recipients: h.recipients.clone(),
+        verdict: h.verdict.clone(),
+        scanner: h.scanner.clone(),
+        reason: h.reason.clone(),
+        queue_id: h.queue_id.clone(),
+    };
+    let env = match hold::validate(&req) {
+        Ok(env) => env,
+        Err(e) => return Staged::Bad(BadReason::BadHeader(e.to_string())),
+    };
+    if h.id.len() != crate::ids::ID_LEN || crate::ids::normalise(&h.id) != h.id {
+        return Staged::Bad(BadReason::BadHeader(format!("bad id {:?}", h.id)));
+    }
+    let mut body = match spool::body_reader(file, &checked) {
+        Ok(b) => b,
+        Err(e) => return Staged::Fatal(Error::io("read spool file", path)(e)),
+    };
+    let mut staged = match blobs.stage_unsynced(&mut body, headers::FULL_PARSE_LIMIT) {
+        Ok(s) => s,
+        Err(Error::Input(e)) => return Staged::Fatal(Error::io("read spool file", path)(e)),
+        Err(e) => return Staged::Fatal(e),
+    };
+    if staged.size != checked.body_len || staged.hash != checked.hash_hex() {
+        return Staged::Bad(BadReason::HashMismatch);
+    }
+    let prefix = std::mem::take(&mut staged.prefix);
+    let fields = headers::extract(&prefix, staged.size);
+    if let Err(e) = staged.sync().and_then(|()| blobs.prepare_dirs(&staged.hash)) {
+        return Staged::Fatal(e);
+    }
+    let ready = Ready { staged, env, fields, reason: req.reason, received_us: h.received_us };
+    Staged::Ready(Box::new(Item {
+        ready,
+        verdict: req.verdict,
+        scanner: req.scanner,
+        queue_id: req.queue_id,
+        key: Key::Spool { id: h.id.clone() },
+    }))
+}
+
+/// Waits for `spool/` to change, for `ingest --watch`: inotify (a rename into `spool/` is what a finished hold
+/// does), or polling every 200 ms where inotify is not available.
+pub struct SpoolWatcher {
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl SpoolWatcher {
+    pub fn new(spool_dir: &Path) -> SpoolWatcher {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
+            .and_then(|fd| {
+                inotify::add_watch(&fd, spool_dir, WatchFlags::MOVED_TO | WatchFlags::CLOSE_WRITE)?;
+                Ok(fd)
+            })
+            .ok();
+        SpoolWatcher { fd }
+    }
+
+    pub fn uses_inotify(&self) -> bool {
+        self.fd.is_some()
+    }
+
+    /// Returns when something arrived in `spool/`, or after `timeout` at the latest.
+    pub fn wait(&self, timeout: Duration) {
+        let Some(fd) = &self.fd else {
+            std::thread::sleep(timeout.min(Duration::from_millis(200)));
+            return;
+        };
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as _ };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        let _ = poll(&mut fds, Some(&ts));
+        let mut buf = [0u8; 4096];
+        while matches!(rustix::io::read(fd, &mut buf), Ok(n) if n > 0) {}
+    }
+}
