@@ -51,7 +51,7 @@ impl Drop for StagedBlob {
     fn drop(&mut self) {
         // After a successful publish the temp name no longer exists; on any failure path this removes our
         // staging file. Best effort: a leftover is reported by verify and swept by purge after a grace period.
-        let _ = fs::remove_file(&self.tmp_path);
+        durable::remove_quietly(&self.tmp_path);
     }
 }
 
@@ -174,7 +174,7 @@ impl BlobStore {
         staged.sync()?;
         durable::ensure_dir(dir.parent().expect("two levels"), &self.owner)?;
         durable::ensure_dir(&dir, &self.owner)?;
-        fs::rename(&staged.tmp_path, &final_path).map_err(Error::io("rename into place", &final_path))?;
+        durable::rename(&staged.tmp_path, &final_path)?;
         staged.tmp_path = PathBuf::new();
         Ok((dir, exists))
     }

@@ -110,7 +110,7 @@ fn probe_tmp(tmp: &Path, owner: &Owner) -> std::io::Result<()> {
     let mut f = durable::create_new(&path, owner).map_err(as_io)?;
     let written = f.write_all(b"quarantine check\n").and_then(|()| f.sync_all());
     drop(f);
-    let removed = std::fs::remove_file(&path);
+    let removed = durable::unlink(&path);
     written?;
     removed
 }

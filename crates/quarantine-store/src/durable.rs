@@ -167,3 +167,38 @@ pub fn lock_file(path: &Path, owner: &Owner, wait: bool) -> Result<Option<File>>
         Err(e) => Err(Error::io("lock", path)(e.into())),
     }
 }
+
+/// Unlinks `path` and hands back the raw error, for callers that count or classify failures (purge's GC goes on
+/// after one and reports it). The directory is not fsynced: the caller fsyncs each touched directory once.
+pub fn unlink(path: &Path) -> std::io::Result<()> {
+    fs::remove_file(path)
+}
+
+/// Best-effort cleanup of a file this process created and will not acknowledge (a temp file on an error path):
+/// whatever is left behind is reported by verify and swept by purge after its grace period.
+pub fn remove_quietly(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+/// Creates a directory and its parents with the default mode (a store's root: `init` checks it is empty before
+/// [`make_private`] touches its mode, so it never changes someone else's directory).
+pub fn create_dirs(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new().recursive(true).create(dir).map_err(Error::io("create directory", dir))
+}
+
+/// Makes a directory 0700.
+pub fn make_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(Error::io("chmod", dir))
+}
+
+/// Creates a directory outside the store for files handed to a person (export's `--to`), 0700 with parents.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(Error::io("create directory", dir))
+}
+
+/// Creates a new file (O_EXCL, 0600) outside the store, keeping the caller's owner: export's files belong to
+/// whoever exported them. The raw error lets the caller tell "name taken" from a failure.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
+}

@@ -17,9 +17,8 @@
 //! - One audit row (`action = "export"`) records the selection and the counts, in its own write transaction after
 //!   the files are written and fsynced.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rusqlite::TransactionBehavior;
@@ -182,10 +181,7 @@ impl Store {
 
 /// Creates the export directory (0700, parents too) if it does not exist.
 fn make_dir(dir: &Path) -> Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(durable::DIR_MODE).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) => Err(Error::io("create directory", dir)(e)),
-    }
+    durable::create_private_dir(dir)
 }
 
 /// How many names [`create_mbox_pair`] tries before giving up (a directory with that many exports in one second
@@ -207,11 +203,9 @@ fn create_mbox_pair(dir: &Path) -> Result<(PathBuf, File, PathBuf, File)> {
         };
         match try_create_new(&meta_path) {
             Ok(Some(meta_file)) => return Ok((mbox_path, mbox_file, meta_path, meta_file)),
-            Ok(None) => {
-                let _ = fs::remove_file(&mbox_path);
-            }
+            Ok(None) => durable::remove_quietly(&mbox_path),
             Err(e) => {
-                let _ = fs::remove_file(&mbox_path);
+                durable::remove_quietly(&mbox_path);
                 return Err(e);
             }
         }
@@ -221,7 +215,7 @@ fn create_mbox_pair(dir: &Path) -> Result<(PathBuf, File, PathBuf, File)> {
 
 /// [`create_new`], with `None` when the name is taken.
 fn try_create_new(path: &Path) -> Result<Option<File>> {
-    match OpenOptions::new().write(true).create_new(true).mode(durable::FILE_MODE).open(path) {
+    match durable::create_private_file(path) {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
         Err(e) => Err(Error::io("create", path)(e)),
@@ -229,7 +223,7 @@ fn try_create_new(path: &Path) -> Result<Option<File>> {
 }
 
 fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new().write(true).create_new(true).mode(durable::FILE_MODE).open(path).map_err(|e| {
+    durable::create_private_file(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             Error::Invalid(format!("{} already exists; not overwritten", path.display()))
         } else {
@@ -254,7 +248,7 @@ fn write_new(files: &[(&Path, &[u8])]) -> Result<()> {
     })();
     if result.is_err() {
         for (path, _) in &created {
-            let _ = fs::remove_file(path);
+            durable::remove_quietly(path);
         }
     }
     result

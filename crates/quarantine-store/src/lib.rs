@@ -45,6 +45,7 @@ mod spool;
 mod state;
 mod stats;
 mod store;
+mod text;
 mod timeexpr;
 mod units;
 mod verify;

@@ -458,7 +458,7 @@ impl Store {
                 } else if is_hash(h) {
                     let path = self.blobs.path_of(h);
                     let removed = match fs::metadata(&path) {
-                        Ok(m) => match fs::remove_file(&path) {
+                        Ok(m) => match crate::durable::unlink(&path) {
                             Ok(()) => {
                                 report.blobs_removed += 1;
                                 report.bytes_freed += m.len();
@@ -545,7 +545,7 @@ impl Store {
                     report.orphans_young += 1;
                     continue;
                 }
-                match fs::remove_file(p) {
+                match crate::durable::unlink(p) {
                     Ok(()) => {
                         report.orphans_removed += 1;
                         dirs.insert(p.parent().expect("has parent").to_path_buf());
@@ -558,7 +558,7 @@ impl Store {
             crate::durable::fsync_dirs_parallel(&dirs)?;
         }
         for t in self.stale_tmp_files(grace)? {
-            match fs::remove_file(&t) {
+            match crate::durable::unlink(&t) {
                 Ok(()) => report.tmp_removed += 1,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => report.failed(Error::io("unlink", t)(err)),

@@ -149,7 +149,7 @@ impl Selector {
         for (column, texts) in [("hdr_from", &self.header_froms), ("subject", &self.subjects)] {
             if !texts.is_empty() {
                 let ors: Vec<String> =
-                    texts.iter().map(|t| crate::search::text_clause(column, t, narrow, &mut params)).collect();
+                    texts.iter().map(|t| crate::text::text_clause(column, t, narrow, &mut params)).collect();
                 parts.push(format!("({})", ors.join(" OR ")));
             }
         }

@@ -398,7 +398,7 @@ impl Spool {
         if let Err(e) = durable::fsync_dir(&self.dir) {
             // Not acknowledged: take the file back (best effort), so the MTA's retry is the only copy. If the
             // unlink does not stick either, ingest indexes it: a duplicate later beats a loss now.
-            let _ = fs::remove_file(&path);
+            durable::remove_quietly(&path);
             return Err(e);
         }
         let out =
@@ -537,7 +537,7 @@ struct RemoveOnDrop(Option<PathBuf>);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
+            durable::remove_quietly(&p);
         }
     }
 }

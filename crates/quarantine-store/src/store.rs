@@ -31,10 +31,7 @@ impl Store {
     /// Creates a store in `root` (which may exist if empty). Harmless on an existing store; refuses any other
     /// non-empty directory, so `init` can never scatter files over someone's data.
     pub fn init(root: &Path) -> Result<(Store, InitOutcome)> {
-        match fs::DirBuilder::new().recursive(true).create(root) {
-            Ok(()) => {}
-            Err(e) => return Err(Error::io("create directory", root)(e)),
-        }
+        durable::create_dirs(root)?;
         let index_path = root.join(INDEX_FILE);
         let outcome = if index_path.exists() {
             let conn = index::connect(&index_path, false, Duration::from_secs(60))?;
@@ -49,8 +46,7 @@ impl Store {
             }
             InitOutcome::Created
         };
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(root, fs::Permissions::from_mode(durable::DIR_MODE)).map_err(Error::io("chmod", root))?;
+        durable::make_private(root)?;
         let owner = Owner::of(root)?;
         if outcome == InitOutcome::Created {
             durable::create_new(&index_path, &owner)?;
