@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// Where the store and the config come from (the short `-h` says only this; `--help` adds the workflows).
 macro_rules! store_and_config {
@@ -75,7 +75,7 @@ pub enum Command {
         (EX_TEMPFAIL) for every failure, \
         bad arguments included."
     )]
-    Hold(HoldArgs),
+    Hold(crate::cmd::hold::HoldArgs),
     /// Move spooled messages (written by hold) into the blob store and the index, in batches.
     #[command(after_help = "Every command that reads or changes the index ingests one bounded batch first; run \
         this (the quarantine-ingest.path systemd unit does, or `ingest --watch` under a supervisor) so that a \
@@ -83,7 +83,7 @@ pub enum Command {
         .reason file and is never deleted. Exit status: 0, or 1 when any file was moved to spool/bad/.")]
     Ingest(crate::cmd::ingest::IngestArgs),
     /// Show one message: envelope, verdict, parsed headers, recipients and their release state.
-    Show(ShowArgs),
+    Show(crate::cmd::show::ShowArgs),
     /// Find held messages by recipient, sender, subject, Message-ID, verdict, time...; newest first.
     #[command(after_help = "Examples:\n  \
         quarantine search --rcpt alice@example.edu --since yesterday\n  \
@@ -113,7 +113,7 @@ pub enum Command {
     /// Check that every held message's blob exists (and with --deep, that it is intact).
     #[command(after_help = "Exit status: 0 when every live message's blob is present (and intact with --deep), \
         1 when any is missing or corrupt. Orphan blobs and stale temp files are listed but are not errors.")]
-    Verify(VerifyArgs),
+    Verify(crate::cmd::verify::VerifyArgs),
     /// Purge messages by age, selectors, or the config's retention policy; then remove unreferenced blobs.
     #[command(after_help = "Examples:\n  quarantine purge --older-than 30d --dry-run\n  \
         quarantine purge --yes                     # cron: the config's [retention] policy\n  \
@@ -122,11 +122,11 @@ pub enum Command {
         Messages with a release in progress are never purged. A frozen store refuses (see freeze). With no \
         selector, the policy is the config's [retention] table (docs/config.md), e.g. default = \"30d\" and \
         [retention.verdict] SPAM = \"14d\", \"PMX:VIRUS\" = \"90d\".")]
-    Purge(PurgeArgs),
+    Purge(crate::cmd::purge::PurgeArgs),
     /// Stop every purge (e.g. during a false-positive incident) until `thaw`.
-    Freeze(FreezeArgs),
+    Freeze(crate::cmd::freeze::FreezeArgs),
     /// Allow purging again after `freeze`.
-    Thaw(ThawArgs),
+    Thaw(crate::cmd::thaw::ThawArgs),
     /// Re-deliver held originals to their envelope recipients over SMTP or a sendmail command, once each.
     #[command(after_help = "Examples:\n  \
         quarantine release --verdict PMX:VIRUS --since 00:00 --dry-run\n  \
@@ -166,161 +166,4 @@ pub enum Command {
     /// Write the man pages (quarantine.1 and one per subcommand) to DIR; used by scripts/package.
     #[command(hide = true)]
     Manpages(crate::cmd::manpages::ManpagesArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct HoldArgs {
-    /// The scanner's verdict, e.g. PMX:VIRUS, SPAM, Heuristics.Phishing.
-    #[arg(long)]
-    pub verdict: String,
-    /// The envelope sender; `<>` or an empty string for a bounce.
-    #[arg(long, value_name = "SENDER", allow_hyphen_values = true)]
-    pub from: String,
-    /// An envelope recipient (repeatable). Arguments after `--` are recipients too.
-    #[arg(long = "rcpt", value_name = "ADDR")]
-    pub rcpt: Vec<String>,
-    /// The scanner that gave the verdict, e.g. clamav, rspamd, pmx.
-    #[arg(long)]
-    pub scanner: Option<String>,
-    /// Free text: the signature name, score or rule that matched.
-    #[arg(long)]
-    pub reason: Option<String>,
-    /// The MTA's queue id. A retried hold with the same queue id, sender and bytes returns the same message id.
-    #[arg(long, value_name = "ID")]
-    pub queue_id: Option<String>,
-    /// Read the message from this file instead of stdin.
-    #[arg(long, value_name = "PATH")]
-    pub file: Option<PathBuf>,
-    /// Give up with 75 if the message is not durable within this time (default 60s, or the config's
-    /// hold_deadline). Keep it below the MTA's own time limit for the pipe.
-    #[arg(long, value_name = "DURATION", value_parser = crate::config::hold_deadline)]
-    pub deadline: Option<std::time::Duration>,
-    /// Envelope recipients, as Postfix expands ${recipient}.
-    #[arg(last = true, value_name = "ADDR")]
-    pub recipients: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct ShowArgs {
-    /// The message id printed by hold or search.
-    pub id: String,
-    /// Write the original bytes exactly (checked against the blob's hash first).
-    #[arg(long, conflicts_with_all = ["headers", "json"])]
-    pub raw: bool,
-    /// Print the original header block.
-    #[arg(long, conflicts_with = "json")]
-    pub headers: bool,
-    /// One JSON object.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// Also decompress every blob and check it against its BLAKE3 name.
-    #[arg(long)]
-    pub deep: bool,
-    /// One JSON object instead of the summary.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// SELECTORS, shared by search, export, release and purge: different kinds combine with AND, a repeated kind with
-/// OR. Addresses compare case-insensitively.
-#[derive(Debug, Args, Default, Clone)]
-#[command(next_help_heading = "Selectors")]
-pub struct SelectorArgs {
-    /// Message id (repeatable).
-    #[arg(long = "id", value_name = "ID")]
-    pub id: Vec<String>,
-    /// Envelope recipient, Bcc recipients included (repeatable).
-    #[arg(long = "rcpt", value_name = "ADDR")]
-    pub rcpt: Vec<String>,
-    /// Envelope sender; `<>` for bounces (repeatable).
-    #[arg(long = "from", value_name = "ADDR")]
-    pub from: Vec<String>,
-    /// Text in the From header, case-insensitive (repeatable).
-    #[arg(long = "header-from", value_name = "TEXT")]
-    pub header_from: Vec<String>,
-    /// Text in the Subject, case-insensitive (repeatable).
-    #[arg(long = "subject", value_name = "TEXT")]
-    pub subject: Vec<String>,
-    /// Message-ID header, with or without angle brackets (repeatable).
-    #[arg(long = "message-id", value_name = "ID")]
-    pub message_id: Vec<String>,
-    /// Verdict, exact or a glob such as 'PMX:*' (repeatable); a backslash makes the next *, ? or [ literal.
-    #[arg(long = "verdict", value_name = "V")]
-    pub verdict: Vec<String>,
-    /// Scanner name (repeatable).
-    #[arg(long = "scanner", value_name = "S")]
-    pub scanner: Vec<String>,
-    /// Text in an attachment's file name, case-insensitive (repeatable).
-    #[arg(long = "attachment", value_name = "NAME")]
-    pub attachment: Vec<String>,
-    /// Received at or after T: HH:MM (today), YYYY-MM-DD, "YYYY-MM-DD HH:MM", RFC 3339, 90m/6h/2d/1w ago,
-    /// today, yesterday. Local time follows TZ.
-    #[arg(long, value_name = "T")]
-    pub since: Option<String>,
-    /// Received before T (same forms as --since).
-    #[arg(long, value_name = "T")]
-    pub until: Option<String>,
-    /// Recipient state: held, releasing, released, failed, purged (repeatable). Without it, purged messages
-    /// are not shown.
-    #[arg(long = "state", value_name = "STATE")]
-    pub state: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct PurgeArgs {
-    /// Purge messages received longer ago than this (90m, 6h, 30d, 1w), combined with any selectors.
-    #[arg(long, value_name = "DURATION")]
-    pub older_than: Option<String>,
-    /// With no selector: purge every message (not the retention policy).
-    #[arg(long)]
-    pub all: bool,
-    /// Print the plan (messages, recipients, bytes) and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not ask for confirmation on a terminal.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-    /// Why, recorded in each tombstone and in the audit log.
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-    /// Who, for the audit log (default $SUDO_USER, else $USER).
-    #[arg(long, value_name = "NAME")]
-    pub actor: Option<String>,
-    /// Orphan blobs and temp files younger than this survive (default 24h, or the config's orphan_grace).
-    #[arg(long, value_name = "DURATION", value_parser = crate::config::duration)]
-    pub orphan_grace: Option<std::time::Duration>,
-    /// VACUUM the index afterwards to return its free pages to the filesystem (locks the store while it runs).
-    #[arg(long)]
-    pub vacuum: bool,
-    /// Print the plan and the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-    // Last: clap's `next_help_heading` of the flattened selectors would otherwise file the flags after it under
-    // "Selectors" too.
-    #[command(flatten)]
-    pub selectors: SelectorArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct FreezeArgs {
-    /// Why (shown by stats, purge and the audit log).
-    #[arg(long, value_name = "TEXT")]
-    pub reason: String,
-    /// Who, for the audit log (default $SUDO_USER, else $USER).
-    #[arg(long, value_name = "NAME")]
-    pub actor: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct ThawArgs {
-    /// Why, for the audit log.
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-    /// Who, for the audit log (default $SUDO_USER, else $USER).
-    #[arg(long, value_name = "NAME")]
-    pub actor: Option<String>,
 }

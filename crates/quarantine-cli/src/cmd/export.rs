@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use quarantine_store::{ExportFormat as Format, ExportRequest};
 
 use super::{selectors, CmdError, CmdResult, Context};
-use crate::cli::SelectorArgs;
+use crate::cmd::selectors::SelectorArgs;
 use crate::exit::Status;
 use crate::output::{escape, TermProgress};
 

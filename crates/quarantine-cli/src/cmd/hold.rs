@@ -2,14 +2,47 @@
 //! in the spool (DESIGN section 4). It never opens the index: a locked, migrating or damaged index cannot make
 //! it wait or fail; `ingest` (run by every other command, the systemd path unit, or `ingest --watch`) indexes it.
 
+use clap::Args;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use quarantine_store::{HoldRequest, Spool};
 
 use super::{CmdError, CmdResult, Context};
-use crate::cli::HoldArgs;
 use crate::exit::{Status, EX_TEMPFAIL};
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The scanner's verdict, e.g. PMX:VIRUS, SPAM, Heuristics.Phishing.
+    #[arg(long)]
+    pub verdict: String,
+    /// The envelope sender; `<>` or an empty string for a bounce.
+    #[arg(long, value_name = "SENDER", allow_hyphen_values = true)]
+    pub from: String,
+    /// An envelope recipient (repeatable). Arguments after `--` are recipients too.
+    #[arg(long = "rcpt", value_name = "ADDR")]
+    pub rcpt: Vec<String>,
+    /// The scanner that gave the verdict, e.g. clamav, rspamd, pmx.
+    #[arg(long)]
+    pub scanner: Option<String>,
+    /// Free text: the signature name, score or rule that matched.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The MTA's queue id. A retried hold with the same queue id, sender and bytes returns the same message id.
+    #[arg(long, value_name = "ID")]
+    pub queue_id: Option<String>,
+    /// Read the message from this file instead of stdin.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Give up with 75 if the message is not durable within this time (default 60s, or the config's
+    /// hold_deadline). Keep it below the MTA's own time limit for the pipe.
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::hold_deadline)]
+    pub deadline: Option<std::time::Duration>,
+    /// Envelope recipients, as Postfix expands ${recipient}.
+    #[arg(last = true, value_name = "ADDR")]
+    pub recipients: Vec<String>,
+}
 
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     let deadline = a.deadline.unwrap_or(ctx.config.hold_deadline);

@@ -4,19 +4,21 @@ pub mod check;
 pub mod completions;
 pub mod config;
 pub mod export;
-mod hold;
+pub mod freeze;
+pub mod hold;
 pub mod import;
 pub mod ingest;
-mod init;
+pub mod init;
 pub mod log;
 pub mod manpages;
-mod purge;
+pub mod purge;
 pub mod release;
 pub mod search;
 pub mod selectors;
-mod show;
+pub mod show;
 pub mod stats;
-mod verify;
+pub mod thaw;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,8 +103,8 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Show(a) => show::run(&ctx, a),
         Command::Verify(a) => verify::run(&ctx, a),
         Command::Purge(a) => purge::run(&ctx, a),
-        Command::Freeze(a) => purge::freeze(&ctx, a),
-        Command::Thaw(a) => purge::thaw(&ctx, a),
+        Command::Freeze(a) => freeze::run(&ctx, a),
+        Command::Thaw(a) => thaw::run(&ctx, a),
         Command::Release(a) => release::run(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),

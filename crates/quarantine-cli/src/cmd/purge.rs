@@ -1,12 +1,48 @@
 //! `quarantine purge`: retention purge, plan then execute. `freeze`/`thaw` stop and allow it.
 
+use clap::Args;
 use quarantine_store::now_us;
 use quarantine_store::{PurgePlan, PurgeRule};
 
 use super::{selectors, CmdError, CmdResult, Context};
-use crate::cli::{FreezeArgs, PurgeArgs, ThawArgs};
+use crate::cmd::selectors::SelectorArgs;
 use crate::exit::Status;
 use crate::output::{confirm, escape, human_bytes, interactive, TermProgress};
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Purge messages received longer ago than this (90m, 6h, 30d, 1w), combined with any selectors.
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// With no selector: purge every message (not the retention policy).
+    #[arg(long)]
+    pub all: bool,
+    /// Print the plan (messages, recipients, bytes) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Why, recorded in each tombstone and in the audit log.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Who, for the audit log (default $SUDO_USER, else $USER).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Orphan blobs and temp files younger than this survive (default 24h, or the config's orphan_grace).
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::duration)]
+    pub orphan_grace: Option<std::time::Duration>,
+    /// VACUUM the index afterwards to return its free pages to the filesystem (locks the store while it runs).
+    #[arg(long)]
+    pub vacuum: bool,
+    /// Print the plan and the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    // Last: clap's `next_help_heading` of the flattened selectors would otherwise file the flags after it under
+    // "Selectors" too.
+    #[command(flatten)]
+    pub selectors: SelectorArgs,
+}
 
 pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     let mut sel = selectors::resolve(&a.selectors)?;
@@ -132,26 +168,4 @@ fn print_plan(plan: &PurgePlan, json: bool) {
             escape(&f.reason)
         );
     }
-}
-
-pub fn freeze(ctx: &Context, a: FreezeArgs) -> CmdResult {
-    let mut store = ctx.open()?;
-    let actor = quarantine_store::actor(a.actor.as_deref());
-    if store.freeze(&a.reason, &actor)? {
-        out!("frozen: purge refuses until `quarantine thaw`");
-    } else if let Some(f) = store.frozen()? {
-        out!("already frozen since {} by {}: {}", escape(&f.at), escape(&f.actor), escape(&f.reason));
-    }
-    Ok(Status::Success)
-}
-
-pub fn thaw(ctx: &Context, a: ThawArgs) -> CmdResult {
-    let mut store = ctx.open()?;
-    let actor = quarantine_store::actor(a.actor.as_deref());
-    if store.thaw(&actor, a.reason.as_deref())? {
-        out!("thawed: purge runs again");
-    } else {
-        out!("the store was not frozen");
-    }
-    Ok(Status::Success)
 }

@@ -12,7 +12,7 @@ use quarantine_relay::{Relay, RelayUrl, Security};
 use quarantine_store::{Action, ExecOptions, Plan, PlanRequest, ProblemKind, ReleaseReport as Report, Skip};
 
 use super::{selectors, CmdError, CmdResult, Context};
-use crate::cli::SelectorArgs;
+use crate::cmd::selectors::SelectorArgs;
 use crate::exit::Status;
 use crate::output::{confirm, escape, human_bytes, interactive, thousands, TermProgress};
 

@@ -11,7 +11,7 @@ use quarantine_store::MessageRecord;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::{selectors, CmdResult, Context};
-use crate::cli::SelectorArgs;
+use crate::cmd::selectors::SelectorArgs;
 use crate::exit::Status;
 use crate::output::escape;
 

@@ -1,9 +1,54 @@
 //! Turns the SELECTORS flags into the library's `Selector`, resolving times against the clock and `TZ`.
 
+use clap::Args;
 use quarantine_store::{RecipientState, Selector};
 
 use super::CmdError;
-use crate::cli::SelectorArgs;
+
+/// SELECTORS, shared by search, export, release and purge: different kinds combine with AND, a repeated kind with
+/// OR. Addresses compare case-insensitively.
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = "Selectors")]
+pub struct SelectorArgs {
+    /// Message id (repeatable).
+    #[arg(long = "id", value_name = "ID")]
+    pub id: Vec<String>,
+    /// Envelope recipient, Bcc recipients included (repeatable).
+    #[arg(long = "rcpt", value_name = "ADDR")]
+    pub rcpt: Vec<String>,
+    /// Envelope sender; `<>` for bounces (repeatable).
+    #[arg(long = "from", value_name = "ADDR")]
+    pub from: Vec<String>,
+    /// Text in the From header, case-insensitive (repeatable).
+    #[arg(long = "header-from", value_name = "TEXT")]
+    pub header_from: Vec<String>,
+    /// Text in the Subject, case-insensitive (repeatable).
+    #[arg(long = "subject", value_name = "TEXT")]
+    pub subject: Vec<String>,
+    /// Message-ID header, with or without angle brackets (repeatable).
+    #[arg(long = "message-id", value_name = "ID")]
+    pub message_id: Vec<String>,
+    /// Verdict, exact or a glob such as 'PMX:*' (repeatable); a backslash makes the next *, ? or [ literal.
+    #[arg(long = "verdict", value_name = "V")]
+    pub verdict: Vec<String>,
+    /// Scanner name (repeatable).
+    #[arg(long = "scanner", value_name = "S")]
+    pub scanner: Vec<String>,
+    /// Text in an attachment's file name, case-insensitive (repeatable).
+    #[arg(long = "attachment", value_name = "NAME")]
+    pub attachment: Vec<String>,
+    /// Received at or after T: HH:MM (today), YYYY-MM-DD, "YYYY-MM-DD HH:MM", RFC 3339, 90m/6h/2d/1w ago,
+    /// today, yesterday. Local time follows TZ.
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Received before T (same forms as --since).
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Recipient state: held, releasing, released, failed, purged (repeatable). Without it, purged messages
+    /// are not shown.
+    #[arg(long = "state", value_name = "STATE")]
+    pub state: Vec<String>,
+}
 
 pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
     let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CmdError> {

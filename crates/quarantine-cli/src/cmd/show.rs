@@ -1,14 +1,29 @@
 //! `quarantine show ID`: one message, readable, as JSON, its header block, or its original bytes.
 
+use clap::Args;
 use std::io::{IsTerminal, Write};
 
 use quarantine_store::header_block;
 use quarantine_store::MessageRecord;
 
 use super::{CmdResult, Context};
-use crate::cli::ShowArgs;
 use crate::exit::Status;
 use crate::output::escape;
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The message id printed by hold or search.
+    pub id: String,
+    /// Write the original bytes exactly (checked against the blob's hash first).
+    #[arg(long, conflicts_with_all = ["headers", "json"])]
+    pub raw: bool,
+    /// Print the original header block.
+    #[arg(long, conflicts_with = "json")]
+    pub headers: bool,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(ctx: &Context, a: ShowArgs) -> CmdResult {
     let store = ctx.open()?;

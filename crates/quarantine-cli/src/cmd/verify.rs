@@ -1,9 +1,19 @@
 //! `quarantine verify [--deep]`: exit 1 on any missing or corrupt blob, so cron and monitoring can act on it.
 
 use super::{CmdResult, Context};
-use crate::cli::VerifyArgs;
 use crate::exit::Status;
 use crate::output::{escape, TermProgress};
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also decompress every blob and check it against its BLAKE3 name.
+    #[arg(long)]
+    pub deep: bool,
+    /// One JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(ctx: &Context, a: VerifyArgs) -> CmdResult {
     let store = ctx.open()?;
