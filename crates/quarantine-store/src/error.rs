@@ -1,3 +1,5 @@
+//! The store's one error type: every failure with the path or id a person needs to act on it.
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong in the store, with the path or id a person needs to act on it.
