@@ -47,7 +47,7 @@ mod timeexpr;
 mod units;
 mod verify;
 
-pub use audit::{actor, AuditRow};
+pub use audit::{actor, AuditRow, ChainProblem, ChainReport, Head as AuditHead};
 pub use check::{check, CheckFailure, CheckReport};
 pub use durable::available_space;
 pub use error::{Error, Result};
