@@ -22,3 +22,7 @@ DROP TRIGGER audit_no_update;
 -- @rust chain-audit-rows
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+
+-- The release trace header's MAC key (trace.rs): settings 'trace_secret', 32 random bytes as hex, made here so
+-- that `init` and the upgrade both create it.
+-- @rust trace-secret

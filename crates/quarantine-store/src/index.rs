@@ -34,6 +34,7 @@ const RUST_STEP: &str = "-- @rust ";
 fn rust_step(name: &str, tx: &Connection) -> rusqlite::Result<()> {
     match name {
         "chain-audit-rows" => crate::audit::chain_existing(tx),
+        "trace-secret" => crate::trace::secret_or_create(tx).map(|_| ()),
         other => panic!("migration names an unknown Rust step {other:?}"),
     }
 }

@@ -44,6 +44,7 @@ mod state;
 mod stats;
 mod store;
 mod timeexpr;
+mod trace;
 mod units;
 mod verify;
 
@@ -60,14 +61,16 @@ pub use progress::{Progress, Silent};
 pub use purge::{PurgePlan, PurgeRule, RetentionPolicy};
 pub use quarantine_mail::source::{Format as ImportFormat, MboxVariant, Skipped};
 pub use release::{
-    describe_tag, Action, Down, ExecOptions, Outcome, Plan, PlanCounts, PlanRequest, PlannedMessage, PlannedRecipient,
-    Problem as ReleaseProblem, ProblemKind, Report as ReleaseReport, Skip, Transport, BATCH,
+    describe_tag, Action, Down, ExecOptions, OpenTransport, Outcome, Plan, PlanCounts, PlanRequest, PlannedMessage,
+    PlannedRecipient, Problem as ReleaseProblem, ProblemKind, Report as ReleaseReport, Rescan, ScanVerdict, Skip,
+    Transport, BATCH,
 };
 pub use select::Selector;
 pub use state::{AuditAction, RecipientState};
 pub use stats::Stats;
 pub use store::{now_us, InitOutcome, Store, INDEX_FILE};
 pub use timeexpr::{parse as parse_time, parse_now as parse_time_now};
+pub use trace::{TRACE_HEADER, TRACE_MAX_AGE, TRACE_SKEW};
 pub use units::{human_bytes, parse_size};
 pub use verify::VerifyReport;
 

@@ -147,3 +147,87 @@ fn audit_chain_after_an_upgrade_from_schema_2() {
     s.sql("DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'x' WHERE seq = 1");
     verify(&s, &[]).code_is(1, "an edit of an upgraded row");
 }
+
+/// Holds `n` generated messages (each to `rcpts`) through the library; returns their ids.
+fn hold_n(s: &Store, n: usize, verdict: &str, rcpts: &[&str], body: impl Fn(usize) -> Vec<u8>) -> Vec<String> {
+    let mut store = quarantine_store::Store::open(&s.root, std::time::Duration::from_secs(30)).unwrap();
+    (0..n)
+        .map(|i| {
+            let req = quarantine_store::HoldRequest {
+                from: "sender@example.org".into(),
+                recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+                verdict: verdict.into(),
+                ..Default::default()
+            };
+            store.hold(&req, &mut &body(i)[..]).unwrap().id
+        })
+        .collect()
+}
+
+fn mail(i: usize, text: &str) -> Vec<u8> {
+    format!(
+        "From: a@example.org\r\nTo: b@example.edu\r\nSubject: message {i}\r\nMessage-ID: <{i}@t>\r\n\r\n{text} {i}\r\n"
+    )
+    .into_bytes()
+}
+
+/// The id in a released copy's trace header.
+fn traced_id(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().find(|l| l.starts_with("X-Quarantine-Released: ")).expect("a trace header");
+    line["X-Quarantine-Released: ".len()..].split(';').next().unwrap().to_string()
+}
+
+#[test]
+fn two_releases_with_four_connections_each_deliver_every_recipient_once() {
+    use quarantine_testkit::sink::Sink;
+    let s = store();
+    let rcpts = ["one@example.edu", "two@example.edu", "three@example.edu"];
+    let ids = hold_n(&s, 300, "PMX:VIRUS", &rcpts, |i| mail(i, "storm"));
+    let sink = Sink::start(&[]);
+    let url = sink.url();
+    let spawn = || {
+        let mut c = s.cmd(&["release", "--all", "--yes", "--connections", "4", "--relay", &url]);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        (c.spawn().expect("start release"), std::time::Instant::now())
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        quarantine_testkit::run::finish(a.0, "release A", a.1),
+        quarantine_testkit::run::finish(b.0, "release B", b.1),
+    );
+    a.code_is(0, "release A");
+    b.code_is(0, "release B");
+    let mut seen = std::collections::HashMap::new();
+    for m in sink.messages() {
+        let id = traced_id(&m.body);
+        for r in m.rcpt_addrs() {
+            *seen.entry((id.clone(), r)).or_insert(0u32) += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}\nA: {}\nB: {}", a.all(), b.all());
+    assert_eq!(seen.len(), ids.len() * rcpts.len(), "every (message, recipient) once\nA: {}\nB: {}", a.all(), b.all());
+    assert_eq!(s.sql_count("SELECT count(*) FROM recipients WHERE state != 'released'"), 0);
+    // Both runs did work or found it claimed: together they account for every recipient.
+    let delivered = |o: &Out| -> u64 {
+        let t = o.text();
+        let d = t.split("delivered ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "");
+        d.parse().unwrap()
+    };
+    assert_eq!(delivered(&a) + delivered(&b), 900, "A: {}\nB: {}", a.text(), b.text());
+    let log: Vec<serde_json::Value> =
+        s.q(&["log", "--json"]).ok().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(log.iter().any(|r| r["action"] == "release" && r["selection"]["connections"] == 4), "{log:?}");
+    verify(&s, &[]).code_is(0, "the audit chain after two concurrent releases");
+}
+
+#[test]
+fn connections_are_bounded() {
+    let s = store();
+    for n in ["0", "65"] {
+        let out = s.q(&["release", "--all", "--dry-run", "--connections", n]);
+        out.code_is(2, "--connections out of range");
+        assert!(out.stderr.contains("between 1 and 64"), "{}", out.stderr);
+    }
+}
