@@ -231,3 +231,77 @@ fn connections_are_bounded() {
         assert!(out.stderr.contains("between 1 and 64"), "{}", out.stderr);
     }
 }
+
+/// The text of a local ClamAV signature database (.ndb) matching `marker` anywhere in a file.
+fn ndb(name: &str, marker: &str) -> String {
+    let hex: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{name}:0:*:{hex}\n")
+}
+
+#[test]
+fn rescan_with_clamav_skips_what_is_still_infected_and_sends_it_after_the_signatures_change() {
+    use quarantine_testkit::sink::Sink;
+    let clamscan = quarantine_testkit::require("clamscan", "clamav");
+    let s = store();
+    let marker = "QUARANTINE-TEST-MALWARE-7f3a";
+    let sigs = s.file("sigs.ndb", ndb("Quarantine.Test.Sig", marker));
+    let bad = hold_n(&s, 1, "PMX:VIRUS", &["alice@example.edu"], |i| mail(i, &format!("payload {marker}")))[0].clone();
+    let good = hold_n(&s, 1, "PMX:VIRUS", &["bob@example.edu"], |i| mail(i + 1, "an ordinary invoice"))[0].clone();
+    let rescan = format!("{} --no-summary -d {} -", clamscan.display(), sigs.display());
+    let sink = Sink::start(&[]);
+    let url = sink.url();
+
+    // --dry-run --rescan: scans, says what would be skipped, claims and sends nothing.
+    let out = s.q(&["release", "--verdict", "PMX:VIRUS", "--dry-run", "--rescan", &rescan, "--relay", &url]);
+    let text = out.ok();
+    assert!(text.contains(&format!("skip  {bad}  rescan: infected: stdin: Quarantine.Test.Sig")), "{text}");
+    assert!(text.contains("1 clean, 1 infected"), "{text}");
+    assert!(sink.messages().is_empty());
+    assert_eq!(s.sql_count("SELECT count(*) FROM recipients WHERE state = 'held'"), 2);
+
+    let out = s.q(&["release", "--verdict", "PMX:VIRUS", "--yes", "--rescan", &rescan, "--relay", &url]);
+    out.code_is(0, "release --rescan (an infected skip is the rescan doing its job)");
+    assert!(out.text().contains("infected 1 (rescan: left held)"), "{}", out.all());
+    let sent: Vec<String> = sink.messages().iter().map(|m| traced_id(&m.body)).collect();
+    assert_eq!(sent, vec![good.clone()], "only the clean message went out");
+    let v = s.show_json(&bad);
+    assert_eq!(v["recipients"][0]["state"], "held");
+    assert_eq!(v["recipients"][0]["attempts"], 0);
+    let why = v["recipients"][0]["last_error"].as_str().unwrap();
+    assert!(why.contains("rescan: infected") && why.contains("Quarantine.Test.Sig"), "{why}");
+
+    // A broken scanner (its database is gone): deferred with the error, exit 1, nothing sent.
+    std::fs::remove_file(&sigs).unwrap();
+    let out = s.q(&["release", "--verdict", "PMX:VIRUS", "--yes", "--rescan", &rescan, "--relay", &url]);
+    out.code_is(1, "a scanner that fails defers");
+    assert!(out.text().contains("deferred 1"), "{}", out.all());
+    assert_eq!(s.show_json(&bad)["recipients"][0]["attempts"], 1);
+    assert_eq!(sink.messages().len(), 1);
+
+    // The vendor's fix: the signature database changes, and the same message now scans clean and goes out.
+    s.file("sigs.ndb", ndb("Quarantine.Other.Sig", "SOMETHING-ELSE-ENTIRELY"));
+    let out = s.q(&["release", "--verdict", "PMX:VIRUS", "--yes", "--rescan", &rescan, "--relay", &url]);
+    out.code_is(0, "release --rescan after the signature update");
+    let mut sent: Vec<String> = sink.messages().iter().map(|m| traced_id(&m.body)).collect();
+    sent.sort();
+    let mut want = vec![bad.clone(), good];
+    want.sort();
+    assert_eq!(sent, want);
+    assert_eq!(s.show_json(&bad)["recipients"][0]["state"], "released");
+}
+
+#[test]
+fn rescan_options_are_checked_before_anything_is_claimed() {
+    let s = store();
+    for (args, want) in [
+        (vec!["--rescan", " "], "--rescan: empty command"),
+        (vec!["--rescan", "true", "--rescan-timeout", "0s"], "--rescan-timeout"),
+        (vec!["--rescan", "true", "--rescan-infected-exit", "0"], "--rescan-infected-exit 0"),
+    ] {
+        let mut full = vec!["release", "--all", "--dry-run"];
+        full.extend(args);
+        let out = s.q(&full);
+        out.code_is(2, want);
+        assert!(out.stderr.contains(want), "{}", out.stderr);
+    }
+}
