@@ -56,7 +56,7 @@ pub use export::{ExportRequest, Format as ExportFormat};
 pub use hold::{HoldOutcome, HoldRequest};
 pub use ids::new_id;
 pub use import::{ImportOptions, ImportReport, DEFAULT_JOBS};
-pub use message::{header_block, MessageRecord, Recipient};
+pub use message::{header_block, rfc3339_us, MessageRecord, Recipient};
 pub use progress::{Progress, Silent};
 pub use purge::{PurgePlan, PurgeRule, RetentionPolicy};
 pub use quarantine_mail::source::{Format as ImportFormat, MboxVariant, Skipped};
@@ -67,7 +67,7 @@ pub use release::{
 };
 pub use select::Selector;
 pub use state::{AuditAction, RecipientState};
-pub use stats::Stats;
+pub use stats::{Bucket as StatsBucket, Stats, StatsBy};
 pub use store::{now_us, InitOutcome, Store, INDEX_FILE};
 pub use timeexpr::{parse as parse_time, parse_now as parse_time_now};
 pub use trace::{TRACE_HEADER, TRACE_MAX_AGE, TRACE_SKEW};

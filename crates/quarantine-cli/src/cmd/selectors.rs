@@ -24,6 +24,8 @@ pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
         message_ids: a.message_id.clone(),
         verdicts: a.verdict.clone(),
         scanners: a.scanner.clone(),
+        scanner_versions: a.scanner_version.clone(),
+        requarantined: a.requarantined,
         attachments: a.attachment.clone(),
         since_us: time("--since", &a.since)?,
         until_us: time("--until", &a.until)?,
