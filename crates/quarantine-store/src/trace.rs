@@ -135,6 +135,33 @@ impl Store {
         Ok(known.then_some(id))
     }
 
+    /// For `hold`/`serve`/ingest: the id of the released message a returning copy came from, if its header block
+    /// carries an `X-Quarantine-Released` header that [`Store::verify_trace`] accepts (the first such, when a
+    /// message was released more than once). Store it as the new row's `requarantined_from`.
+    pub fn requarantined_from(&self, raw: &[u8]) -> Result<Option<String>> {
+        let block = String::from_utf8_lossy(crate::message::header_block(raw)).into_owned();
+        let mut fields: Vec<String> = Vec::new();
+        for line in block.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.starts_with([' ', '\t']) {
+                if let Some(last) = fields.last_mut() {
+                    last.push_str(line);
+                }
+            } else if !line.is_empty() {
+                fields.push(line.to_string());
+            }
+        }
+        for f in fields {
+            let Some((name, value)) = f.split_once(':') else { continue };
+            if name.trim().eq_ignore_ascii_case(TRACE_HEADER) {
+                if let Some(id) = self.verify_trace(value)? {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The MAC key, for release (`None` only for an index written by hand without it).
     pub(crate) fn trace_key(&self) -> Result<Option<TraceKey>> {
         secret(&self.conn).map_err(self.sql_err())
@@ -145,5 +172,95 @@ mod constant_time_eq {
     /// Equal length assumed by the caller; compares every byte whatever the first difference.
     pub fn eq(a: &[u8], b: &[u8]) -> bool {
         a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HoldRequest;
+
+    fn store_with_message() -> (tempfile::TempDir, Store, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::init(&dir.path().join("q")).unwrap();
+        let req = HoldRequest {
+            from: "s@example.org".into(),
+            recipients: vec!["a@example.edu".into()],
+            verdict: "PMX:VIRUS".into(),
+            ..Default::default()
+        };
+        let id = s.hold(&req, &mut &b"Subject: x\n\nbody\n"[..]).unwrap().id;
+        (dir, s, id)
+    }
+
+    /// The value of the header release would write now for `id`.
+    fn value(s: &Store, id: &str, actor: &str, at: &str) -> String {
+        let line = s.trace_key().unwrap().expect("init made a secret").header(id, actor, at);
+        let line = String::from_utf8(line).unwrap();
+        line.strip_prefix("X-Quarantine-Released: ").unwrap().trim_end().to_string()
+    }
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+    }
+
+    #[test]
+    fn a_valid_trace_names_the_released_message() {
+        let (_d, s, id) = store_with_message();
+        let at = now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let v = value(&s, &id, "alice", &at);
+        assert!(v.starts_with(&format!("{id}; by alice; {at}; mac=")), "{v}");
+        assert_eq!(s.verify_trace(&v).unwrap(), Some(id.clone()));
+        // Folded by an MTA on the way back, with the header name and CRLFs: still the same trace.
+        let folded = v.replacen("; by", ";\r\n by", 1);
+        assert_eq!(s.verify_trace(&folded).unwrap(), Some(id.clone()));
+        let raw = format!("Received: from x\r\nX-Quarantine-Released: {folded}\r\nSubject: x\r\n\r\nbody\r\n");
+        assert_eq!(s.requarantined_from(raw.as_bytes()).unwrap(), Some(id.clone()));
+        assert_eq!(s.requarantined_from(b"Subject: none\r\n\r\nX-Quarantine-Released: in the body\r\n").unwrap(), None);
+    }
+
+    #[test]
+    fn a_wrong_mac_or_an_edited_field_is_just_a_header() {
+        let (_d, s, id) = store_with_message();
+        let at = now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let v = value(&s, &id, "alice", &at);
+        let mac_at = v.rfind("mac=").unwrap() + 4;
+        let mut wrong = v.clone().into_bytes();
+        wrong[mac_at] = if wrong[mac_at] == b'0' { b'1' } else { b'0' };
+        assert_eq!(s.verify_trace(std::str::from_utf8(&wrong).unwrap()).unwrap(), None, "one digit of the MAC");
+        assert_eq!(s.verify_trace(&v.replace("by alice", "by mallory")).unwrap(), None, "an edited actor");
+        assert_eq!(s.verify_trace(&v[..v.rfind("; mac=").unwrap()]).unwrap(), None, "no MAC at all");
+        assert_eq!(s.verify_trace("garbage").unwrap(), None);
+        assert_eq!(s.verify_trace(&v.replace("mac=", "mac=ab")).unwrap(), None, "a longer MAC");
+        // Another store's secret: a valid-looking trace from elsewhere is not ours.
+        let (_d2, other, _) = store_with_message();
+        assert_eq!(other.verify_trace(&v).unwrap(), None);
+        // A MAC that is right, for an id this store never held (forged with the key would need the key).
+        let ghost = value(&s, "ZZZZZZZZZZ", "alice", &at);
+        assert_eq!(s.verify_trace(&ghost).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stale_or_future_trace_is_just_a_header() {
+        let (_d, s, id) = store_with_message();
+        let t = now();
+        let old = (t - chrono::Duration::days(31)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert_eq!(s.verify_trace(&value(&s, &id, "alice", &old)).unwrap(), None, "31 days old");
+        let recent = (t - chrono::Duration::days(29)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert_eq!(s.verify_trace(&value(&s, &id, "alice", &recent)).unwrap(), Some(id.clone()));
+        let ahead = (t + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert_eq!(s.verify_trace(&value(&s, &id, "alice", &ahead)).unwrap(), None, "an hour in the future");
+        // The same header checked later than the window: stale.
+        let v = value(&s, &id, "alice", &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        assert_eq!(s.verify_trace_at(&v, t + chrono::Duration::days(40)).unwrap(), None);
+        assert_eq!(s.verify_trace_at(&v, t + chrono::Duration::days(1)).unwrap(), Some(id));
+    }
+
+    #[test]
+    fn the_secret_is_made_by_init_and_by_the_upgrade() {
+        let (_d, s, _) = store_with_message();
+        let hex: String =
+            s.conn().query_row("SELECT value FROM settings WHERE key = 'trace_secret'", [], |r| r.get(0)).unwrap();
+        assert_eq!(hex.len(), 64);
     }
 }

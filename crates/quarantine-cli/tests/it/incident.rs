@@ -140,6 +140,7 @@ fn audit_chain_after_an_upgrade_from_schema_2() {
     assert!(out.text().contains("3 row(s)"), "{}", out.all());
     assert_eq!(s.sql("PRAGMA user_version"), "3");
     assert_eq!(s.sql_count("SELECT count(*) FROM audit WHERE hash IS NULL OR prev_hash IS NULL"), 0);
+    assert_eq!(s.sql_count("SELECT count(*) FROM settings WHERE key IN ('audit_genesis', 'trace_secret')"), 2);
     // New rows extend the upgraded chain; edits are still caught and rows still append-only.
     some_audit_rows(&s);
     verify(&s, &[]).code_is(0, "after new rows");
@@ -397,4 +398,22 @@ fn requarantined_messages_are_selected_and_shown() {
     assert_eq!(found[0]["id"], ids[8].as_str());
     assert_eq!(found[0]["requarantined_from"], ids[0].as_str());
     assert!(s.q(&["show", &ids[8]]).ok().contains(&format!("held again after the release of {}", ids[0])));
+}
+
+#[test]
+fn a_released_copy_carries_a_trace_mac_this_store_verifies() {
+    use quarantine_testkit::sink::Sink;
+    let s = store();
+    let id = hold_n(&s, 1, "PMX:VIRUS", &["alice@example.edu"], |i| mail(i, "invoice"))[0].clone();
+    let sink = Sink::start(&[]);
+    s.q(&["release", "--id", &id, "--yes", "--relay", &sink.url(), "--actor", "alice"]).code_is(0, "release");
+    let copy = sink.messages().remove(0).body;
+    let text = String::from_utf8_lossy(&copy).into_owned();
+    let line = text.lines().next().unwrap();
+    assert!(line.starts_with(&format!("X-Quarantine-Released: {id}; by alice; ")) && line.contains("; mac="), "{line}");
+    let store = quarantine_store::Store::open(&s.root, std::time::Duration::from_secs(5)).unwrap();
+    // What hold/ingest will call when the filter flags the released copy again.
+    assert_eq!(store.requarantined_from(&copy).unwrap(), Some(id.clone()));
+    let forged = text.replacen("; mac=", "; mac=0", 1);
+    assert_eq!(store.requarantined_from(forged.as_bytes()).unwrap(), None);
 }
