@@ -65,6 +65,15 @@ pub mod defaults {
     pub const TRACE_HEADER: bool = true;
     /// `quarantine check` fails (75) when the oldest pending spool file is older than this: ingest is not running.
     pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+    /// SMTP connections (or sendmail commands) a release uses at once (`release --connections`,
+    /// `release_connections`): enough to keep a local MTA busy, few enough not to look like a flood.
+    pub const RELEASE_CONNECTIONS: usize = 4;
+    /// The most `release --connections` / `release_connections` accepts.
+    pub const RELEASE_CONNECTIONS_MAX: usize = 64;
+    /// `release --rescan`: the scanner's exit status for "infected" (clamscan and clamdscan: 1).
+    pub const RESCAN_INFECTED_EXIT: i32 = 1;
+    /// `release --rescan`: each scan is killed past this.
+    pub const RESCAN_TIMEOUT: Duration = Duration::from_secs(60);
     /// Durations beyond this are refused: they overflow the clocks they are added to and are always a typo.
     pub const LONGEST_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
 }
@@ -78,6 +87,7 @@ pub struct RawConfig {
     relay_tls: Option<Spanned<bool>>,
     sendmail: Option<Spanned<String>>,
     trace_header: Option<Spanned<bool>>,
+    release_connections: Option<Spanned<i64>>,
     hold_deadline: Option<Spanned<String>>,
     orphan_grace: Option<Spanned<String>>,
     min_free_space: Option<Spanned<String>>,
@@ -104,6 +114,8 @@ pub struct Config {
     /// Default sendmail-compatible command for release (used when no relay is set).
     pub sendmail: Option<Relay>,
     pub trace_header: bool,
+    /// `release_connections`: how many connections a release uses unless `--connections` says otherwise.
+    pub release_connections: usize,
     pub hold_deadline: Duration,
     pub orphan_grace: Duration,
     /// `min_free_space` when set (and not 0): both `check`'s threshold and `hold`'s reserve.
@@ -333,11 +345,24 @@ impl Config {
                 None
             }
         });
+        let release_connections = match &raw.release_connections {
+            None => defaults::RELEASE_CONNECTIONS,
+            Some(n) if (1..=defaults::RELEASE_CONNECTIONS_MAX as i64).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                c.bad(
+                    &["release_connections"],
+                    n.span(),
+                    format!("{}: must be between 1 and {}", n.get_ref(), defaults::RELEASE_CONNECTIONS_MAX),
+                );
+                defaults::RELEASE_CONNECTIONS
+            }
+        };
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(c.problems);
         }
         Ok(Config {
+            release_connections,
             store,
             relay,
             sendmail,
@@ -382,6 +407,7 @@ impl Config {
             ["relay_tls"] => span(r.relay_tls.as_ref().map(Spanned::span)),
             ["sendmail"] => span(r.sendmail.as_ref().map(Spanned::span)),
             ["trace_header"] => span(r.trace_header.as_ref().map(Spanned::span)),
+            ["release_connections"] => span(r.release_connections.as_ref().map(Spanned::span)),
             ["hold_deadline"] => span(r.hold_deadline.as_ref().map(Spanned::span)),
             ["orphan_grace"] => span(r.orphan_grace.as_ref().map(Spanned::span)),
             ["min_free_space"] => span(r.min_free_space.as_ref().map(Spanned::span)),
@@ -427,6 +453,11 @@ impl Config {
         add("relay_tls", b(&r.relay_tls), Some("false".into()));
         add("sendmail", s(&r.sendmail), None);
         add("trace_header", b(&r.trace_header), Some(defaults::TRACE_HEADER.to_string()));
+        add(
+            "release_connections",
+            r.release_connections.as_ref().map(|v| v.get_ref().to_string()),
+            Some(defaults::RELEASE_CONNECTIONS.to_string()),
+        );
         add("hold_deadline", s(&r.hold_deadline), Some(format_duration(defaults::HOLD_DEADLINE)));
         add("orphan_grace", s(&r.orphan_grace), Some(format_duration(defaults::ORPHAN_GRACE)));
         add("min_free_space", s(&r.min_free_space), Some(format_size(defaults::MIN_FREE_SPACE)));

@@ -24,7 +24,32 @@ pub const APPLICATION_ID: i64 = 0x5152_4e54;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql")),
     ("0002_search.sql", include_str!("../../../migrations/0002_search.sql")),
+    ("0003_incident.sql", include_str!("../../../migrations/0003_incident.sql")),
 ];
+
+/// A line `-- @rust NAME` in a migration marks a step SQL cannot do (hashing): the SQL before it runs, then the
+/// step, then the SQL after it, all in the migration's one transaction.
+const RUST_STEP: &str = "-- @rust ";
+
+fn rust_step(name: &str, tx: &Connection) -> rusqlite::Result<()> {
+    match name {
+        "chain-audit-rows" => crate::audit::chain_existing(tx),
+        "trace-secret" => crate::trace::secret_or_create(tx).map(|_| ()),
+        other => panic!("migration names an unknown Rust step {other:?}"),
+    }
+}
+
+/// Runs one migration's SQL with its Rust steps.
+fn apply(tx: &Connection, sql: &str) -> rusqlite::Result<()> {
+    let mut parts = sql.split(RUST_STEP);
+    tx.execute_batch(parts.next().unwrap_or(""))?;
+    for part in parts {
+        let (name, rest) = part.split_once('\n').unwrap_or((part, ""));
+        rust_step(name.trim(), tx)?;
+        tx.execute_batch(rest)?;
+    }
+    Ok(())
+}
 
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |source| Error::Sqlite { path: path.to_path_buf(), source }
@@ -86,7 +111,7 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     // Re-read under the lock: another process may have migrated while we waited.
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&e)?;
     for (_, sql) in MIGRATIONS.iter().skip(current as usize) {
-        tx.execute_batch(sql).map_err(&e)?;
+        apply(&tx, sql).map_err(&e)?;
     }
     tx.execute_batch(&format!("PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"))
         .map_err(&e)?;
@@ -134,6 +159,41 @@ mod tests {
         let mut conn = open(&path, true, Duration::from_secs(1)).unwrap();
         conn.execute_batch("PRAGMA user_version = 999").unwrap();
         assert!(matches!(migrate(&mut conn, &path), Err(Error::SchemaTooNew { found: 999, .. })));
+    }
+
+    /// An index at schema 2 (the shipped files 0001 and 0002, as an older binary made it) with audit rows is
+    /// chained by the upgrade, in the migration's transaction, and the chain verifies.
+    #[test]
+    fn upgrade_chains_existing_audit_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("q");
+        let (store, _) = crate::Store::init(&root).unwrap();
+        drop(store);
+        let path = root.join("index.sqlite");
+        std::fs::remove_file(&path).unwrap();
+        crate::durable::create_new(&path, &crate::durable::Owner::of(&root).unwrap()).unwrap();
+        let conn = open(&path, true, Duration::from_secs(1)).unwrap();
+        for (_, sql) in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = 2; PRAGMA application_id = {APPLICATION_ID};")).unwrap();
+        for i in 0..5 {
+            conn.execute(
+                "INSERT INTO audit (at_us, actor, action, selection, counts, reason) VALUES (?1, 'old', 'purge', '{}', '{}', ?2)",
+                rusqlite::params![i, if i % 2 == 0 { Some("nightly") } else { None }],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let store = crate::Store::open(&root, Duration::from_secs(1)).unwrap();
+        let report = store.verify_audit(None).unwrap();
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.rows, 5);
+        let head = store.audit_head().unwrap().unwrap();
+        assert_eq!(head.seq, 5);
+        assert!(store.verify_audit(Some(&head.hash)).unwrap().ok());
+        // Still append-only after the upgrade.
+        assert!(store.conn().execute("UPDATE audit SET actor = 'b'", []).is_err());
     }
 
     #[test]

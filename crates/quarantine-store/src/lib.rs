@@ -47,10 +47,11 @@ mod stats;
 mod store;
 mod text;
 mod timeexpr;
+mod trace;
 mod units;
 mod verify;
 
-pub use audit::{actor, AuditRow};
+pub use audit::{actor, AuditRow, ChainProblem, ChainReport, Head as AuditHead};
 pub use check::{check, CheckFailure, CheckReport};
 pub use durable::available_space;
 pub use error::{Error, Result};
@@ -59,20 +60,22 @@ pub use hold::{HoldOutcome, HoldRequest};
 pub use ids::new_id;
 pub use import::{ImportOptions, ImportReport, DEFAULT_JOBS};
 pub use ingest::{IngestOptions, IngestReport, SpoolWatcher};
-pub use message::{header_block, MessageRecord, Recipient};
+pub use message::{header_block, rfc3339_us, MessageRecord, Recipient};
 pub use progress::{Progress, Silent};
 pub use purge::{PurgePlan, PurgeRule, RetentionPolicy};
 pub use quarantine_mail::source::{Format as ImportFormat, MboxVariant, Skipped};
 pub use release::{
-    describe_tag, Action, Down, ExecOptions, Outcome, Plan, PlanCounts, PlanRequest, PlannedMessage, PlannedRecipient,
-    Problem as ReleaseProblem, ProblemKind, Report as ReleaseReport, Skip, Transport, BATCH,
+    describe_tag, Action, Down, ExecOptions, OpenTransport, Outcome, Plan, PlanCounts, PlanRequest, PlannedMessage,
+    PlannedRecipient, Problem as ReleaseProblem, ProblemKind, Report as ReleaseReport, Rescan, ScanVerdict, Skip,
+    Transport, BATCH,
 };
 pub use select::Selector;
 pub use spool::{check as check_spool, Spool};
 pub use state::{AuditAction, RecipientState};
-pub use stats::Stats;
+pub use stats::{Bucket as StatsBucket, Stats, StatsBy};
 pub use store::{now_us, InitOutcome, Store, INDEX_FILE};
 pub use timeexpr::{parse as parse_time, parse_now as parse_time_now};
+pub use trace::{TRACE_HEADER, TRACE_MAX_AGE, TRACE_SKEW};
 pub use units::{human_bytes, parse_size};
 pub use verify::VerifyReport;
 

@@ -32,6 +32,8 @@ pub struct MessageRecord {
     pub recipients: Vec<Recipient>,
     pub verdict: String,
     pub scanner: Option<String>,
+    /// The scanner's version / signature-database version at hold time (e.g. clamd's `VERSION`).
+    pub scanner_version: Option<String>,
     pub reason: Option<String>,
     pub queue_id: Option<String>,
     pub header_from: Option<String>,
@@ -47,6 +49,9 @@ pub struct MessageRecord {
     pub purged_at: Option<String>,
     pub purged_by: Option<String>,
     pub purge_reason: Option<String>,
+    /// Held again after its release: the id of the released message whose trace header (with a valid MAC) this
+    /// copy carried when the filter flagged it again.
+    pub requarantined_from: Option<String>,
 }
 
 pub fn rfc3339_us(us: i64) -> String {
@@ -58,7 +63,7 @@ pub fn rfc3339_us(us: i64) -> String {
 /// The columns `message_from_row` reads, over `messages m`.
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.hash, m.size, m.received_us, m.env_from, m.verdict, m.scanner,
     m.reason, m.queue_id, m.hdr_from, m.hdr_to, m.hdr_cc, m.subject, m.message_id, m.hdr_date, m.parse_note,
-    m.purged_us, m.purged_by, m.purge_reason";
+    m.purged_us, m.purged_by, m.purge_reason, m.scanner_version, m.requarantined_from";
 
 pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
     let received_us: i64 = r.get(3)?;
@@ -73,6 +78,7 @@ pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
         recipients: Vec::new(),
         verdict: r.get(5)?,
         scanner: r.get(6)?,
+        scanner_version: r.get(19)?,
         reason: r.get(7)?,
         queue_id: r.get(8)?,
         header_from: r.get(9)?,
@@ -87,6 +93,7 @@ pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
         purged_at: purged_us.map(rfc3339_us),
         purged_by: r.get(17)?,
         purge_reason: r.get(18)?,
+        requarantined_from: r.get(20)?,
     })
 }
 

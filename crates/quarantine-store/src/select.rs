@@ -33,6 +33,12 @@ pub struct Selector {
     pub verdicts: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scanners: Vec<String>,
+    /// Scanner / signature-database versions, exact or globs (as for verdicts), e.g. `ClamAV 1.4.1/27*`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scanner_versions: Vec<String>,
+    /// Only messages held again after a release (`requarantined_from` set).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requarantined: bool,
     /// Case-insensitive substrings of attachment file names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<String>,
@@ -62,7 +68,7 @@ impl Selector {
 
     pub fn validate(&self) -> Result<()> {
         // An empty value (`--subject "$UNSET"`) would match everything, or nothing useful: never a selection.
-        let text_flags: [(&str, &Vec<String>); 9] = [
+        let text_flags: [(&str, &Vec<String>); 10] = [
             ("--id", &self.ids),
             ("--rcpt", &self.rcpts),
             ("--from", &self.froms),
@@ -71,6 +77,7 @@ impl Selector {
             ("--message-id", &self.message_ids),
             ("--verdict", &self.verdicts),
             ("--scanner", &self.scanners),
+            ("--scanner-version", &self.scanner_versions),
             ("--attachment", &self.attachments),
         ];
         for (flag, values) in text_flags {
@@ -115,25 +122,30 @@ impl Selector {
         );
         any(&mut parts, &self.froms, &|i| format!("m.env_from_lc = ?{i}"), &|s| address::fold(strip_brackets(s)));
         any(&mut parts, &self.message_ids, &|i| format!("m.message_id = ?{i}"), &|s| strip_brackets(s).to_string());
-        let (mut globs, mut exact) = (Vec::new(), Vec::new());
-        for v in &self.verdicts {
-            match verdict_pattern(v) {
-                VerdictPattern::Exact(s) => exact.push(s),
-                VerdictPattern::Glob(g) => globs.push(g),
+        for (column, values) in [("m.verdict", &self.verdicts), ("m.scanner_version", &self.scanner_versions)] {
+            let (mut globs, mut exact) = (Vec::new(), Vec::new());
+            for v in values {
+                match verdict_pattern(v) {
+                    VerdictPattern::Exact(s) => exact.push(s),
+                    VerdictPattern::Glob(g) => globs.push(g),
+                }
+            }
+            match (globs.is_empty(), exact.is_empty()) {
+                (true, true) => {}
+                (true, false) => any(&mut parts, &exact, &|i| format!("{column} = ?{i}"), &same),
+                (false, true) => any(&mut parts, &globs, &|i| format!("{column} GLOB ?{i}"), &same),
+                // Mixed: exact values as one-item GLOBs of themselves would misread `[`; keep both kinds in one OR.
+                (false, false) => {
+                    any(&mut parts, &exact, &|i| format!("{column} = ?{i}"), &same);
+                    let exact_clause = parts.pop().expect("just pushed");
+                    any(&mut parts, &globs, &|i| format!("{column} GLOB ?{i}"), &same);
+                    let glob_clause = parts.pop().expect("just pushed");
+                    parts.push(format!("({exact_clause} OR {glob_clause})"));
+                }
             }
         }
-        match (globs.is_empty(), exact.is_empty()) {
-            (true, true) => {}
-            (true, false) => any(&mut parts, &exact, &|i| format!("m.verdict = ?{i}"), &same),
-            (false, true) => any(&mut parts, &globs, &|i| format!("m.verdict GLOB ?{i}"), &same),
-            // Mixed: exact values as one-item GLOBs of themselves would misread `[`; keep both kinds in one OR.
-            (false, false) => {
-                any(&mut parts, &exact, &|i| format!("m.verdict = ?{i}"), &same);
-                let exact_clause = parts.pop().expect("just pushed");
-                any(&mut parts, &globs, &|i| format!("m.verdict GLOB ?{i}"), &same);
-                let glob_clause = parts.pop().expect("just pushed");
-                parts.push(format!("({exact_clause} OR {glob_clause})"));
-            }
+        if self.requarantined {
+            parts.push("m.requarantined_from IS NOT NULL".into());
         }
         // Scanner names are free text typed by whoever configured the filter: `pmx` and `PMX` are the same one.
         any(&mut parts, &self.scanners, &|i| format!("m.scanner = ?{i} COLLATE NOCASE"), &same);

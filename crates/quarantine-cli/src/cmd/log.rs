@@ -1,4 +1,6 @@
-//! `quarantine log [--since T] [--json]`: the append-only audit trail, oldest first.
+//! `quarantine log [--since T] [--json]`: the append-only audit trail, oldest first. `--verify` recomputes its hash
+//! chain (exit 1 naming the first bad row), `--head` prints the hash to keep as an anchor, `--from-anchor HASH`
+//! proves a head exported earlier is still in the trail (the one way to detect a cut tail).
 
 use std::io::{BufWriter, Write};
 
@@ -17,9 +19,19 @@ pub struct LogArgs {
     /// Only entries of this action (import, release, purge, export, freeze, ...; repeatable).
     #[arg(long, value_name = "ACTION")]
     pub action: Vec<String>,
-    /// JSON Lines: one object per entry (seq, at, actor, action, selection, counts, reason).
+    /// JSON Lines: one object per entry (seq, at, actor, action, selection, counts, reason, prev_hash, hash).
     #[arg(long)]
     pub json: bool,
+    /// Recompute the hash chain of the whole trail; exit 1 naming the first row that was edited, removed or
+    /// inserted. A cut tail is only detectable against an anchor (--from-anchor).
+    #[arg(long, conflicts_with_all = ["since", "action", "head"])]
+    pub verify: bool,
+    /// With --verify: the head hash exported earlier by `log --head`; exit 1 unless that row is still in the trail.
+    #[arg(long, value_name = "HASH", requires = "verify")]
+    pub from_anchor: Option<String>,
+    /// Print the hash of the last audit row (an anchor to keep outside the store, for --verify --from-anchor).
+    #[arg(long, conflicts_with_all = ["since", "action"])]
+    pub head: bool,
 }
 
 pub fn run(ctx: &Context, a: LogArgs) -> CmdResult {
@@ -29,7 +41,44 @@ pub fn run(ctx: &Context, a: LogArgs) -> CmdResult {
         .map(|s| quarantine_store::parse_time_now(s).map(|t| t.timestamp_micros()))
         .transpose()
         .map_err(|e| CmdError::Usage(format!("--since: {e}")))?;
+    if let Some(a) = &a.from_anchor {
+        if a.len() != 64 || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CmdError::Usage(format!("--from-anchor {}: not a hash (64 hex digits)", escape(a))));
+        }
+    }
     let store = ctx.open()?;
+    if a.head {
+        let head = store.audit_head()?;
+        if a.json {
+            out!("{}", serde_json::to_string(&head).map_err(std::io::Error::from)?);
+        } else {
+            match head {
+                Some(h) => out!("{}", escape(&h.hash)),
+                None => return Err(CmdError::Usage("the audit trail is empty: no head to export yet".into())),
+            }
+        }
+        return Ok(Status::Success);
+    }
+    if a.verify {
+        let r = store.verify_audit(a.from_anchor.as_deref())?;
+        if a.json {
+            out!("{}", serde_json::to_string(&r).map_err(std::io::Error::from)?);
+        }
+        return Ok(match &r.problem {
+            Some(p) => {
+                say!("quarantine log --verify: {}", escape(&p.detail));
+                Status::Failure
+            }
+            None => {
+                if !a.json {
+                    let head = r.head.as_ref().map(|h| format!("; head #{} {}", h.seq, h.hash)).unwrap_or_default();
+                    let anchor = r.anchor_seq.map(|s| format!("; anchor is row #{s}")).unwrap_or_default();
+                    out!("audit trail intact: {} row(s){head}{anchor}", r.rows);
+                }
+                Status::Success
+            }
+        });
+    }
     let rows: Vec<AuditRow> = store
         .audit_log(since)?
         .into_iter()

@@ -67,6 +67,24 @@ pub struct ReleaseArgs {
     /// 1s to 24h).
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// SMTP connections (or sendmail commands) at once, 1 to 64 (default: the config's `release_connections`,
+    /// else 4). Each recipient is still claimed once, before any connection sends it.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Before sending, pipe each original into CMD (split on spaces, no shell), e.g.
+    /// "clamdscan --no-summary -": exit 0 sends it; the infected exit (--rescan-infected-exit) skips it and leaves
+    /// it held with the scanner's words; anything else defers it. With --dry-run: shows what would be skipped.
+    #[arg(long, value_name = "CMD")]
+    pub rescan: Option<String>,
+    /// The rescan's exit status that means "infected" (default 1: clamscan, clamdscan).
+    #[arg(long, value_name = "N", requires = "rescan")]
+    pub rescan_infected_exit: Option<i32>,
+    /// Time limit per scan (default 60s; 1s to 1h); the scanner is killed past it and the message deferred.
+    #[arg(long, value_name = "DURATION", requires = "rescan")]
+    pub rescan_timeout: Option<String>,
+    /// Scans at once (default: the number of CPUs).
+    #[arg(long, value_name = "N", requires = "rescan")]
+    pub rescan_jobs: Option<usize>,
     /// Why, for the audit log.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -110,6 +128,12 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
         }
         None => Duration::from_secs(60),
     };
+    let connections = a.connections.unwrap_or(ctx.config.release_connections);
+    let most = crate::config::defaults::RELEASE_CONNECTIONS_MAX;
+    if !(1..=most).contains(&connections) {
+        return Err(CmdError::Usage(format!("--connections {connections}: must be between 1 and {most}")));
+    }
+    let rescan = rescan(&a)?;
     let transport = transport(ctx, &a)?;
     if transport.is_none() && !a.dry_run {
         return Err(CmdError::Usage(
@@ -130,11 +154,21 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
     let via = transport.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "(no relay configured)".into());
 
     if a.dry_run {
+        // With --rescan, scan what would be sent (nothing is claimed): the skips are shown, not made.
+        let scans = match &rescan {
+            Some(r) => store.rescan_plan(&plan, r),
+            None => Vec::new(),
+        };
         if a.json {
-            let v = serde_json::json!({ "dry_run": true, "via": via, "counts": counts, "plan": plan });
+            let scans: Vec<serde_json::Value> =
+                scans.iter().map(|(id, v)| serde_json::json!({ "id": id, "rescan": v })).collect();
+            let v = serde_json::json!({ "dry_run": true, "via": via, "counts": counts, "plan": plan, "rescan": scans });
             out!("{v}");
         } else {
             print_plan(&plan, &via);
+            if let Some(r) = &rescan {
+                print_rescan(&scans, r);
+            }
         }
         return Ok(Status::Success);
     }
@@ -161,15 +195,79 @@ pub fn run(ctx: &Context, a: ReleaseArgs) -> CmdResult {
         trace_header,
         rate: a.rate,
         cancel: Some(&cancel),
+        rescan,
     };
-    let mut sender = transport.open(timeout);
-    let report = store.execute_release(&plan, &opts, sender.as_mut(), &TermProgress::new())?;
+    let report = if connections == 1 {
+        let mut sender = transport.open(timeout);
+        store.execute_release(&plan, &opts, sender.as_mut(), &TermProgress::new())?
+    } else {
+        let open = || transport.open(timeout);
+        store.execute_release_with(&plan, &opts, &open, connections, &TermProgress::new())?
+    };
     if a.json {
         out!("{}", serde_json::to_string(&report).map_err(std::io::Error::from)?);
     } else {
         print_report(&report);
     }
     Ok(if report.complete() { Status::Success } else { Status::Failure })
+}
+
+/// `--rescan CMD` and its options, checked before anything is claimed.
+fn rescan(a: &ReleaseArgs) -> Result<Option<quarantine_store::Rescan>, CmdError> {
+    let Some(cmd) = &a.rescan else { return Ok(None) };
+    let timeout = match &a.rescan_timeout {
+        Some(t) => {
+            let d =
+                quarantine_store::parse_duration(t).map_err(|e| CmdError::Usage(format!("--rescan-timeout: {e}")))?;
+            if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                return Err(CmdError::Usage(format!("--rescan-timeout {}: must be between 1s and 1h", escape(t))));
+            }
+            d
+        }
+        None => crate::config::defaults::RESCAN_TIMEOUT,
+    };
+    let jobs = a.rescan_jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if !(1..=256).contains(&jobs) {
+        return Err(CmdError::Usage(format!("--rescan-jobs {jobs}: must be between 1 and 256")));
+    }
+    let infected = a.rescan_infected_exit.unwrap_or(crate::config::defaults::RESCAN_INFECTED_EXIT);
+    if infected == 0 {
+        return Err(CmdError::Usage("--rescan-infected-exit 0: 0 is the scanner's \"clean\"".into()));
+    }
+    quarantine_store::Rescan::parse(cmd, infected, timeout, jobs).map(Some).map_err(CmdError::Usage)
+}
+
+fn print_rescan(scans: &[(String, quarantine_store::ScanVerdict)], r: &quarantine_store::Rescan) {
+    use quarantine_store::ScanVerdict;
+    let mut out = String::new();
+    let (mut clean, mut infected, mut errors) = (0u64, 0u64, 0u64);
+    for (id, v) in scans {
+        match v {
+            ScanVerdict::Clean => clean += 1,
+            ScanVerdict::Infected(what) => {
+                infected += 1;
+                out.push_str(&format!("skip  {id}  rescan: infected: {what}\n"));
+            }
+            ScanVerdict::Error(e) => {
+                errors += 1;
+                out.push_str(&format!("defer {id}  {e}\n"));
+            }
+        }
+    }
+    {
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), "{}", escape_lines(&out));
+    }
+    out!(
+        "{}",
+        escape(&format!(
+            "dry run: rescan `{}`: {} clean, {} infected (would be skipped, left held), {} scan error(s) (would be deferred)",
+            r.describe(),
+            thousands(clean),
+            thousands(infected),
+            thousands(errors)
+        ))
+    );
 }
 
 /// `--relay`/`--sendmail`, else the config's `relay`, else its `sendmail`.
@@ -327,6 +425,9 @@ fn print_report(r: &Report) {
         head.push_str(" (check the relay's log; --retry-in-doubt resends)");
     }
     head.push_str(&format!(" · skipped {}", thousands(r.skipped)));
+    if r.infected > 0 {
+        head.push_str(&format!(" · infected {} (rescan: left held)", thousands(r.infected)));
+    }
     if r.not_sent > 0 {
         head.push_str(&format!(" · not sent {} (blob missing or corrupt: run `verify --deep`)", thousands(r.not_sent)));
     }
@@ -337,9 +438,14 @@ fn print_report(r: &Report) {
         head.push_str(" · copies only, no recipient state changed");
     }
     let mut out = String::new();
-    for kind in
-        [ProblemKind::Failed, ProblemKind::Deferred, ProblemKind::InDoubt, ProblemKind::NotSent, ProblemKind::Busy]
-    {
+    for kind in [
+        ProblemKind::Failed,
+        ProblemKind::Deferred,
+        ProblemKind::InDoubt,
+        ProblemKind::NotSent,
+        ProblemKind::Busy,
+        ProblemKind::Infected,
+    ] {
         let of_kind: Vec<_> = r.problems.iter().filter(|p| p.kind == kind).collect();
         let word = match kind {
             ProblemKind::Failed => "failed",
@@ -347,6 +453,7 @@ fn print_report(r: &Report) {
             ProblemKind::InDoubt => "in doubt",
             ProblemKind::NotSent => "not sent",
             ProblemKind::Busy => "skipped",
+            ProblemKind::Infected => "infected",
         };
         for p in of_kind.iter().take(SHOW_PROBLEMS) {
             out.push_str(&format!("{word:<9} {}  <{}>  {}\n", p.message, p.address, p.detail));

@@ -34,6 +34,12 @@ pub struct SelectorArgs {
     /// Scanner name (repeatable).
     #[arg(long = "scanner", value_name = "S")]
     pub scanner: Vec<String>,
+    /// Scanner / signature-database version, exact or a glob such as 'ClamAV 1.4.1/27*' (repeatable).
+    #[arg(long = "scanner-version", value_name = "V")]
+    pub scanner_version: Vec<String>,
+    /// Only messages held again after a release (their trace header carried this store's valid MAC).
+    #[arg(long)]
+    pub requarantined: bool,
     /// Text in an attachment's file name, case-insensitive (repeatable).
     #[arg(long = "attachment", value_name = "NAME")]
     pub attachment: Vec<String>,
@@ -69,6 +75,8 @@ pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
         message_ids: a.message_id.clone(),
         verdicts: a.verdict.clone(),
         scanners: a.scanner.clone(),
+        scanner_versions: a.scanner_version.clone(),
+        requarantined: a.requarantined,
         attachments: a.attachment.clone(),
         since_us: time("--since", &a.since)?,
         until_us: time("--until", &a.until)?,

@@ -59,6 +59,12 @@ fn summary(r: &MessageRecord) -> String {
     if let Some(v) = &r.scanner {
         line("scanner", v);
     }
+    if let Some(v) = &r.scanner_version {
+        line("scanner ver.", v);
+    }
+    if let Some(v) = &r.requarantined_from {
+        line("requarantined", &format!("held again after the release of {v} (its trace MAC is valid)"));
+    }
     if let Some(v) = &r.reason {
         line("reason", v);
     }

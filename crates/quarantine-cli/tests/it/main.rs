@@ -10,6 +10,7 @@ mod config;
 mod hardening;
 mod hold;
 mod import;
+mod incident;
 mod ownership;
 mod packaging;
 mod postfix;

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::journal::{self, Outcome, Tag};
 use super::plan::{Action, Plan, PlannedMessage, Skip};
-use quarantine_mail::encode;
 
+use super::rescan::{Rescan, ScanVerdict};
 use super::{Down, Transport, BATCH};
 use crate::audit::{self, AuditEntry};
 use crate::error::Result;
@@ -31,6 +31,8 @@ pub struct ExecOptions<'a> {
     /// When set (e.g. by a SIGINT handler), stop after the current message; what was claimed but not sent goes
     /// back to `held`.
     pub cancel: Option<&'a AtomicBool>,
+    /// Rescan each original before sending it (`--rescan`): infected → skipped, left `held` with the reason.
+    pub rescan: Option<Rescan>,
 }
 
 /// What a release did, per recipient (copies with `--to` count as recipients too).
@@ -51,6 +53,8 @@ pub struct Report {
     pub skipped: u64,
     /// Not sent because the stored original is missing or corrupt.
     pub not_sent: u64,
+    /// Not sent because the rescan found them infected: still `held`, the scanner's words in `last_error`.
+    pub infected: u64,
     /// Of the recipients actually handed to the relay or command this run, how many were in doubt before
     /// (`--retry-in-doubt`); one claimed but then not attempted (relay down, interrupted) is not counted.
     pub retried_in_doubt: u64,
@@ -78,6 +82,8 @@ pub enum ProblemKind {
     InDoubt,
     NotSent,
     Busy,
+    /// Skipped by `--rescan`: the scanner still calls it infected.
+    Infected,
 }
 
 impl Report {
@@ -105,6 +111,10 @@ impl Report {
                 self.in_doubt += 1;
                 self.problem(m, a, ProblemKind::InDoubt, t.clone());
             }
+            Outcome::Infected(t) => {
+                self.infected += 1;
+                self.problem(m, a, ProblemKind::Infected, t.clone());
+            }
         }
     }
 
@@ -117,6 +127,7 @@ impl Report {
             "in_doubt": self.in_doubt,
             "skipped": self.skipped,
             "not_sent": self.not_sent,
+            "infected": self.infected,
             "retried_in_doubt": self.retried_in_doubt,
         })
     }
@@ -125,16 +136,242 @@ impl Report {
 /// Outcomes waiting for the next journal commit: (message, address, outcome).
 type Pending = Vec<(String, String, Outcome)>;
 
+/// One message handed to a sender: the recipients this run claimed for it.
+struct Job<'p> {
+    m: &'p PlannedMessage,
+    rcpts: Vec<String>,
+}
+
+/// What became of a [`Job`].
+enum Done<'p> {
+    /// Handed to the transport (or it was down): one outcome per recipient.
+    Sent { m: &'p PlannedMessage, rcpts: Vec<String>, outcomes: Vec<Outcome>, down: bool },
+    /// Not attempted: the run is stopping (interrupted, the relay is down).
+    NotAttempted { m: &'p PlannedMessage, rcpts: Vec<String>, why: String },
+    /// The stored original is missing or corrupt.
+    Unreadable { m: &'p PlannedMessage, rcpts: Vec<String>, why: String },
+}
+
+/// What every sender shares: read-only inputs, the stop flag and the rate clock.
+struct Shared<'a> {
+    blobs: crate::blob::BlobStore,
+    actor: String,
+    trace: Option<crate::trace::TraceKey>,
+    rate: Option<f64>,
+    cancel: Option<&'a AtomicBool>,
+    stop: std::sync::Mutex<Option<String>>,
+    started: Instant,
+    handed: std::sync::atomic::AtomicU64,
+}
+
+impl Shared<'_> {
+    fn stopped(&self) -> Option<String> {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if stop.is_none() && self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            *stop = Some("interrupted".into());
+        }
+        stop.clone()
+    }
+
+    fn stop(&self, why: &str) {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if stop.is_none() {
+            *stop = Some(why.to_string());
+        }
+    }
+
+    /// Sends one job on `sender` (any thread).
+    fn send<'p>(&self, sender: &mut dyn Transport, job: Job<'p>) -> Done<'p> {
+        let Job { m, rcpts } = job;
+        if let Some(why) = self.stopped() {
+            return Done::NotAttempted { m, rcpts, why };
+        }
+        if let Some(rate) = self.rate.filter(|r| *r > 0.0) {
+            // One clock for every connection: message k goes out no sooner than k / rate after the start. The CLI
+            // bounds the rate; one too small to express as a wait here waits a second, never panics.
+            let k = self.handed.fetch_add(1, Ordering::Relaxed);
+            let due = Duration::try_from_secs_f64(k as f64 / rate)
+                .ok()
+                .and_then(|d| self.started.checked_add(d))
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let original = match crate::message::checked_hash(&m.hash).and_then(|h| self.blobs.read_verified(h)) {
+            Ok(b) => b,
+            Err(e) => return Done::Unreadable { m, rcpts, why: format!("not sent: {e}") },
+        };
+        let header = match &self.trace {
+            Some(key) => {
+                let now = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                key.header(&m.id, &self.actor, &now)
+            }
+            None => Vec::new(),
+        };
+        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let (outcomes, down) = match sender.send(&m.from, &refs, &[&header, &original]) {
+            Ok(o) => (o, false),
+            Err(Down(why)) => {
+                self.stop(&why);
+                (vec![Outcome::Deferred(why); rcpts.len()], true)
+            }
+        };
+        Done::Sent { m, rcpts, outcomes, down }
+    }
+}
+
+/// How a run's jobs reach the relay: on the caller's thread through one transport, or through a pool of
+/// connections on worker threads.
+trait Senders<'p> {
+    /// Sends `jobs`, calling `done` on this thread for each as it finishes (in any order).
+    fn run(&mut self, jobs: Vec<Job<'p>>, done: &mut dyn FnMut(Done<'p>) -> Result<()>) -> Result<()>;
+}
+
+struct Inline<'s, 't> {
+    shared: &'s Shared<'s>,
+    sender: &'t mut dyn Transport,
+}
+
+impl<'p> Senders<'p> for Inline<'_, '_> {
+    fn run(&mut self, jobs: Vec<Job<'p>>, done: &mut dyn FnMut(Done<'p>) -> Result<()>) -> Result<()> {
+        for job in jobs {
+            done(self.shared.send(self.sender, job))?;
+        }
+        Ok(())
+    }
+}
+
+struct Pool<'p> {
+    jobs: Option<std::sync::mpsc::Sender<Job<'p>>>,
+    results: std::sync::mpsc::Receiver<Done<'p>>,
+}
+
+impl<'p> Senders<'p> for Pool<'p> {
+    fn run(&mut self, jobs: Vec<Job<'p>>, done: &mut dyn FnMut(Done<'p>) -> Result<()>) -> Result<()> {
+        let n = jobs.len();
+        let tx = self.jobs.as_ref().expect("open until the run ends");
+        for job in jobs {
+            tx.send(job).expect("the workers outlive the run");
+        }
+        for _ in 0..n {
+            let d = self.results.recv().expect("every job is answered");
+            done(d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens one transport per release connection (on the worker thread that uses it).
+pub type OpenTransport<'a> = &'a (dyn Fn() -> Box<dyn Transport> + Sync);
+
 impl Store {
-    /// Carries out `plan`: per batch of messages, claims the recipients in one transaction, sends, and records
-    /// each recipient's outcome. Per-recipient failures are counted and the run goes on; an unreachable relay
-    /// stops it (everything not sent stays `held`). Returns `Err` only when the index itself fails, and then
-    /// whatever was claimed and not recorded is left in doubt, never silently released.
+    /// Carries out `plan` through one transport: per batch of messages, claims the recipients in one transaction,
+    /// sends, and records each recipient's outcome. Per-recipient failures are counted and the run goes on; an
+    /// unreachable relay stops it (everything not sent stays `held`). Returns `Err` only when the index itself
+    /// fails, and then whatever was claimed and not recorded is left in doubt, never silently released.
     pub fn execute_release(
         &mut self,
         plan: &Plan,
         opts: &ExecOptions,
         sender: &mut dyn Transport,
+        progress: &dyn Progress,
+    ) -> Result<Report> {
+        let shared = self.shared(opts)?;
+        let via = sender.describe();
+        let mut senders = Inline { shared: &shared, sender };
+        let report = self.run_release(plan, opts, &shared, &mut senders, via, 1, progress);
+        senders.sender.finish();
+        report
+    }
+
+    /// [`Store::execute_release`] over `connections` transports at once (`release --connections N`), each made by
+    /// `open` on its own worker thread and reused for the whole run. Claims and outcomes stay transactions on this
+    /// store's one index connection, so the journal is exactly what it is with one connection: every recipient is
+    /// claimed once, by one run, before any connection sends it.
+    pub fn execute_release_with(
+        &mut self,
+        plan: &Plan,
+        opts: &ExecOptions,
+        open: OpenTransport,
+        connections: usize,
+        progress: &dyn Progress,
+    ) -> Result<Report> {
+        let connections = connections.max(1);
+        let shared = self.shared(opts)?;
+        let via = open().describe();
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+        let job_rx = std::sync::Mutex::new(job_rx);
+        let (shared, job_rx) = (&shared, &job_rx);
+        std::thread::scope(|scope| {
+            for _ in 0..connections {
+                let done_tx = done_tx.clone();
+                scope.spawn(move || {
+                    let mut sender = open();
+                    loop {
+                        let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { break };
+                        if done_tx.send(shared.send(sender.as_mut(), job)).is_err() {
+                            break;
+                        }
+                    }
+                    sender.finish();
+                });
+            }
+            drop(done_tx);
+            let mut pool = Pool { jobs: Some(job_tx), results: done_rx };
+            let report = self.run_release(plan, opts, shared, &mut pool, via, connections, progress);
+            if report.is_err() {
+                // The index failed: send nothing more (what is claimed stays in doubt for the next run).
+                shared.stop("the index failed");
+            }
+            drop(pool.jobs.take()); // the workers end, and QUIT
+            report
+        })
+    }
+
+    /// `--dry-run --rescan`: what the rescan says about each message the plan would send, claiming nothing.
+    pub fn rescan_plan(&self, plan: &Plan, rescan: &Rescan) -> Vec<(String, ScanVerdict)> {
+        let work: Vec<&PlannedMessage> =
+            plan.messages.iter().filter(|m| m.recipients.iter().any(|r| r.action.sends())).collect();
+        let blobs = &self.blobs;
+        let verdicts = rescan.scan_all(&work, &|m: &&PlannedMessage| {
+            crate::message::checked_hash(&m.hash)
+                .and_then(|h| blobs.read_verified(h))
+                .map_err(|e| format!("rescan: {e}"))
+        });
+        work.iter().map(|m| m.id.clone()).zip(verdicts).collect()
+    }
+
+    fn shared<'a>(&self, opts: &ExecOptions<'a>) -> Result<Shared<'a>> {
+        let trace = if opts.trace_header {
+            // A store without a key (an index written by hand) still gets the plain trace header's fields.
+            Some(self.trace_key()?.unwrap_or_else(crate::trace::TraceKey::unkeyed))
+        } else {
+            None
+        };
+        Ok(Shared {
+            blobs: self.blobs.clone(),
+            actor: opts.actor.clone(),
+            trace,
+            rate: opts.rate,
+            cancel: opts.cancel,
+            stop: std::sync::Mutex::new(None),
+            started: Instant::now(),
+            handed: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_release<'p>(
+        &mut self,
+        plan: &'p Plan,
+        opts: &ExecOptions,
+        shared: &Shared,
+        senders: &mut dyn Senders<'p>,
+        via: String,
+        connections: usize,
         progress: &dyn Progress,
     ) -> Result<Report> {
         let tag = Tag::current(&opts.actor);
@@ -144,7 +381,9 @@ impl Store {
         let selection = serde_json::json!({
             "release": tag.release,
             "selector": plan.selector,
-            "transport": sender.describe(),
+            "transport": via,
+            "connections": connections,
+            "rescan": opts.rescan.as_ref().map(|r| r.describe()),
             "copy_to": plan.copy_to,
             "retry_in_doubt": plan.retry_in_doubt,
             "retry_failed": plan.retry_failed,
@@ -181,11 +420,13 @@ impl Store {
         let mut last_flush = Instant::now();
         let mut started = false;
         let mut retrying: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
-        let t0 = Instant::now();
 
         // A batch is at most about a second of sending, so a crash leaves at most that much in doubt.
         let batch = opts.rate.filter(|r| *r > 0.0).map_or(BATCH, |r| (r.ceil() as usize).clamp(1, BATCH));
         for chunk in work.chunks(batch) {
+            if report.stopped.is_none() {
+                report.stopped = shared.stopped();
+            }
             if let Some(why) = report.stopped.clone() {
                 // Never claimed: these stay `held` untouched.
                 for m in chunk {
@@ -210,76 +451,76 @@ impl Store {
                 started = true;
                 self.claim(chunk, &tag_s, start_entry.as_ref(), &mut report, &mut retrying)?
             };
-
+            let mut jobs: Vec<Job<'p>> = Vec::with_capacity(chunk.len());
             for (m, rcpts) in chunk.iter().zip(claimed) {
                 if rcpts.is_empty() {
                     progress.advance(1);
-                    continue;
+                } else {
+                    jobs.push(Job { m, rcpts });
                 }
-                if report.stopped.is_none() && opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                    report.stopped = Some("interrupted".into());
-                }
-                if let Some(why) = report.stopped.clone() {
-                    for a in rcpts {
-                        let o = Outcome::NotSent(format!("not attempted: {why}"));
-                        report.tally(&m.id, &a, &o);
+            }
+            if let Some(rescan) = &opts.rescan {
+                // Claimed first, so no other release sends them while they are scanned.
+                let blobs = &shared.blobs;
+                let verdicts = rescan.scan_all(&jobs, &|j: &Job| {
+                    crate::message::checked_hash(&j.m.hash)
+                        .and_then(|h| blobs.read_verified(h))
+                        .map_err(|e| format!("rescan: {e}"))
+                });
+                let mut clean = Vec::with_capacity(jobs.len());
+                for (job, v) in jobs.into_iter().zip(verdicts) {
+                    let outcome = match v {
+                        ScanVerdict::Clean => {
+                            clean.push(job);
+                            continue;
+                        }
+                        ScanVerdict::Infected(what) => Outcome::Infected(format!("rescan: infected: {what}")),
+                        ScanVerdict::Error(e) => Outcome::Deferred(e),
+                    };
+                    for a in job.rcpts {
+                        report.tally(&job.m.id, &a, &outcome);
                         if !copy {
-                            pending.push((m.id.clone(), a, o));
+                            pending.push((job.m.id.clone(), a, outcome.clone()));
                         }
                     }
                     progress.advance(1);
-                    continue;
                 }
-                if let Some(rate) = opts.rate.filter(|r| *r > 0.0) {
-                    // The CLI bounds the rate; one too small to express as a wait here waits a second, never panics.
-                    let due = Duration::try_from_secs_f64(report.messages as f64 / rate)
-                        .ok()
-                        .and_then(|d| t0.checked_add(d))
-                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
+                jobs = clean;
+            }
+            senders.run(jobs, &mut |done| {
+                match done {
+                    Done::NotAttempted { m, rcpts, why } => {
+                        for a in rcpts {
+                            let o = Outcome::NotSent(format!("not attempted: {why}"));
+                            report.tally(&m.id, &a, &o);
+                            if !copy {
+                                pending.push((m.id.clone(), a, o));
+                            }
+                        }
                     }
-                }
-                let original = match crate::message::checked_hash(&m.hash).and_then(|h| self.blobs.read_verified(h)) {
-                    Ok(b) => b,
-                    Err(e) => {
+                    Done::Unreadable { m, rcpts, why } => {
                         for a in rcpts {
                             report.not_sent += 1;
-                            report.problem(&m.id, &a, ProblemKind::NotSent, format!("not sent: {e}"));
+                            report.problem(&m.id, &a, ProblemKind::NotSent, why.clone());
                             if !copy {
-                                pending.push((m.id.clone(), a, Outcome::NotSent(format!("not sent: {e}"))));
+                                pending.push((m.id.clone(), a, Outcome::NotSent(why.clone())));
                             }
                         }
-                        progress.advance(1);
-                        continue;
                     }
-                };
-                let header = if opts.trace_header {
-                    let now = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    encode::trace_header(&m.id, &opts.actor, &now)
-                } else {
-                    Vec::new()
-                };
-                let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-                let outcomes = match sender.send(&m.from, &refs, &[&header, &original]) {
-                    Ok(o) => {
-                        for (a, o) in rcpts.iter().zip(&o) {
-                            if !matches!(o, Outcome::NotSent(_)) && retrying.contains(&(m.id.clone(), a.clone())) {
+                    Done::Sent { m, rcpts, outcomes, down } => {
+                        report.messages += 1;
+                        for (a, o) in rcpts.into_iter().zip(outcomes) {
+                            if !down
+                                && !matches!(o, Outcome::NotSent(_))
+                                && retrying.contains(&(m.id.clone(), a.clone()))
+                            {
                                 report.retried_in_doubt += 1;
                             }
+                            report.tally(&m.id, &a, &o);
+                            if !copy {
+                                pending.push((m.id.clone(), a, o));
+                            }
                         }
-                        o
-                    }
-                    Err(Down(why)) => {
-                        report.stopped = Some(why.clone());
-                        vec![Outcome::Deferred(why); rcpts.len()]
-                    }
-                };
-                report.messages += 1;
-                for (a, o) in rcpts.into_iter().zip(outcomes) {
-                    report.tally(&m.id, &a, &o);
-                    if !copy {
-                        pending.push((m.id.clone(), a, o));
                     }
                 }
                 progress.advance(1);
@@ -287,11 +528,14 @@ impl Store {
                     self.record_outcomes(&tag_s, &mut pending, None)?;
                     last_flush = Instant::now();
                 }
-            }
+                Ok(())
+            })?;
             self.record_outcomes(&tag_s, &mut pending, None)?;
             last_flush = Instant::now();
+            if report.stopped.is_none() {
+                report.stopped = shared.stopped();
+            }
         }
-        sender.finish();
         progress.finish();
         let counts = report.counts_json();
         let entry = AuditEntry {

@@ -31,6 +31,9 @@ pub enum Outcome {
     InDoubt(String),
     /// Claimed but never sent (interrupted, blob unreadable): back to `held`, attempts unchanged.
     NotSent(String),
+    /// Not sent because the rescan before release called it infected: back to `held` with the scanner's words in
+    /// `last_error`, attempts unchanged (a later release, after the signatures change, sends it).
+    Infected(String),
 }
 
 /// The identity of a release run, stored in `recipients.release_id` while it holds a claim.
@@ -214,7 +217,9 @@ pub(crate) fn record(
             reply,
         ),
         Outcome::InDoubt(why) => (format!("UPDATE recipients SET last_error = ?4 {guard}"), why),
-        Outcome::NotSent(why) => (format!("UPDATE recipients SET state = 'held', last_error = ?4 {guard}"), why),
+        Outcome::NotSent(why) | Outcome::Infected(why) => {
+            (format!("UPDATE recipients SET state = 'held', last_error = ?4 {guard}"), why)
+        }
     };
     let mut stmt = conn.prepare_cached(&sql)?;
     let n = if matches!(outcome, Outcome::Delivered(_)) {

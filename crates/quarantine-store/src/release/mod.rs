@@ -18,8 +18,11 @@
 //! # Performance
 //! Claims and outcomes are committed in batches (at most [`BATCH`] messages, and at least once a second), not
 //! per message: with `synchronous=FULL` each commit is an fsync. A crash can leave at most one batch in doubt,
-//! and every one of them is listed by the next run. One SMTP connection is reused (RSET between messages) and
-//! reopened if it breaks.
+//! and every one of them is listed by the next run. Each SMTP connection is reused (RSET between messages) and
+//! reopened if it breaks. With `--connections N` ([`Store::execute_release_with`](crate::Store::execute_release_with)),
+//! N worker threads each own one transport and take the claimed messages of a batch from one queue; the claims
+//! and the outcomes stay transactions on the one index connection of the calling thread, so the journal, and
+//! "each recipient claimed once before it is sent", are unchanged.
 //!
 //! # Wire format
 //! See `quarantine_mail::encode`: every line ending becomes CRLF, dots are stuffed, and the message goes out in one write, so no
@@ -29,10 +32,12 @@
 mod exec;
 pub mod journal;
 mod plan;
+mod rescan;
 
-pub use exec::{ExecOptions, Problem, ProblemKind, Report};
+pub use exec::{ExecOptions, OpenTransport, Problem, ProblemKind, Report};
 pub use journal::{describe as describe_tag, Outcome};
 pub use plan::{Action, Plan, PlanCounts, PlanRequest, PlannedMessage, PlannedRecipient, Skip};
+pub use rescan::{Rescan, ScanVerdict};
 
 /// Messages claimed (and outcomes committed) per write transaction.
 pub const BATCH: usize = 100;
