@@ -24,7 +24,7 @@
 use rusqlite::types::Value;
 
 use crate::error::Result;
-use crate::message::{message_from_row, MessageRecord};
+use crate::message::{message_from_row, MessageRecord, DETAIL_BATCH};
 use crate::select::{select_query, Selector, Sql};
 use crate::store::Store;
 
@@ -167,14 +167,27 @@ impl Store {
         let e = self.sql_err();
         let mut stmt = self.conn.prepare(&select_query(sql, limit)).map_err(&e)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(sql.params.iter())).map_err(&e)?;
+        // Rows are read a batch at a time so that their recipients and attachments take one query each per batch
+        // (see `Store::fill_details_many`); `each` still sees one record at a time, newest first.
+        let batch = limit.map_or(DETAIL_BATCH, |k| k.clamp(1, DETAIL_BATCH as u64) as usize);
+        let mut page: Vec<MessageRecord> = Vec::with_capacity(batch);
         let mut n = 0;
-        while let Some(row) = rows.next().map_err(&e)? {
-            let mut rec = message_from_row(row).map_err(&e)?;
-            self.fill_details(&mut rec)?;
-            each(rec)?;
-            n += 1;
+        loop {
+            let row = rows.next().map_err(&e)?;
+            if let Some(row) = row {
+                page.push(message_from_row(row).map_err(&e)?);
+            }
+            if page.len() == batch || (row.is_none() && !page.is_empty()) {
+                self.fill_details_many(&mut page)?;
+                for rec in page.drain(..) {
+                    each(rec)?;
+                    n += 1;
+                }
+            }
+            if row.is_none() {
+                return Ok(n);
+            }
         }
-        Ok(n)
     }
 
     /// How many messages match `sel`, and whether that is exact: when a text term is so common that counting
