@@ -292,13 +292,13 @@ mod tests {
         let rcpts = |i: usize| -> Vec<String> {
             // Not in address order, and shared between messages.
             let mut v = vec![format!("z{}@x", i % 7), "shared@x".to_string()];
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 v.push(format!("a{}@x", i % 5));
             }
             v
         };
         let names = |i: usize| -> Vec<String> {
-            if i % 4 == 0 {
+            if i.is_multiple_of(4) {
                 vec![format!("z{i}.pdf"), format!("a{i}.exe")]
             } else {
                 Vec::new()
