@@ -268,9 +268,7 @@ impl crate::store::Store {
             .map_err(&e)?
             .collect::<rusqlite::Result<_>>()
             .map_err(&e)?;
-        for rec in &mut out {
-            self.fill_details(rec)?;
-        }
+        self.fill_details_many(&mut out)?;
         Ok(out)
     }
 
