@@ -65,6 +65,10 @@ pub mod defaults {
     pub const TRACE_HEADER: bool = true;
     /// `quarantine check` fails (75) when the oldest pending spool file is older than this: ingest is not running.
     pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+    /// How long hold reuses clamd's `VERSION` answer (or its silence) before asking again.
+    pub const CLAMD_VERSION_CACHE: Duration = Duration::from_secs(5);
+    /// How long hold waits for clamd's `VERSION` before holding without it.
+    pub const CLAMD_TIMEOUT: Duration = Duration::from_millis(20);
     /// SMTP connections (or sendmail commands) a release uses at once (`release --connections`,
     /// `release_connections`): enough to keep a local MTA busy, few enough not to look like a flood.
     pub const RELEASE_CONNECTIONS: usize = 4;
@@ -92,7 +96,16 @@ pub struct RawConfig {
     orphan_grace: Option<Spanned<String>>,
     min_free_space: Option<Spanned<String>>,
     spool_max_age: Option<Spanned<String>>,
+    clamd: Option<Spanned<String>>,
+    spike: Option<RawSpike>,
     retention: Option<RawRetention>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpike {
+    factor: Option<Spanned<f64>>,
+    min: Option<Spanned<u64>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -122,6 +135,10 @@ pub struct Config {
     pub min_free_space: Option<u64>,
     /// `check` exits 75 when the oldest pending spool file is older than this.
     pub spool_max_age: Duration,
+    /// clamd's socket, asked for its `VERSION` by hold when `--scanner-version` is not given.
+    pub clamd: Option<Clamd>,
+    /// `[spike]`: freeze purges when one verdict's last hour is far above its usual level.
+    pub spike: Option<quarantine_store::SpikeRule>,
     /// `[retention]`: what a purge with no selector removes.
     pub retention: RetentionPolicy,
     /// The file as written, for `config show` and line numbers.
@@ -298,6 +315,23 @@ impl Config {
         let hold_deadline = raw.hold_deadline.as_ref().and_then(|v| c.parse(&["hold_deadline"], v, hold_deadline));
         let orphan_grace = raw.orphan_grace.as_ref().and_then(|v| c.parse(&["orphan_grace"], v, duration));
         let spool_max_age = raw.spool_max_age.as_ref().and_then(|v| c.parse(&["spool_max_age"], v, duration));
+        let clamd = raw.clamd.as_ref().and_then(|v| c.parse(&["clamd"], v, Clamd::parse));
+        let spike = match &raw.spike {
+            None => None,
+            Some(RawSpike { factor: Some(f), min: Some(m) }) => {
+                if !(f.get_ref().is_finite() && *f.get_ref() >= 1.0) {
+                    c.bad(&["spike", "factor"], f.span(), "must be a number of at least 1 (e.g. 10)".into());
+                    None
+                } else {
+                    Some(quarantine_store::SpikeRule { factor: *f.get_ref(), min: *m.get_ref() })
+                }
+            }
+            Some(RawSpike { factor, min }) => {
+                let span = factor.as_ref().map(Spanned::span).or(min.as_ref().map(Spanned::span)).unwrap_or(0..0);
+                c.bad(&["spike"], span, "needs both factor and min (e.g. factor = 10, min = 100)".into());
+                None
+            }
+        };
         let mut retention = RetentionPolicy::default();
         if let Some(r) = &raw.retention {
             retention.default = r.default.as_ref().and_then(|v| c.parse(&["retention", "default"], v, duration));
@@ -371,6 +405,8 @@ impl Config {
             orphan_grace: orphan_grace.unwrap_or(defaults::ORPHAN_GRACE),
             min_free_space,
             spool_max_age: spool_max_age.unwrap_or(defaults::SPOOL_MAX_AGE),
+            clamd,
+            spike,
             retention,
             raw,
             line_starts: c.starts,
@@ -412,6 +448,9 @@ impl Config {
             ["orphan_grace"] => span(r.orphan_grace.as_ref().map(Spanned::span)),
             ["min_free_space"] => span(r.min_free_space.as_ref().map(Spanned::span)),
             ["spool_max_age"] => span(r.spool_max_age.as_ref().map(Spanned::span)),
+            ["clamd"] => span(r.clamd.as_ref().map(Spanned::span)),
+            ["spike", "factor"] => span(r.spike.as_ref().and_then(|s| s.factor.as_ref().map(Spanned::span))),
+            ["spike", "min"] => span(r.spike.as_ref().and_then(|s| s.min.as_ref().map(Spanned::span))),
             ["retention", "default"] => span(r.retention.as_ref().and_then(|t| t.default.as_ref().map(Spanned::span))),
             ["retention", "verdict", v] => span(
                 r.retention.as_ref().and_then(|t| t.verdict.iter().find(|(k, _)| k == v).map(|(_, age)| age.span())),
@@ -462,6 +501,10 @@ impl Config {
         add("orphan_grace", s(&r.orphan_grace), Some(format_duration(defaults::ORPHAN_GRACE)));
         add("min_free_space", s(&r.min_free_space), Some(format_size(defaults::MIN_FREE_SPACE)));
         add("spool_max_age", s(&r.spool_max_age), Some(format_duration(defaults::SPOOL_MAX_AGE)));
+        add("clamd", s(&r.clamd), None);
+        let spike = r.spike.clone().unwrap_or_default();
+        add("spike.factor", spike.factor.as_ref().map(|v| v.get_ref().to_string()), None);
+        add("spike.min", spike.min.as_ref().map(|v| v.get_ref().to_string()), None);
         let retention = r.retention.clone().unwrap_or_default();
         add("retention.default", s(&retention.default), None);
         for (verdict, age) in &retention.verdict {
@@ -470,6 +513,29 @@ impl Config {
             out.push(Setting { key, value: Some(age.get_ref().clone()), source });
         }
         out
+    }
+}
+
+/// Where clamd listens, for its `VERSION` (`clamd = "/run/clamav/clamd.ctl"`, `"unix:PATH"` or `"tcp:HOST:PORT"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Clamd {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Clamd {
+    fn parse(v: &str) -> Result<Clamd, String> {
+        if let Some(addr) = v.strip_prefix("tcp:") {
+            return match addr.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(Clamd::Tcp(addr.into())),
+                _ => Err(format!("{v:?}: use tcp:HOST:PORT, unix:PATH or an absolute socket path")),
+            };
+        }
+        let path = Path::new(v.strip_prefix("unix:").unwrap_or(v));
+        if !path.is_absolute() {
+            return Err(format!("{v:?}: use an absolute socket path (unix:/run/clamav/clamd.ctl) or tcp:HOST:PORT"));
+        }
+        Ok(Clamd::Unix(path.to_path_buf()))
     }
 }
 

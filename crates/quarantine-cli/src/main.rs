@@ -19,6 +19,7 @@ macro_rules! out {
     }};
 }
 
+mod clamd;
 mod cli;
 mod cmd;
 mod config;

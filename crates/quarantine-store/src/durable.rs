@@ -202,3 +202,18 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 pub fn create_private_file(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
 }
+
+/// Replaces a small cache file (`dir/name`) through a temp file and a rename, without fsync: a crash may lose or
+/// keep the old value, both harmless for a cache, and a hold must not pay an fsync for it.
+pub fn replace_volatile(dir: &Path, name: &str, bytes: &[u8], owner: &Owner) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let mut f = create_new(&tmp, owner)?;
+    if let Err(e) = f.write_all(bytes) {
+        drop(f);
+        remove_quietly(&tmp);
+        return Err(Error::io("write", &tmp)(e));
+    }
+    drop(f);
+    rename(&tmp, &dir.join(name))
+}

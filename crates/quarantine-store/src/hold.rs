@@ -22,6 +22,9 @@ pub struct HoldRequest {
     pub scanner: Option<String>,
     pub reason: Option<String>,
     pub queue_id: Option<String>,
+    /// The scanner's engine / signature-database version (`--scanner-version`, or clamd's `VERSION`), so every
+    /// message one bad signature update hit is one query.
+    pub scanner_version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub(crate) struct NewMessage<'a> {
     pub(crate) received_us: i64,
     /// The id to use (a spool file's); `None` draws a random one.
     pub(crate) id: Option<&'a str>,
+    /// The released message this one is a returning copy of (its trace header verified).
+    pub(crate) requarantined_from: Option<&'a str>,
 }
 
 impl Store {
@@ -99,11 +104,12 @@ impl Store {
 
 /// Inserts the message, recipient and attachment rows; returns the new id.
 pub(crate) fn insert_message(tx: &rusqlite::Connection, m: &NewMessage) -> rusqlite::Result<String> {
-    let NewMessage { req, env, hash, size, fields: f, received_us, id: given } = *m;
+    let NewMessage { req, env, hash, size, fields: f, received_us, id: given, requarantined_from } = *m;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO messages (id, hash, size, received_us, env_from, env_from_lc, verdict, scanner,
-             reason, queue_id, hdr_from, hdr_to, hdr_cc, subject, message_id, hdr_date, parse_note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             reason, queue_id, hdr_from, hdr_to, hdr_cc, subject, message_id, hdr_date, parse_note,
+             scanner_version, requarantined_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?;
     let id = loop {
         let id = given.map(str::to_string).unwrap_or_else(ids::new_id);
@@ -125,6 +131,8 @@ pub(crate) fn insert_message(tx: &rusqlite::Connection, m: &NewMessage) -> rusql
             f.message_id,
             f.date,
             f.note,
+            req.scanner_version,
+            requarantined_from,
         ])?;
         if n == 1 {
             break id; // else a 50-bit id collided; draw again

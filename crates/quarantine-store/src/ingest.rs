@@ -57,6 +57,8 @@ pub struct IngestOptions {
     /// Wait for another ingest's lock (else return at once, with `locked` set).
     pub wait: bool,
     pub actor: String,
+    /// Freeze purges when a verdict spikes (checked after each batch; `None`: never).
+    pub spike: Option<crate::spike::SpikeRule>,
 }
 
 impl IngestOptions {
@@ -70,6 +72,7 @@ impl IngestOptions {
             drain: true,
             wait: true,
             actor,
+            spike: None,
         }
     }
 
@@ -89,6 +92,10 @@ impl IngestOptions {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IngestReport {
+    /// The spike that froze purges during this ingest, if one did.
+    pub spike: Option<crate::spike::Spike>,
+    /// Problems after a commit that did not stop ingest (the spike rule's query).
+    pub warnings: Vec<String>,
     /// New messages committed.
     pub ingested: u64,
     /// Spool files that were retries of (or recipient batches for) a message already held.
@@ -266,6 +273,7 @@ impl Store {
             };
         }
         let actor = opts.actor.clone();
+        let verdicts: std::collections::BTreeSet<String> = items.iter().map(|i| i.verdict.trim().to_string()).collect();
         let (counts, outcomes) = self.commit_batch(items, &|tx, c| record_hold(tx, &actor, c, bad))?;
         // Committed: only now may the spool files go. A crash before an unlink leaves a file that the next
         // ingest resolves to the same rows (a no-op) and unlinks then.
@@ -279,6 +287,14 @@ impl Store {
         report.bytes += counts.bytes;
         report.blobs_repaired += counts.blobs_repaired;
         report.batches += 1;
+        if let (Some(rule), true) = (&opts.spike, counts.imported > 0) {
+            // After the commit: a failure here never costs the batch; it is reported and ingest goes on.
+            match self.evaluate_spike_now(rule, &verdicts) {
+                Ok(Some(s)) => report.spike = Some(s),
+                Ok(None) => {}
+                Err(e) => report.warnings.push(format!("spike rule: {e}")),
+            }
+        }
         Ok((left, fatal))
     }
 }
@@ -321,6 +337,7 @@ fn stage(blobs: &BlobStore, path: &Path) -> Staged {
         scanner: h.scanner.clone(),
         reason: h.reason.clone(),
         queue_id: h.queue_id.clone(),
+        scanner_version: h.scanner_version.clone(),
     };
     let env = match hold::validate(&req) {
         Ok(env) => env,
@@ -343,10 +360,19 @@ fn stage(blobs: &BlobStore, path: &Path) -> Staged {
     }
     let prefix = std::mem::take(&mut staged.prefix);
     let fields = headers::extract(&prefix, staged.size);
+    let trace = crate::trace::trace_values(&prefix);
     if let Err(e) = staged.sync().and_then(|()| blobs.prepare_dirs(&staged.hash)) {
         return Staged::Fatal(e);
     }
-    let ready = Ready { staged, env, fields, reason: req.reason, received_us: h.received_us };
+    let ready = Ready {
+        staged,
+        env,
+        fields,
+        reason: req.reason,
+        received_us: h.received_us,
+        scanner_version: req.scanner_version,
+        trace,
+    };
     Staged::Ready(Box::new(Item {
         ready,
         verdict: req.verdict,

@@ -72,6 +72,9 @@ pub struct SpoolHeader {
     pub queue_id: Option<String>,
     /// The uid `hold` ran as.
     pub uid: u32,
+    /// Added after format 1 shipped: absent in older files (`null` when unknown).
+    #[serde(default)]
+    pub scanner_version: Option<String>,
 }
 
 /// Why a spool file does not check. Never a reason to delete it: it moves to `spool/bad/`.
@@ -340,6 +343,7 @@ impl Spool {
             reason: req.reason.clone(),
             queue_id: req.queue_id.clone(),
             uid: rustix::process::getuid().as_raw(),
+            scanner_version: req.scanner_version.clone(),
         };
         let tmp = self.dir.join(format!(".{:016x}.tmp", rand::random::<u64>()));
         let file = durable::create_new(&tmp, &self.owner)?;

@@ -114,58 +114,81 @@ impl Store {
 
     /// [`Store::verify_trace`] as of `now` (for tests).
     pub fn verify_trace_at(&self, header_value: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Option<String>> {
-        let Some((fields, id, at, mac)) = parse(header_value) else { return Ok(None) };
-        let Some(key) = secret(&self.conn).map_err(self.sql_err())? else { return Ok(None) };
-        let want = key.mac(&fields);
-        // Constant-time comparison: the MAC must not leak through timing.
-        if want.len() != mac.len() || !constant_time_eq::eq(want.as_bytes(), mac.as_bytes()) {
-            return Ok(None);
-        }
-        let age = now.signed_duration_since(at.with_timezone(&chrono::Utc));
-        let max = chrono::Duration::from_std(TRACE_MAX_AGE).unwrap_or(chrono::Duration::MAX);
-        let skew = chrono::Duration::from_std(TRACE_SKEW).unwrap_or(chrono::Duration::MAX);
-        if age > max || age < -skew {
-            return Ok(None);
-        }
-        let known = self
-            .conn
-            .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
-            .and_then(|mut s| s.exists([&id]))
-            .map_err(self.sql_err())?;
-        Ok(known.then_some(id))
+        verify_on(&self.conn, header_value, now).map_err(self.sql_err())
     }
 
     /// For `hold`/`serve`/ingest: the id of the released message a returning copy came from, if its header block
     /// carries an `X-Quarantine-Released` header that [`Store::verify_trace`] accepts (the first such, when a
     /// message was released more than once). Store it as the new row's `requarantined_from`.
     pub fn requarantined_from(&self, raw: &[u8]) -> Result<Option<String>> {
-        let block = String::from_utf8_lossy(crate::message::header_block(raw)).into_owned();
-        let mut fields: Vec<String> = Vec::new();
-        for line in block.split('\n') {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.starts_with([' ', '\t']) {
-                if let Some(last) = fields.last_mut() {
-                    last.push_str(line);
-                }
-            } else if !line.is_empty() {
-                fields.push(line.to_string());
-            }
-        }
-        for f in fields {
-            let Some((name, value)) = f.split_once(':') else { continue };
-            if name.trim().eq_ignore_ascii_case(TRACE_HEADER) {
-                if let Some(id) = self.verify_trace(value)? {
-                    return Ok(Some(id));
-                }
-            }
-        }
-        Ok(None)
+        origin_on(&self.conn, &trace_values(raw), chrono::Utc::now()).map_err(self.sql_err())
     }
 
     /// The MAC key, for release (`None` only for an index written by hand without it).
     pub(crate) fn trace_key(&self) -> Result<Option<TraceKey>> {
         secret(&self.conn).map_err(self.sql_err())
     }
+}
+
+/// The values of every `X-Quarantine-Released` header in `raw`'s header block, unfolded, in order. Pure: ingest's
+/// staging threads take them out, the commit checks them under the write lock ([`origin_on`]).
+pub(crate) fn trace_values(raw: &[u8]) -> Vec<String> {
+    let block = String::from_utf8_lossy(crate::message::header_block(raw)).into_owned();
+    let mut fields: Vec<String> = Vec::new();
+    for line in block.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.push_str(line);
+            }
+        } else if !line.is_empty() {
+            fields.push(line.to_string());
+        }
+    }
+    fields
+        .into_iter()
+        .filter_map(|f| {
+            let (name, value) = f.split_once(':')?;
+            name.trim().eq_ignore_ascii_case(TRACE_HEADER).then(|| value.to_string())
+        })
+        .collect()
+}
+
+/// The first of `values` that [`verify_on`] accepts: the message a returning copy was released from.
+pub(crate) fn origin_on(
+    conn: &Connection,
+    values: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> rusqlite::Result<Option<String>> {
+    for v in values {
+        if let Some(id) = verify_on(conn, v, now)? {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// [`Store::verify_trace_at`] on any connection (ingest's write transaction among them).
+pub(crate) fn verify_on(
+    conn: &Connection,
+    header_value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> rusqlite::Result<Option<String>> {
+    let Some((fields, id, at, mac)) = parse(header_value) else { return Ok(None) };
+    let Some(key) = secret(conn)? else { return Ok(None) };
+    let want = key.mac(&fields);
+    // Constant-time comparison: the MAC must not leak through timing.
+    if want.len() != mac.len() || !constant_time_eq::eq(want.as_bytes(), mac.as_bytes()) {
+        return Ok(None);
+    }
+    let age = now.signed_duration_since(at.with_timezone(&chrono::Utc));
+    let max = chrono::Duration::from_std(TRACE_MAX_AGE).unwrap_or(chrono::Duration::MAX);
+    let skew = chrono::Duration::from_std(TRACE_SKEW).unwrap_or(chrono::Duration::MAX);
+    if age > max || age < -skew {
+        return Ok(None);
+    }
+    let known = conn.prepare_cached("SELECT 1 FROM messages WHERE id = ?1").and_then(|mut s| s.exists([&id]))?;
+    Ok(known.then_some(id))
 }
 
 mod constant_time_eq {

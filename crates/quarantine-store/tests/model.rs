@@ -200,6 +200,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     scanner: Some("model".into()),
                     reason: None,
                     queue_id: queue.map(|q| format!("QUEUE{q}")),
+                    scanner_version: None,
                 };
                 let out =
                     store.hold(&req, &mut &bodies[*body][..]).map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;

@@ -21,12 +21,22 @@ pub struct CheckArgs {
     pub timeout: String,
 }
 
+/// An automatic freeze (the spike rule) is an incident someone must look at: monitoring pages on this 75.
+fn incident(ctx: &Context) -> Result<(), String> {
+    let store = ctx.open_without_ingest().map_err(|e| e.to_string())?;
+    match store.incident().map_err(|e| e.to_string())? {
+        Some(f) => Err(format!("incident since {}: {} (purges frozen; `quarantine thaw` lifts it)", f.at, f.reason)),
+        None => Ok(()),
+    }
+}
+
 pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     let busy: Duration = crate::config::duration(&a.timeout).map_err(CmdError::Usage)?;
     let min_free = a.min_free.or(ctx.config.min_free_space).unwrap_or(crate::config::defaults::MIN_FREE_SPACE);
     let result = check(&ctx.store_path, min_free, busy)
         .map_err(|e| e.0)
-        .and_then(|r| quarantine_store::check_spool(&ctx.store_path, ctx.config.spool_max_age).map(|_| r));
+        .and_then(|r| quarantine_store::check_spool(&ctx.store_path, ctx.config.spool_max_age).map(|_| r))
+        .and_then(|r| incident(ctx).map(|_| r));
     match result {
         Ok(r) => {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();

@@ -32,6 +32,10 @@ pub struct HoldArgs {
     /// The MTA's queue id. A retried hold with the same queue id, sender and bytes returns the same message id.
     #[arg(long, value_name = "ID")]
     pub queue_id: Option<String>,
+    /// The scanner's engine / signature-database version, e.g. 'ClamAV 1.4.1/27475' (default: clamd's VERSION
+    /// when the config names `clamd`, else none).
+    #[arg(long, value_name = "V")]
+    pub scanner_version: Option<String>,
     /// Read the message from this file instead of stdin.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
@@ -59,6 +63,10 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
         scanner: a.scanner,
         reason: a.reason,
         queue_id: a.queue_id,
+        scanner_version: a
+            .scanner_version
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| ctx.config.clamd.as_ref().and_then(|c| crate::clamd::version(&ctx.store_path, c))),
     };
     let spool = Spool::open(&ctx.store_path)?;
     let outcome = match &a.file {

@@ -30,6 +30,7 @@ pub fn run(ctx: &Context, a: IngestArgs) -> CmdResult {
     let mut store = ctx.open_without_ingest()?;
     let mut opts = IngestOptions::drain(quarantine_store::actor(a.actor.as_deref()));
     opts.jobs = a.jobs.max(1);
+    opts.spike = ctx.config.spike;
     if !a.watch {
         let report = store.ingest(&opts)?;
         print(&report, a.json)?;
@@ -57,6 +58,18 @@ fn print(r: &IngestReport, json: bool) -> Result<(), std::io::Error> {
     }
     for b in &r.bad {
         out!("BAD  {}  ({})", escape(&b.path.display().to_string()), escape(&b.reason));
+    }
+    if let Some(s) = &r.spike {
+        say!(
+            "quarantine ingest: INCIDENT: purges frozen: {} {} in the last hour (7-day hourly median {}); \
+             `quarantine stats` shows it, `quarantine thaw` lifts it",
+            s.last_hour,
+            escape(&s.verdict),
+            s.median
+        );
+    }
+    for w in &r.warnings {
+        say!("quarantine ingest: warning: {}", escape(w));
     }
     out!(
         "ingested {} new message(s), {} merged into held ones ({} recipient(s) added), {} already purged, {} bad; \

@@ -70,7 +70,8 @@ impl Context {
     /// failure is a warning, never a reason not to run the command.
     pub fn open(&self) -> Result<Store, CmdError> {
         let mut store = self.open_without_ingest()?;
-        let opts = quarantine_store::IngestOptions::bounded(quarantine_store::actor(None));
+        let mut opts = quarantine_store::IngestOptions::bounded(quarantine_store::actor(None));
+        opts.spike = self.config.spike;
         match store.ingest(&opts) {
             Ok(r) => {
                 for b in &r.bad {

@@ -417,3 +417,173 @@ fn a_released_copy_carries_a_trace_mac_this_store_verifies() {
     let forged = text.replacen("; mac=", "; mac=0", 1);
     assert_eq!(store.requarantined_from(forged.as_bytes()).unwrap(), None);
 }
+
+// ---- provenance, spike freeze and re-quarantine at intake (hold → spool → ingest) ----
+
+/// A real clamd (Debian's clamav-daemon) on a unix socket with a local signature database: no downloads.
+struct Clamd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Clamd {
+    fn start(dir: &Path) -> Clamd {
+        let clamd = quarantine_testkit::require("clamd", "clamav-daemon");
+        let db = dir.join("clamd-db");
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::write(db.join("test.ndb"), ndb("Quarantine.Test.Provenance", "PROVENANCE-TEST-MARKER")).unwrap();
+        let socket = dir.join("clamd.sock");
+        let conf = dir.join("clamd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "DatabaseDirectory {}\nLocalSocket {}\nForeground yes\nLogFile {}\nUser root\n",
+                db.display(),
+                socket.display(),
+                dir.join("clamd.log").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(clamd)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start clamd");
+        let c = Clamd { child, socket };
+        quarantine_testkit::run::wait_for(std::time::Duration::from_secs(60), "clamd's socket", || {
+            std::os::unix::net::UnixStream::connect(&c.socket).is_ok()
+        });
+        c
+    }
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hold_cli(s: &Store, body: &[u8], extra: &[&str]) -> String {
+    let verdict = extra.iter().position(|a| *a == "--verdict").map(|i| extra[i + 1]).unwrap_or("Heuristics.Test");
+    let extra: Vec<&str> = match extra.iter().position(|a| *a == "--verdict") {
+        Some(i) => extra[..i].iter().chain(&extra[i + 2..]).copied().collect(),
+        None => extra.to_vec(),
+    };
+    let mut args = vec!["--verdict", verdict, "--scanner", "clamav", "--from", "a@example.org"];
+    args.extend_from_slice(&extra);
+    args.extend_from_slice(&["--", "alice@example.edu"]);
+    let id = s.hold_ok(body, &args);
+    s.ingest();
+    id
+}
+
+#[test]
+fn provenance_comes_from_clamd_and_a_stopped_clamd_never_fails_a_hold() {
+    let s = store();
+    let clamd = Clamd::start(&s.scratch.work());
+    std::fs::write(s.scratch.config(), format!("clamd = \"unix:{}\"\n", clamd.socket.display())).unwrap();
+    let a = hold_cli(&s, &mail(1, "from clamd"), &[]);
+    let v = s.show_json(&a)["scanner_version"].as_str().expect("clamd's version recorded").to_string();
+    assert!(v.starts_with("ClamAV "), "{v}");
+    let found = s.q(&["search", "--scanner-version", "ClamAV*", "--json"]);
+    found.code_is(0, "search --scanner-version");
+    assert!(found.text().contains(&a), "{}", found.brief());
+    // --scanner-version wins over the probe.
+    let b = hold_cli(&s, &mail(2, "explicit"), &["--scanner-version", "PMX 6.4/sigs-20260101"]);
+    assert_eq!(s.show_json(&b)["scanner_version"], "PMX 6.4/sigs-20260101");
+
+    // clamd gone (a fresh store: no cached answer): the hold succeeds, the field is empty.
+    drop(clamd);
+    let t = store();
+    std::fs::write(t.scratch.config(), format!("clamd = \"unix:{}\"\n", s.scratch.work().join("clamd.sock").display()))
+        .unwrap();
+    let c = hold_cli(&t, &mail(3, "no clamd"), &[]);
+    assert!(t.show_json(&c)["scanner_version"].is_null());
+    // A clamd that accepts and never answers: the hold waits a few ms, not the deadline, and still succeeds.
+    let mute = t.scratch.work().join("mute.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&mute).unwrap();
+    let u = store();
+    std::fs::write(u.scratch.config(), format!("clamd = \"unix:{}\"\n", mute.display())).unwrap();
+    let out = u.run(
+        &["hold", "--deadline", "5s", "--verdict", "X", "--from", "a@example.org", "--", "b@example.edu"],
+        quarantine_testkit::Input::Bytes(b"Subject: mute clamd\r\n\r\nx\r\n"),
+    );
+    out.code_is(0, "hold beside a mute clamd");
+    drop(listener);
+    u.ingest();
+    assert!(u.show_json(out.text().trim())["scanner_version"].is_null());
+}
+
+/// Holds one message `hours` ago (faketime shifts hold's clock, which stamps the spool file).
+fn hold_at(s: &Store, hours_ago: u32, verdict: &str, i: usize) {
+    let mut c = s.program(quarantine_testkit::require("faketime", "faketime"));
+    c.args(["-f", &format!("-{hours_ago}h")]).arg(&s.bin).args(s.args(&[
+        "hold",
+        "--verdict",
+        verdict,
+        "--from",
+        "a@example.org",
+        "--",
+        "alice@example.edu",
+    ]));
+    quarantine_testkit::run::run(c, quarantine_testkit::Input::Bytes(&mail(i, verdict)), quarantine_testkit::HANG).ok();
+}
+
+#[test]
+fn a_spike_freezes_purges_audits_it_and_pages_through_check_until_thawed() {
+    let s = store();
+    std::fs::write(s.scratch.config(), "[spike]\nfactor = 5\nmin = 20\n").unwrap();
+    // A week of one PMX:VIRUS an hour: the hourly median is 1.
+    for h in 1..=168 {
+        hold_at(&s, h, "PMX:VIRUS", h as usize);
+    }
+    s.ingest();
+    s.q(&["check"]).code_is(0, "check before the burst");
+    // A burst below the rule's minimum: no freeze.
+    for i in 0..19 {
+        s.hold_ok(
+            &mail(1000 + i, "burst"),
+            &["--verdict", "PMX:VIRUS", "--from", "a@example.org", "--", "b@example.edu"],
+        );
+    }
+    s.ingest();
+    s.q(&["check"]).code_is(0, "check after 19 in the hour (min is 20)");
+    // The 20th in the hour: 20 > 5 x 1 and at least 20.
+    s.hold_ok(&mail(2000, "burst"), &["--verdict", "PMX:VIRUS", "--from", "a@example.org", "--", "b@example.edu"]);
+    let out = s.q(&["ingest"]);
+    out.code_is(0, "ingest");
+    assert!(out.stderr.contains("INCIDENT") && out.stderr.contains("PMX:VIRUS"), "{}", out.brief());
+    let check = s.q(&["check"]);
+    check.code_is(75, "check during the incident");
+    assert!(check.stderr.contains("incident") && check.stderr.contains("spike of PMX:VIRUS"), "{}", check.brief());
+    let purge = s.q(&["purge", "--older-than", "1d", "--yes"]);
+    assert_ne!(purge.code, 0, "purge refuses while frozen: {}", purge.brief());
+    assert_eq!(s.sql("SELECT actor FROM audit WHERE action = 'freeze'"), quarantine_store::SPIKE_ACTOR);
+    // Thawing is a human decision.
+    s.q(&["thaw", "--actor", "ops"]).code_is(0, "thaw");
+    s.q(&["check"]).code_is(0, "check after thaw");
+}
+
+#[test]
+fn a_released_copy_held_again_is_marked_and_a_forged_trace_is_just_a_header() {
+    use quarantine_testkit::sink::Sink;
+    let s = store();
+    let orig = hold_cli(&s, &mail(7, "released then flagged again"), &[]);
+    let sink = Sink::start(&[]);
+    s.q(&["release", "--id", &orig, "--yes", "--relay", &sink.url()]).code_is(0, "release");
+    let copy = sink.messages().remove(0).body;
+    let again = hold_cli(&s, &copy, &["--verdict", "Heuristics.Again"]);
+    assert_eq!(s.show_json(&again)["requarantined_from"], orig.as_str());
+    let listed = s.q(&["search", "--requarantined", "--json"]);
+    assert!(
+        listed.text().contains(&again) && !listed.text().contains(&format!("\"id\":\"{orig}\"")),
+        "{}",
+        listed.brief()
+    );
+    let forged = String::from_utf8_lossy(&copy).replacen("; mac=", "; mac=f", 1);
+    let other = hold_cli(&s, forged.as_bytes(), &["--verdict", "Heuristics.Forged"]);
+    assert!(s.show_json(&other)["requarantined_from"].is_null());
+}

@@ -35,6 +35,10 @@ pub(crate) struct Ready {
     pub(crate) fields: HeaderFields,
     pub(crate) reason: Option<String>,
     pub(crate) received_us: i64,
+    pub(crate) scanner_version: Option<String>,
+    /// The message's `X-Quarantine-Released` header values, checked under the write lock (a valid one makes the
+    /// row a re-quarantined copy).
+    pub(crate) trace: Vec<String>,
 }
 
 /// What one committed batch did.
@@ -149,7 +153,7 @@ impl Store {
         let mut repaired = 0u64;
         for (i, item) in items.into_iter().enumerate() {
             let Item { ready, verdict, scanner, queue_id, key } = item;
-            let Ready { staged, env, fields, reason, received_us } = ready;
+            let Ready { staged, env, fields, reason, received_us, scanner_version, trace } = ready;
             let (hash, size) = (staged.hash.clone(), staged.size);
             let action = match &key {
                 Key::Retry => {
@@ -183,16 +187,22 @@ impl Store {
                 dirs.insert(dir);
                 repaired += fixed as u64;
             }
+            let origin = if matches!(action, Action::New(_)) && !trace.is_empty() {
+                crate::trace::origin_on(&tx, &trace, chrono::Utc::now()).map_err(&e)?
+            } else {
+                None
+            };
             actions.push(action);
-            let req = HoldRequest { verdict, scanner, reason, queue_id, ..Default::default() };
-            metas.push((hash, size, env, fields, req, received_us));
+            let req = HoldRequest { verdict, scanner, reason, queue_id, scanner_version, ..Default::default() };
+            metas.push((hash, size, env, fields, req, received_us, origin));
         }
         durable::fsync_dirs_parallel(&dirs)?;
 
         let mut counts = BatchCounts { blobs_repaired: repaired, ..Default::default() };
         let mut ids: Vec<Option<String>> = vec![None; metas.len()];
         let mut outcomes = Vec::with_capacity(metas.len());
-        for (i, (action, (hash, size, env, fields, req, received_us))) in actions.iter().zip(&metas).enumerate() {
+        for (i, (action, (hash, size, env, fields, req, received_us, origin))) in actions.iter().zip(&metas).enumerate()
+        {
             match action {
                 Action::New(id) => {
                     tx.execute("DELETE FROM gc_queue WHERE hash = ?1", [hash]).map_err(&e)?;
@@ -204,6 +214,7 @@ impl Store {
                         fields,
                         received_us: *received_us,
                         id: id.as_deref(),
+                        requarantined_from: origin.as_deref(),
                     };
                     let id = hold::insert_message(&tx, &new).map_err(&e)?;
                     ids[i] = Some(id.clone());

@@ -52,6 +52,8 @@ pub struct ImportOptions {
     pub paths: Vec<PathBuf>,
     pub verdict: String,
     pub scanner: Option<String>,
+    /// The scanner / signature-database version for every message (`--scanner-version`).
+    pub scanner_version: Option<String>,
     /// The reason column; for amavis files without it, their `X-Amavis-Alert`.
     pub reason: Option<String>,
     /// Envelope sender for every message, instead of what the files say.
@@ -77,6 +79,7 @@ impl ImportOptions {
             paths,
             verdict: verdict.into(),
             scanner: None,
+            scanner_version: None,
             reason: None,
             from: None,
             rcpt: Vec::new(),
@@ -393,6 +396,7 @@ impl Stager<'_> {
             ),
             None => (self.opts.verdict.clone(), self.opts.scanner.clone()),
         };
+        let trace = crate::trace::trace_values(&prefix);
         drop(prefix);
         if !guessed.notes.is_empty() {
             let mut notes: Vec<String> = fields.note.take().into_iter().collect();
@@ -402,7 +406,9 @@ impl Stager<'_> {
         staged.sync()?;
         self.blobs.prepare_dirs(&staged.hash)?;
         let received_us = if self.opts.keep_dates { unit.source_time_us.unwrap_or_else(now_us) } else { now_us() };
-        Ok(Staged::Ready(Box::new(Ready { staged, env, fields, reason, received_us }), guessed.from_headers, labels))
+        let scanner_version = self.opts.scanner_version.clone();
+        let ready = Ready { staged, env, fields, reason, received_us, scanner_version, trace };
+        Ok(Staged::Ready(Box::new(ready), guessed.from_headers, labels))
     }
 
     /// True when a live message with these bytes, this sender and every one of these recipients is already held
