@@ -377,17 +377,7 @@ impl Store {
                     }
                 }
                 if messages > 0 {
-                    audit::record(
-                        &tx,
-                        &AuditEntry {
-                            actor,
-                            action: AuditAction::Purge,
-                            selection: serde_json::to_value(rule).expect("plain struct"),
-                            counts: serde_json::json!({ "messages": messages, "recipients": recipients }),
-                            reason,
-                        },
-                    )
-                    .map_err(&e)?;
+                    record_purge(&tx, actor, rule, messages, recipients, reason).map_err(&e)?;
                 }
                 tx.commit().map_err(&e)?;
                 checkpoint_passive(&self.conn);
@@ -400,17 +390,7 @@ impl Store {
             if rule_messages == 0 {
                 // A run that purged nothing still leaves a trace (cron's nightly purge; DESIGN section 3).
                 let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-                audit::record(
-                    &tx,
-                    &AuditEntry {
-                        actor,
-                        action: AuditAction::Purge,
-                        selection: serde_json::to_value(rule).expect("plain struct"),
-                        counts: serde_json::json!({ "messages": 0, "recipients": 0 }),
-                        reason,
-                    },
-                )
-                .map_err(&e)?;
+                record_purge(&tx, actor, rule, 0, 0, reason).map_err(&e)?;
                 tx.commit().map_err(&e)?;
             }
         }
@@ -590,4 +570,25 @@ fn checkpoint_passive(conn: &rusqlite::Connection) {
 /// purge's top speed (still well above the thousands of messages a second retention needs).
 fn yield_to_holds(batch: Duration) {
     std::thread::sleep(batch.min(Duration::from_millis(200)));
+}
+
+/// The audit row of one purge batch (or of a rule that purged nothing: cron's nightly run still leaves a trace).
+fn record_purge(
+    tx: &rusqlite::Transaction,
+    actor: &str,
+    rule: &PurgeRule,
+    messages: u64,
+    recipients: u64,
+    reason: Option<&str>,
+) -> rusqlite::Result<()> {
+    audit::record(
+        tx,
+        &AuditEntry {
+            actor,
+            action: AuditAction::Purge,
+            selection: serde_json::to_value(rule).expect("plain struct"),
+            counts: serde_json::json!({ "messages": messages, "recipients": recipients }),
+            reason,
+        },
+    )
 }

@@ -35,12 +35,7 @@ pub struct LogArgs {
 }
 
 pub fn run(ctx: &Context, a: LogArgs) -> CmdResult {
-    let since = a
-        .since
-        .as_deref()
-        .map(|s| quarantine_store::parse_time_now(s).map(|t| t.timestamp_micros()))
-        .transpose()
-        .map_err(|e| CmdError::Usage(format!("--since: {e}")))?;
+    let since = super::selectors::time_flag("--since", a.since.as_deref())?;
     if let Some(a) = &a.from_anchor {
         if a.len() != 64 || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(CmdError::Usage(format!("--from-anchor {}: not a hash (64 hex digits)", escape(a))));

@@ -56,16 +56,18 @@ pub struct SelectorArgs {
     pub state: Vec<String>,
 }
 
+/// A time flag (`--since`, `--until`) as unix microseconds, resolved against the clock and `TZ`; the error names
+/// the flag and the value.
+pub fn time_flag(flag: &str, v: Option<&str>) -> Result<Option<i64>, CmdError> {
+    v.map(|s| {
+        quarantine_store::parse_time_now(s)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| CmdError::Usage(format!("{flag}: {e}")))
+    })
+    .transpose()
+}
+
 pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
-    let time = |flag: &str, v: &Option<String>| -> Result<Option<i64>, CmdError> {
-        v.as_deref()
-            .map(|s| {
-                quarantine_store::parse_time_now(s)
-                    .map(|t| t.timestamp_micros())
-                    .map_err(|e| CmdError::Usage(format!("{flag}: {e}")))
-            })
-            .transpose()
-    };
     let sel = Selector {
         ids: a.id.clone(),
         rcpts: a.rcpt.clone(),
@@ -78,8 +80,8 @@ pub fn resolve(a: &SelectorArgs) -> Result<Selector, CmdError> {
         scanner_versions: a.scanner_version.clone(),
         requarantined: a.requarantined,
         attachments: a.attachment.clone(),
-        since_us: time("--since", &a.since)?,
-        until_us: time("--until", &a.until)?,
+        since_us: time_flag("--since", a.since.as_deref())?,
+        until_us: time_flag("--until", a.until.as_deref())?,
         states: a
             .state
             .iter()

@@ -135,12 +135,7 @@ fn text(st: &Stats) -> String {
 fn grouped(ctx: &Context, a: &StatsArgs) -> CmdResult {
     let by: quarantine_store::StatsBy =
         a.by.as_deref().unwrap_or("verdict").parse().map_err(|e: String| CmdError::Usage(escape(&e)))?;
-    let since = a
-        .since
-        .as_deref()
-        .map(|s| quarantine_store::parse_time_now(s).map(|t| t.timestamp_micros()))
-        .transpose()
-        .map_err(|e| CmdError::Usage(format!("--since: {e}")))?;
+    let since = super::selectors::time_flag("--since", a.since.as_deref())?;
     let store = ctx.open()?;
     let frozen = store.frozen()?;
     let buckets = store.stats_by(since, by)?;
