@@ -25,6 +25,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod serve;
+
 use quarantine_relay::{Relay, RelayUrl};
 use quarantine_store::{
     available_space, human_bytes as human, parse_duration, parse_size, RetentionPolicy, INDEX_FILE,
@@ -65,6 +67,9 @@ pub mod defaults {
     pub const TRACE_HEADER: bool = true;
     /// `quarantine check` fails (75) when the oldest pending spool file is older than this: ingest is not running.
     pub const SPOOL_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+    /// `[serve]`'s defaults.
+    #[allow(unused_imports)] // part of the documented surface: every default is reachable from here
+    pub use quarantine_serve::defaults as serve;
     /// Durations beyond this are refused: they overflow the clocks they are added to and are always a typo.
     pub const LONGEST_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
 }
@@ -83,6 +88,7 @@ pub struct RawConfig {
     min_free_space: Option<Spanned<String>>,
     spool_max_age: Option<Spanned<String>>,
     retention: Option<RawRetention>,
+    serve: Option<serve::RawServe>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -112,6 +118,8 @@ pub struct Config {
     pub spool_max_age: Duration,
     /// `[retention]`: what a purge with no selector removes.
     pub retention: RetentionPolicy,
+    /// `[serve]`: listeners, limits and verdict mapping of `quarantine serve`.
+    pub serve: quarantine_serve::ServeConfig,
     /// The file as written, for `config show` and line numbers.
     raw: RawConfig,
     /// Byte offset of the start of each line of the file.
@@ -333,6 +341,7 @@ impl Config {
                 None
             }
         });
+        let serve = serve::from_raw(raw.serve.as_ref(), &mut c);
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(c.problems);
@@ -347,6 +356,7 @@ impl Config {
             min_free_space,
             spool_max_age: spool_max_age.unwrap_or(defaults::SPOOL_MAX_AGE),
             retention,
+            serve,
             raw,
             line_starts: c.starts,
         })

@@ -67,7 +67,7 @@ pub use release::{
     Problem as ReleaseProblem, ProblemKind, Report as ReleaseReport, Skip, Transport, BATCH,
 };
 pub use select::Selector;
-pub use spool::{check as check_spool, Spool};
+pub use spool::{check as check_spool, ScanMeta, Spool, Staged as SpoolStaged};
 pub use state::{AuditAction, RecipientState};
 pub use stats::Stats;
 pub use store::{now_us, InitOutcome, Store, INDEX_FILE};

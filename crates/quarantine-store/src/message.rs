@@ -19,7 +19,7 @@ pub struct Recipient {
 }
 
 /// Everything the index knows about one message. Field names are part of the `--json` contract.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct MessageRecord {
     pub id: String,
     pub received: String,
@@ -47,6 +47,9 @@ pub struct MessageRecord {
     pub purged_at: Option<String>,
     pub purged_by: Option<String>,
     pub purge_reason: Option<String>,
+    /// The filter's action, score and symbols when it sent them (`serve`'s rspamd intake); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::spool::ScanMeta>,
 }
 
 pub fn rfc3339_us(us: i64) -> String {
@@ -87,6 +90,7 @@ pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
         purged_at: purged_us.map(rfc3339_us),
         purged_by: r.get(17)?,
         purge_reason: r.get(18)?,
+        scan: None,
     })
 }
 
@@ -165,6 +169,20 @@ impl Store {
         if rec.purged_at.is_none() {
             rec.state = summarise_states(&rec.recipients);
         }
+        rec.scan = self
+            .conn
+            .prepare_cached("SELECT action, score, symbols FROM message_scan WHERE message = ?1")
+            .map_err(&e)?
+            .query_row(params![rec.id], |r| {
+                let symbols: Option<String> = r.get(2)?;
+                Ok(crate::spool::ScanMeta {
+                    action: r.get(0)?,
+                    score: r.get(1)?,
+                    symbols: symbols.and_then(|s| serde_json::from_str(&s).ok()),
+                })
+            })
+            .optional()
+            .map_err(&e)?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ mod purge;
 pub mod release;
 pub mod search;
 pub mod selectors;
+pub mod serve;
 mod show;
 pub mod stats;
 mod verify;
@@ -111,6 +112,7 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Import(a) => import::run(&ctx, a),
         Command::Ingest(a) => ingest::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a, cli.config),
         Command::Config(_) | Command::Completions(_) | Command::Manpages(_) => unreachable!("dispatched above"),
     }
 }
