@@ -21,12 +21,14 @@ pub struct Incoming<'a> {
     pub scan: Option<ScanMeta>,
     /// A queue id the intake knows (rspamd's `Qid`); else the `Received:` header's, when configured.
     pub queue_id: Option<String>,
+    /// Trusted header-like facts for the rules (rspamd's `X-Rspamd-Action` from its metadata).
+    pub extra: Vec<(String, String)>,
     pub started: Instant,
 }
 
 /// The ids the message got, one per verdict group, or why it was not taken (one line, for a 451/503).
 pub fn deliver(sh: &Shared, cfg: &ServeConfig, m: Incoming) -> Result<Vec<String>, String> {
-    let d = verdict::decide(&cfg.mapping, m.from, m.rcpts, m.bytes);
+    let d = verdict::decide(&cfg.mapping, m.from, m.rcpts, m.bytes, &m.extra);
     let queue_id = m.queue_id.clone().or(d.queue_id.clone());
     let gc = &sh.commit;
     gc.writing();

@@ -358,7 +358,16 @@ impl<'a, S: Conn> Session<'a, S> {
         }
         let via = if self.lmtp { "lmtp" } else { "smtp" };
         let cfg = self.cfg.clone();
-        let m = Incoming { via, from: &from, rcpts: &rcpts, bytes: &body, scan: None, queue_id: None, started };
+        let m = Incoming {
+            via,
+            from: &from,
+            rcpts: &rcpts,
+            bytes: &body,
+            scan: None,
+            queue_id: None,
+            extra: Vec::new(),
+            started,
+        };
         match intake::deliver(self.sh, &cfg, m) {
             Ok(ids) if self.lmtp => {
                 for r in &rcpts {

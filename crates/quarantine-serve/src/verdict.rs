@@ -77,10 +77,11 @@ pub struct Group {
     pub recipients: Vec<String>,
 }
 
-/// Applies `m` to a message with envelope `from` / `rcpts`. `forced` is a verdict the intake already knows
-/// (none for LMTP; rspamd's action through the header rules for HTTP).
-pub fn decide(m: &Mapping, from: &str, rcpts: &[String], msg: &[u8]) -> Decision {
-    let fields = header_fields(msg);
+/// Applies `m` to a message with envelope `from` / `rcpts`. `extra` are fields the intake knows from its own
+/// trusted source (rspamd's metadata as `X-Rspamd-Action` etc. for HTTP): looked up before the message's own.
+pub fn decide(m: &Mapping, from: &str, rcpts: &[String], msg: &[u8], extra: &[(String, String)]) -> Decision {
+    let mut fields = extra.to_vec();
+    fields.extend(header_fields(msg));
     let (mut from, mut rcpts) = (from.to_string(), rcpts.to_vec());
     if m.envelope_headers {
         if let Some(f) = first(&fields, "X-Envelope-From") {
@@ -165,17 +166,17 @@ mod tests {
         let rules = ["clamav", "spamassassin", "amavis"].iter().flat_map(|p| preset(p).unwrap()).collect();
         let mut m = Mapping { rules, ..Default::default() };
         let msg = b"Received: from x\r\n\tby mx (Postfix) with ESMTP id 4Q8Z2x1234\r\n\tfor <a@b>; Mon\r\nX-Virus-Status: Infected (Eicar-Test-Signature)\r\n\r\nbody\r\nX-Spam-Flag: YES\r\n";
-        let d = decide(&m, "s@x", &["a@b".into(), "c@d".into()], msg);
+        let d = decide(&m, "s@x", &["a@b".into(), "c@d".into()], msg, &[]);
         assert_eq!(d.queue_id.as_deref(), Some("4Q8Z2x1234"));
         assert_eq!(d.groups.len(), 1);
         assert_eq!(d.groups[0].verdict, "VIRUS");
         assert_eq!(d.groups[0].reason.as_deref(), Some("X-Virus-Status: Infected (Eicar-Test-Signature)"));
         // Headers in the body are not headers.
-        let d = decide(&m, "s@x", &["q+spam@b".into(), "c@d".into()], b"Subject: x\r\n\r\nX-Spam-Flag: YES\r\n");
+        let d = decide(&m, "s@x", &["q+spam@b".into(), "c@d".into()], b"Subject: x\r\n\r\nX-Spam-Flag: YES\r\n", &[]);
         assert_eq!(d.groups.iter().map(|g| g.verdict.as_str()).collect::<Vec<_>>(), ["SPAM", "QUARANTINE"]);
         m.envelope_headers = true;
         let amavis = b"X-Envelope-From: <orig@sender.example>\r\nX-Envelope-To: <r1@x.example>,\r\n <r2@x.example>\r\nX-Amavis-Alert: INFECTED, message contains virus: Eicar-Signature\r\n\r\nx";
-        let d = decide(&m, "", &["virus-quarantine@q".into()], amavis);
+        let d = decide(&m, "", &["virus-quarantine@q".into()], amavis, &[]);
         assert_eq!(d.from, "orig@sender.example");
         assert_eq!(d.groups[0].recipients, ["r1@x.example", "r2@x.example"]);
         assert_eq!(d.groups[0].verdict, "VIRUS");
