@@ -82,6 +82,11 @@ pub enum Command {
         burst of holds is indexed within seconds. A spool file that fails its check moves to spool/bad/ with a \
         .reason file and is never deleted. Exit status: 0, or 1 when any file was moved to spool/bad/.")]
     Ingest(crate::cmd::ingest::IngestArgs),
+    /// Run the intake daemon: LMTP/ESMTP (Postfix's lmtp, amavis) and HTTP (rspamd's metadata_exporter).
+    #[command(
+        after_help = "Answers 250 (HTTP 200) only once the message is durable in the spool, 451 (503) when         it cannot be; `ingest` indexes it, as for `hold`. SIGTERM stops accepting and lets in-flight messages         finish; SIGHUP reloads the config. Recipes: docs/integration/postfix-lmtp.md, rspamd.md, amavis.md."
+    )]
+    Serve(crate::cmd::serve::ServeArgs),
     /// Show one message: envelope, verdict, parsed headers, recipients and their release state.
     Show(crate::cmd::show::ShowArgs),
     /// Find held messages by recipient, sender, subject, Message-ID, verdict, time...; newest first.

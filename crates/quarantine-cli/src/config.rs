@@ -25,6 +25,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod serve;
+
 use quarantine_relay::{Relay, RelayUrl};
 use quarantine_store::{
     available_space, human_bytes as human, parse_duration, parse_size, RetentionPolicy, INDEX_FILE,
@@ -78,6 +80,9 @@ pub mod defaults {
     pub const RESCAN_INFECTED_EXIT: i32 = 1;
     /// `release --rescan`: each scan is killed past this.
     pub const RESCAN_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `[serve]`'s defaults.
+    #[allow(unused_imports)] // part of the documented surface: every default is reachable from here
+    pub use quarantine_serve::defaults as serve;
     /// Durations beyond this are refused: they overflow the clocks they are added to and are always a typo.
     pub const LONGEST_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
 }
@@ -99,6 +104,7 @@ pub struct RawConfig {
     clamd: Option<Spanned<String>>,
     spike: Option<RawSpike>,
     retention: Option<RawRetention>,
+    serve: Option<serve::RawServe>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -141,6 +147,8 @@ pub struct Config {
     pub spike: Option<quarantine_store::SpikeRule>,
     /// `[retention]`: what a purge with no selector removes.
     pub retention: RetentionPolicy,
+    /// `[serve]`: listeners, limits and verdict mapping of `quarantine serve`.
+    pub serve: quarantine_serve::ServeConfig,
     /// The file as written, for `config show` and line numbers.
     raw: RawConfig,
     /// Byte offset of the start of each line of the file.
@@ -391,6 +399,7 @@ impl Config {
                 defaults::RELEASE_CONNECTIONS
             }
         };
+        let serve = serve::from_raw(raw.serve.as_ref(), &mut c);
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(c.problems);
@@ -408,6 +417,7 @@ impl Config {
             clamd,
             spike,
             retention,
+            serve,
             raw,
             line_starts: c.starts,
         })

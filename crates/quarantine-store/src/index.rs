@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql")),
     ("0002_search.sql", include_str!("../../../migrations/0002_search.sql")),
     ("0003_incident.sql", include_str!("../../../migrations/0003_incident.sql")),
+    ("0004_scan.sql", include_str!("../../../migrations/0004_scan.sql")),
 ];
 
 /// A line `-- @rust NAME` in a migration marks a step SQL cannot do (hashing): the SQL before it runs, then the

@@ -33,7 +33,7 @@ use crate::durable;
 use crate::error::{Error, Result};
 use crate::hold::{self, HoldRequest};
 use crate::import::batch::{BatchCounts, Item, Key, Outcome, Ready};
-use crate::spool::{self, BadEntry, BadReason, Pending, Spool};
+use crate::spool::{self, BadEntry, BadReason, Pending, ScanMeta, Spool};
 use crate::state::AuditAction;
 use crate::store::Store;
 use quarantine_mail::headers;
@@ -116,7 +116,8 @@ pub struct IngestReport {
 }
 
 enum Staged {
-    Ready(Box<Item>),
+    /// With the spool header's scan metadata (written after the batch commits: [`record_scans`]).
+    Ready(Box<Item>, Option<ScanMeta>),
     Bad(BadReason),
     /// Taken by another process meanwhile.
     Gone,
@@ -183,13 +184,15 @@ impl Store {
     pub(crate) fn ingest_file(&mut self, path: &Path) -> Result<(String, bool)> {
         let staged = stage(&self.blobs, path);
         let item = match staged {
-            Staged::Ready(item) => item,
+            Staged::Ready(item, scan) => (item, scan),
             Staged::Bad(r) => return Err(Error::Invalid(format!("{}: {r}", path.display()))),
             Staged::Gone => return Err(Error::Invalid(format!("{}: gone before it was ingested", path.display()))),
             Staged::Fatal(e) => return Err(e),
         };
         let actor = crate::audit::actor(None);
+        let (item, scan) = item;
         let (_, outcomes) = self.commit_batch(vec![*item], &|tx, c| record_hold(tx, &actor, c, 0))?;
+        self.record_scans(&outcomes, &[scan])?;
         durable::remove_file(path)?;
         match outcomes.into_iter().next() {
             Some(Outcome::New(id)) => Ok((id, false)),
@@ -241,13 +244,15 @@ impl Store {
         let mut taken = vec![false; batch.len()];
         let mut items = Vec::new();
         let mut paths = Vec::new();
+        let mut scans = Vec::new();
         let mut fatal = None;
         let mut bad = 0u64;
         for (i, out) in results {
             taken[i] = true;
             match out {
-                Staged::Ready(item) => {
+                Staged::Ready(item, scan) => {
                     items.push(*item);
+                    scans.push(scan);
                     paths.push(batch[i].path.clone());
                 }
                 Staged::Bad(reason) => match spool.quarantine_bad(&batch[i].path, &reason) {
@@ -275,6 +280,7 @@ impl Store {
         let actor = opts.actor.clone();
         let verdicts: std::collections::BTreeSet<String> = items.iter().map(|i| i.verdict.trim().to_string()).collect();
         let (counts, outcomes) = self.commit_batch(items, &|tx, c| record_hold(tx, &actor, c, bad))?;
+        self.record_scans(&outcomes, &scans)?;
         // Committed: only now may the spool files go. A crash before an unlink leaves a file that the next
         // ingest resolves to the same rows (a no-op) and unlinks then.
         for p in &paths {
@@ -296,6 +302,33 @@ impl Store {
             }
         }
         Ok((left, fatal))
+    }
+}
+
+impl Store {
+    /// The scan metadata of a committed batch's messages (`outcomes` and `scans` in the batch's order), in a
+    /// transaction of its own after the batch's and before any spool file is unlinked: a crash in between leaves
+    /// the spool file, whose re-ingest merges into the same id and writes the row then (INSERT OR IGNORE).
+    fn record_scans(&mut self, outcomes: &[Outcome], scans: &[Option<ScanMeta>]) -> Result<()> {
+        if scans.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        let path = self.index_path.clone();
+        let e = crate::index::sql_err(&path);
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&e)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO message_scan (message, action, score, symbols) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(&e)?;
+            for (o, scan) in outcomes.iter().zip(scans) {
+                let (Outcome::New(id) | Outcome::Merged(id), Some(s)) = (o, scan) else { continue };
+                let symbols = s.symbols.as_ref().map(|v| v.to_string());
+                stmt.execute(rusqlite::params![id, s.action, s.score, symbols]).map_err(&e)?;
+            }
+        }
+        tx.commit().map_err(&e)
     }
 }
 
@@ -373,13 +406,17 @@ fn stage(blobs: &BlobStore, path: &Path) -> Staged {
         scanner_version: req.scanner_version,
         trace,
     };
-    Staged::Ready(Box::new(Item {
-        ready,
-        verdict: req.verdict,
-        scanner: req.scanner,
-        queue_id: req.queue_id,
-        key: Key::Spool { id: h.id.clone() },
-    }))
+    let scan = h.scan.clone();
+    Staged::Ready(
+        Box::new(Item {
+            ready,
+            verdict: req.verdict,
+            scanner: req.scanner,
+            queue_id: req.queue_id,
+            key: Key::Spool { id: h.id.clone() },
+        }),
+        scan,
+    )
 }
 
 /// Waits for `spool/` to change, for `ingest --watch`: inotify (a rename into `spool/` is what a finished hold

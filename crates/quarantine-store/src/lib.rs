@@ -74,7 +74,7 @@ pub use release::{
 };
 pub use select::Selector;
 pub use spike::{Spike, SpikeRule, SPIKE_ACTOR};
-pub use spool::{check as check_spool, Spool};
+pub use spool::{check as check_spool, ScanMeta, Spool, Staged as SpoolStaged};
 pub use state::{AuditAction, RecipientState};
 pub use stats::{Bucket as StatsBucket, Stats, StatsBy};
 pub use store::{now_us, InitOutcome, Store, INDEX_FILE};

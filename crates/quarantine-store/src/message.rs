@@ -21,7 +21,7 @@ pub struct Recipient {
 }
 
 /// Everything the index knows about one message. Field names are part of the `--json` contract.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct MessageRecord {
     pub id: String,
     pub received: String,
@@ -54,6 +54,8 @@ pub struct MessageRecord {
     /// Held again after its release: the id of the released message whose trace header (with a valid MAC) this
     /// copy carried when the filter flagged it again.
     pub requarantined_from: Option<String>,
+    /// The filter's action, score and symbols when it sent them (`serve`'s rspamd intake); `null` otherwise.
+    pub scan: Option<crate::spool::ScanMeta>,
 }
 
 /// Records whose recipients and attachments are read together (one query each) by
@@ -113,6 +115,7 @@ pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
         purged_by: r.get(17)?,
         purge_reason: r.get(18)?,
         requarantined_from: r.get(20)?,
+        scan: None,
     })
 }
 
@@ -233,9 +236,35 @@ impl Store {
                 }
             }
         }
-        for ((rec, rcpts), names) in recs.iter_mut().zip(recipients).zip(attachments) {
+        let mut scans: Vec<Option<crate::spool::ScanMeta>> = vec![None; recs.len()];
+        {
+            // The filter's action, score and symbols (serve's rspamd intake): rare, so one query for the batch.
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT message, action, score, symbols FROM message_scan WHERE message IN ({list})"
+                ))
+                .map_err(&e)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(ids.iter())).map_err(&e)?;
+            while let Some(r) = rows.next().map_err(&e)? {
+                let symbols: Option<String> = r.get(3).map_err(&e)?;
+                let scan = crate::spool::ScanMeta {
+                    action: r.get(1).map_err(&e)?,
+                    score: r.get(2).map_err(&e)?,
+                    symbols: symbols.and_then(|s| serde_json::from_str(&s).ok()),
+                };
+                let message = r.get_ref(0).map_err(&e)?.as_str().map_err(|x| e(x.into()))?;
+                if let Some(is) = at.get(message) {
+                    for &i in is {
+                        scans[i] = Some(scan.clone());
+                    }
+                }
+            }
+        }
+        for (((rec, rcpts), names), scan) in recs.iter_mut().zip(recipients).zip(attachments).zip(scans) {
             rec.recipients = rcpts;
             rec.attachments = names;
+            rec.scan = scan;
             if rec.purged_at.is_none() {
                 rec.state = summarise_states(&rec.recipients);
             }

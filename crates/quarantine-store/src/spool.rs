@@ -11,7 +11,7 @@
 //! | offset          | size | field                                                                  |
 //! |-----------------|------|------------------------------------------------------------------------|
 //! | 0               | 8    | magic `QSPOOL\r\n`                                                     |
-//! | 8               | 2    | format version, `1`                                                    |
+//! | 8               | 2    | format version, `1` or `2` (see below)                                 |
 //! | 10              | 2    | flags, `0` (bit 0 would mean a compressed body; none is written)       |
 //! | 12              | 4    | `H`, length of the header record                                       |
 //! | 16              | H    | header record: a JSON object ([`SpoolHeader`]), UTF-8                  |
@@ -25,6 +25,11 @@
 //! A reader knows a file is complete without trusting its size: the end marker must be there, the trailer must
 //! check, and `16 + H + B + 88` must be the file's length; the header and the body are then checked against
 //! their hashes. The body is streamed, never read into memory whole.
+//!
+//! Version 2 is version 1 with one more optional key in the header record, `scan` ([`ScanMeta`]: a filter's
+//! action, score and symbols, from `serve`). It is written only when there is scan metadata, so `hold`'s files
+//! stay version 1; this reader accepts both (a version 1 file has no `scan`). A reader that knows only version 1
+//! moves a version 2 file to `spool/bad/` (never deleting it) instead of dropping the metadata silently.
 //!
 //! The id is in the header, but with `--queue-id` it is derived from the BLAKE3 of the bytes, known only at EOF:
 //! the header is written with a placeholder id (the `id` key is serialised first, so it sits at a fixed offset)
@@ -49,6 +54,8 @@ pub const BAD_DIR: &str = "bad";
 pub const MAGIC: [u8; 8] = *b"QSPOOL\r\n";
 pub const END: [u8; 8] = *b"QSPEND\r\n";
 pub const VERSION: u16 = 1;
+/// The version of a file whose header carries [`ScanMeta`].
+pub const VERSION_SCAN: u16 = 2;
 pub const PREFIX_LEN: u64 = 16;
 pub const TRAILER_LEN: u64 = 88;
 /// The byte offset of the id's first character inside the header record: `{"id":"` is 7 bytes.
@@ -58,7 +65,7 @@ const ID_PLACEHOLDER: &str = "@@@@@@@@@@";
 const MAX_HEADER: u32 = 1 << 20;
 
 /// The header record of a spool file: everything the index row needs that is not in the bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpoolHeader {
     /// The id printed by hold (first key: see the module docs).
     pub id: String,
@@ -75,6 +82,47 @@ pub struct SpoolHeader {
     /// Added after format 1 shipped: absent in older files (`null` when unknown).
     #[serde(default)]
     pub scanner_version: Option<String>,
+    /// Version 2 only: what the filter said besides the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanMeta>,
+}
+
+/// A filter's own findings, kept beside the verdict (rspamd's action, score and symbols, as it sent them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScanMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// rspamd's list of symbol objects (`name`, `score`, `options`, ...), kept as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbols: Option<serde_json::Value>,
+}
+
+impl ScanMeta {
+    pub fn is_empty(&self) -> bool {
+        self.action.is_none() && self.score.is_none() && self.symbols.is_none()
+    }
+}
+
+/// A spool file written, fsynced and renamed into place, whose directory entry is not yet fsynced
+/// ([`Spool::stage`]): not durable, not to be acknowledged until [`Spool::sync_dir`] returned `Ok`.
+#[derive(Debug)]
+pub struct Staged {
+    pub outcome: HoldOutcome,
+    path: PathBuf,
+}
+
+impl Staged {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes back a file that will not be acknowledged (its directory fsync failed), best effort: the MTA's
+    /// retry is then the only copy; if the unlink does not stick, ingest indexes it (a duplicate beats a loss).
+    pub fn discard(self) {
+        durable::remove_quietly(&self.path);
+    }
 }
 
 /// Why a spool file does not check. Never a reason to delete it: it moves to `spool/bad/`.
@@ -159,7 +207,7 @@ pub fn open_checked(path: &Path) -> io::Result<std::result::Result<(File, Checke
         return Ok(Err(BadReason::BadMagic));
     }
     let version = u16::from_le_bytes([prefix[8], prefix[9]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_SCAN {
         return Ok(Err(BadReason::UnknownVersion(version)));
     }
     if file_len < PREFIX_LEN + TRAILER_LEN {
@@ -331,6 +379,23 @@ impl Spool {
 
     /// [`Spool::hold`], also returning the spool file's path.
     pub(crate) fn write(&self, req: &HoldRequest, input: &mut dyn Read) -> Result<(HoldOutcome, PathBuf)> {
+        let staged = self.stage(req, None, input)?;
+        if let Err(e) = self.sync_dir() {
+            staged.discard();
+            return Err(e);
+        }
+        Ok((staged.outcome, staged.path))
+    }
+
+    /// fsyncs `spool/`: every file [`Spool::stage`]d before this call is durable once it returns `Ok`. Concurrent
+    /// intakes share it (`serve`'s group commit).
+    pub fn sync_dir(&self) -> Result<()> {
+        durable::fsync_dir(&self.dir)
+    }
+
+    /// The first steps of a hold: write the file, fsync it, rename it into place. Not durable until
+    /// [`Spool::sync_dir`]; on its failure the caller [`Staged::discard`]s the file.
+    pub fn stage(&self, req: &HoldRequest, scan: Option<&ScanMeta>, input: &mut dyn Read) -> Result<Staged> {
         let env = hold::validate(req)?;
         let random_id = req.queue_id.is_none().then(ids::new_id);
         let mut header = SpoolHeader {
@@ -344,6 +409,7 @@ impl Spool {
             queue_id: req.queue_id.clone(),
             uid: rustix::process::getuid().as_raw(),
             scanner_version: req.scanner_version.clone(),
+            scan: scan.filter(|s| !s.is_empty()).cloned(),
         };
         let tmp = self.dir.join(format!(".{:016x}.tmp", rand::random::<u64>()));
         let file = durable::create_new(&tmp, &self.owner)?;
@@ -352,7 +418,8 @@ impl Spool {
         debug_assert_eq!(&json[ID_OFFSET as usize..ID_OFFSET as usize + ids::ID_LEN], header.id.as_bytes());
         let mut prefix = [0u8; PREFIX_LEN as usize];
         prefix[0..8].copy_from_slice(&MAGIC);
-        prefix[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        let version = if header.scan.is_some() { VERSION_SCAN } else { VERSION };
+        prefix[8..10].copy_from_slice(&version.to_le_bytes());
         prefix[12..16].copy_from_slice(&(json.len() as u32).to_le_bytes());
 
         let werr = Error::io("write", &tmp);
@@ -399,15 +466,9 @@ impl Spool {
         let path = self.dir.join(&name);
         durable::rename(&tmp, &path)?;
         std::mem::forget(guard);
-        if let Err(e) = durable::fsync_dir(&self.dir) {
-            // Not acknowledged: take the file back (best effort), so the MTA's retry is the only copy. If the
-            // unlink does not stick either, ingest indexes it: a duplicate later beats a loss now.
-            durable::remove_quietly(&path);
-            return Err(e);
-        }
         let out =
             HoldOutcome { id: header.id, hash: blake3::Hash::from(hash).to_hex().to_string(), size, duplicate: false };
-        Ok((out, path))
+        Ok(Staged { outcome: out, path })
     }
 
     /// Pending spool files (names not starting with `.`), oldest first.

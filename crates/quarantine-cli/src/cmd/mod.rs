@@ -15,6 +15,7 @@ pub mod purge;
 pub mod release;
 pub mod search;
 pub mod selectors;
+pub mod serve;
 pub mod show;
 pub mod stats;
 pub mod thaw;
@@ -114,6 +115,7 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Import(a) => import::run(&ctx, a),
         Command::Ingest(a) => ingest::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a, cli.config),
         Command::Config(_) | Command::Completions(_) | Command::Manpages(_) => unreachable!("dispatched above"),
     }
 }

@@ -71,6 +71,22 @@ fn summary(r: &MessageRecord) -> String {
     if let Some(v) = &r.queue_id {
         line("queue id", v);
     }
+    if let Some(scan) = &r.scan {
+        let mut v = scan.action.clone().unwrap_or_else(|| "-".into());
+        if let Some(score) = scan.score {
+            v.push_str(&format!(", score {score}"));
+        }
+        let names: Vec<String> = scan
+            .symbols
+            .iter()
+            .flat_map(|s| s.as_array().into_iter().flatten())
+            .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(str::to_string))
+            .collect();
+        if !names.is_empty() {
+            v.push_str(&format!(", symbols {}", names.join(" ")));
+        }
+        line("scan", &v);
+    }
     line("envelope from", &format!("<{}>", r.from));
     for (i, rc) in r.recipients.iter().enumerate() {
         let mut v = format!("<{}>  {}", rc.address, rc.state);

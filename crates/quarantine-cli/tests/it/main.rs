@@ -17,6 +17,7 @@ mod postfix;
 mod purge;
 mod release;
 mod search;
+mod serve;
 mod torture;
 
 use quarantine_testkit::{Scratch, Store};

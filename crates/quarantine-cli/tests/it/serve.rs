@@ -1,0 +1,369 @@
+//! `quarantine serve`: the LMTP/ESMTP and HTTP intake, driven by raw sockets (hostile input, limits, the per-
+//! recipient LMTP replies, rspamd's HTTP request shapes replayed byte for byte), and by a private Postfix
+//! delivering through its `lmtp` transport (with SIGKILLs mid-DATA and between the dot and the reply).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quarantine_testkit::run::wait_for;
+
+use crate::BIN;
+
+/// A running `serve` on a scratch store; killed on drop.
+struct Serve {
+    child: Option<Child>,
+    pub sock: PathBuf,
+    pub http: u16,
+    store: quarantine_testkit::Store,
+    stderr: PathBuf,
+    cfg: PathBuf,
+}
+
+impl Serve {
+    fn start(config: &str) -> Serve {
+        let store = crate::store();
+        let sock = store.scratch.path().join("lmtp.sock");
+        let http = quarantine_testkit::smtp::free_port();
+        let cfg = store.scratch.file("serve.toml", config);
+        let stderr = store.scratch.path().join("serve.err");
+        let mut s = Serve { child: None, sock, http, store, stderr, cfg: cfg.clone() };
+        s.spawn(&cfg);
+        s
+    }
+
+    fn spawn(&mut self, cfg: &Path) {
+        let err = std::fs::File::create(&self.stderr).unwrap();
+        let child = self
+            .store
+            .scratch
+            .program(BIN)
+            .arg("--config")
+            .arg(cfg)
+            .arg("--store")
+            .arg(&self.store.root)
+            .arg("serve")
+            .arg("--lmtp")
+            .arg(format!("unix:{}", self.sock.display()))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{}", self.http))
+            .stdin(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let (sock, port) = (self.sock.clone(), self.http);
+        wait_for(Duration::from_secs(10), "serve listening", || {
+            UnixStream::connect(&sock).is_ok() && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    fn lmtp(&self) -> Client {
+        Client::new(UnixStream::connect(&self.sock).unwrap())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Held messages as `search --json` objects (ingesting the spool first).
+    fn held(&self) -> Vec<serde_json::Value> {
+        let out = self.store.q(&["search", "--json"]);
+        out.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn pending(&self) -> usize {
+        std::fs::read_dir(self.store.root.join("spool"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+            .count()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-s", sig, &pid]).status().unwrap().success());
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A line-oriented client that reads whole replies.
+struct Client {
+    s: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn new(s: UnixStream) -> Client {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Client { s, buf: Vec::new() };
+        let greeting = c.reply();
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        c
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    /// One reply (all its lines).
+    fn reply(&mut self) -> String {
+        let mut out = String::new();
+        loop {
+            let line = self.line();
+            out.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                return out;
+            }
+        }
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = self.buf.drain(..=i).collect();
+                return String::from_utf8_lossy(&l).into_owned();
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                return String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned();
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn cmd(&mut self, c: &str) -> String {
+        self.send(format!("{c}\r\n").as_bytes());
+        self.reply()
+    }
+}
+
+const CFG: &str = "[serve]\nmax_message_size = \"64k\"\nmax_recipients = 5\nmax_line_length = 1024\n\
+    idle_timeout = \"30s\"\nrules = [\"clamav\", \"rspamd\"]\n";
+
+#[test]
+fn serve_lmtp_per_recipient_replies_verdicts_and_hostile_input() {
+    let sv = Serve::start(CFG);
+    let mut c = sv.lmtp();
+    let ehlo = c.cmd("LHLO client.test");
+    for ext in ["PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE 65536", "ENHANCEDSTATUSCODES"] {
+        assert!(ehlo.contains(ext), "{ehlo}");
+    }
+    // DATA without RCPT, RCPT without MAIL.
+    assert!(c.cmd("DATA").starts_with("503 5.5.1"), "DATA without MAIL");
+    assert!(c.cmd("RCPT TO:<a@example.edu>").starts_with("503 5.5.1"));
+    assert!(c.cmd("MAIL FROM:<>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("503 5.5.1"), "DATA without RCPT");
+    // Bare CR, bare LF, NUL in a command line; a 1 MB line (its tail must not run as a command).
+    c.send(b"RCPT TO:<a@example.edu>\rRSET\r\n");
+    assert!(c.reply().starts_with("500 5.5.2"));
+    c.send(b"RCPT TO:<a@example.edu>\n");
+    assert!(c.reply().starts_with("500 5.5.2"));
+    c.send(b"RCPT TO:<a\0@example.edu>\r\n");
+    assert!(c.reply().starts_with("500 5.5.2"));
+    let mut long = vec![b'X'; 1 << 20];
+    long.extend_from_slice(b"RSET\r\n");
+    c.send(&long);
+    assert!(c.reply().starts_with("500 5.5.2 Line too long"));
+    // Pipelined past the recipient limit: 5 accepted, the rest 452, in one write.
+    let mut batch = String::new();
+    for i in 0..7 {
+        batch.push_str(&format!("RCPT TO:<r{i}@example.edu>\r\n"));
+    }
+    c.send(batch.as_bytes());
+    let replies: Vec<String> = (0..7).map(|_| c.reply()).collect();
+    assert!(replies[..5].iter().all(|r| r.starts_with("250 2.1.5")), "{replies:?}");
+    assert!(replies[5..].iter().all(|r| r.starts_with("452 4.5.3")), "{replies:?}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    // Content with the SMTP-smuggling shapes, 8-bit, NUL and a stuffed dot: kept as sent, ended only by CRLF.CRLF.
+    let body: &[u8] = b"Subject: s\r\nX-Virus-Status: Infected (Eicar-Test-Signature)\r\n\r\n\xc3\xa9\0\n.\r\nMAIL FROM:<x@y>\r\n\r.\r\n...stuffed\r\n";
+    c.send(body);
+    c.send(b".\r\n");
+    let per_rcpt: Vec<String> = (0..5).map(|_| c.reply()).collect();
+    assert!(per_rcpt.iter().all(|r| r.starts_with("250 2.0.0 <r")), "{per_rcpt:?}");
+    // Over-size message: 552 per recipient, nothing stored.
+    assert!(c.cmd("MAIL FROM:<s@example.org> SIZE=100000").starts_with("552 5.3.4"));
+    c.cmd("MAIL FROM:<s@example.org>");
+    c.cmd("RCPT TO:<a@example.edu>");
+    c.cmd("RCPT TO:<b@example.edu>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b"0123456789abcde\r\n".to_vec(), 6000).flatten());
+    c.send(&big);
+    c.send(b".\r\n");
+    assert!(c.reply().starts_with("552 5.3.4") && c.reply().starts_with("552 5.3.4"));
+    // 10,000 RCPTs pipelined: the session stays usable.
+    c.cmd("RSET");
+    c.cmd("MAIL FROM:<s@example.org>");
+    let many: String = (0..10_000).map(|i| format!("RCPT TO:<m{i}@example.edu>\r\n")).collect();
+    c.send(many.as_bytes());
+    let mut ok = 0;
+    for _ in 0..10_000 {
+        ok += c.reply().starts_with("250") as usize;
+    }
+    assert_eq!(ok, 5);
+    assert!(c.cmd("RSET").starts_with("250"));
+    assert!(c.cmd("BDAT 10 LAST").starts_with("554"), "BDAT refused and the session closed");
+
+    // A client sending a byte a second does not hold up another session.
+    let mut slow = sv.lmtp();
+    slow.send(b"L");
+    let t = Instant::now();
+    let mut d = sv.lmtp();
+    d.cmd("EHLO x");
+    d.cmd("MAIL FROM:<s@example.org>");
+    d.cmd("RCPT TO:<quarantine+spam@example.edu>");
+    d.cmd("DATA");
+    d.send(b"Subject: ext\r\n\r\nx\r\n.\r\n");
+    let r = d.reply();
+    assert!(r.starts_with("250 2.0.0 Held as"), "{r}");
+    assert!(t.elapsed() < Duration::from_secs(2), "another session waited for the slow one");
+    slow.send(b"H");
+    drop(slow);
+
+    let held = sv.held();
+    assert_eq!(held.len(), 2, "{held:?}\n{}", sv.log());
+    let virus = held.iter().find(|m| m["verdict"] == "VIRUS").expect("the header rule");
+    assert_eq!(virus["from"], "");
+    assert_eq!(virus["recipients"].as_array().unwrap().len(), 5);
+    assert_eq!(virus["reason"], "X-Virus-Status: Infected (Eicar-Test-Signature)");
+    let raw = sv.store.q(&[
+        "export",
+        virus["id"].as_str().unwrap(),
+        "--to",
+        sv.store.scratch.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(raw.success(), "{}", raw.all());
+    let exported =
+        std::fs::read(sv.store.scratch.path().join("x").join(format!("{}.eml", virus["id"].as_str().unwrap())))
+            .unwrap();
+    let mut want = body.to_vec();
+    want.remove(want.len() - 11); // the stuffed dot: "...stuffed" arrives as "..stuffed"
+    assert_eq!(exported, want, "byte-exact, unstuffed once");
+    assert!(held.iter().any(|m| m["verdict"] == "SPAM"), "address extension");
+    assert!(sv.log().contains("status=held"), "{}", sv.log());
+}
+
+fn http(port: u16, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(req);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// rspamd 3.4's request with formatter `default` and `meta_headers = true`, as its metadata_exporter builds it.
+fn rspamd_request(body: &[u8], extra: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST /rspamd HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\
+         Host: 127.0.0.1\r\nX-Rspamd-from: sender@example.org\r\nX-Rspamd-rcpt: [\"a@example.edu\",\"b@example.edu\"]\r\n\
+         X-Rspamd-qid: 4QxYz1AbCd\r\nX-Rspamd-action: reject\r\nX-Rspamd-score: 20.000000\r\n\
+         X-Rspamd-symbols: [{{\"name\":\"BAD_SENDER\",\"score\":20.0,\"metric_score\":20.0,\"options\":[\"sender@example.org\"]}}]\r\n\
+         X-Rspamd-ip: 192.0.2.7\r\nX-Rspamd-user: unknown\r\nX-Rspamd-subject: hi\r\nX-Rspamd-fuzzy: []\r\n\
+         X-Rspamd-scan_time: 12\r\nX-Rspamd-rspamd_server: gw\r\n{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn serve_http_rspamd_shapes_and_bad_requests() {
+    let sv = Serve::start(CFG);
+    let msg = b"Subject: hi\r\nFrom: sender@example.org\r\n\r\nbuy now\r\n";
+    let r = http(sv.http, &rspamd_request(msg, ""));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // multipart (a later rspamd's formatter), parts in the other order, chunked.
+    let meta = r#"{"from":"","rcpt":["c@example.edu"],"qid":"Q2","action":"add header","score":7.5,"symbols":[{"name":"X","score":7.5}]}"#;
+    let mp = format!("--0f3a\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\nContent-Transfer-Encoding: binary\r\n\r\n{meta}\r\n--0f3a\r\nContent-Disposition: form-data; name=\"message\"; filename=\"message.eml\"\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: binary\r\n\r\nSubject: mp\r\n\r\nx\r\n\r\n--0f3a--\r\n");
+    let (a, b) = mp.as_bytes().split_at(100);
+    let mut req = b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Type: multipart/form-data; boundary=\"0f3a\"\r\n\r\n".to_vec();
+    for part in [a, b] {
+        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = http(sv.http, &req);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Bad requests: a clear status, nothing stored.
+    let before = sv.pending();
+    for (req, want) in [
+        (b"GARBAGE\r\n\r\n".to_vec(), "400"),
+        (b"POST /rspamd HTTP/1.1\r\nContent-Len".to_vec(), "400"),
+        (rspamd_request(msg, "")[..200].to_vec(), "400"),
+        (b"POST /rspamd HTTP/1.1\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\n".to_vec(), "411"),
+        (b"POST /rspamd HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n".to_vec(), "413"),
+        (b"POST /rspamd HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 1\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\nx".to_vec(), "415"),
+        (b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(), "400"),
+        (b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab".to_vec(), "400"),
+        (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nX-Rspamd-Rcpt: unknown\r\n\r\nabc".to_vec(), "400"),
+        (b"GET /rspamd HTTP/1.1\r\n\r\n".to_vec(), "405"),
+        (b"POST /other HTTP/1.1\r\n\r\n".to_vec(), "404"),
+    ] {
+        let r = http(sv.http, &req);
+        assert!(r.starts_with(&format!("HTTP/1.1 {want}")), "want {want} for {:?}: {r}", String::from_utf8_lossy(&req));
+    }
+    assert_eq!(sv.pending(), before, "nothing partial stored");
+    let held = sv.held();
+    assert_eq!(held.len(), 2);
+    let m = held.iter().find(|m| m["queue_id"] == "4QxYz1AbCd").unwrap();
+    assert_eq!(m["verdict"], "SPAM", "rspamd preset on the action");
+    assert_eq!(m["scan"]["action"], "reject");
+    assert_eq!(m["scan"]["score"], 20.0);
+    assert_eq!(m["scan"]["symbols"][0]["name"], "BAD_SENDER");
+    let m = held.iter().find(|m| m["queue_id"] == "Q2").unwrap();
+    assert_eq!(m["from"], "");
+    assert_eq!(m["scan"]["action"], "add header");
+    let show = sv.store.q(&["show", m["id"].as_str().unwrap()]).text();
+    assert!(show.contains("scan          add header, score 7.5, symbols X"), "{show}");
+}
+
+#[test]
+fn serve_token_off_loopback_sigterm_and_sighup() {
+    // A token is required when set; SIGHUP reloads limits; SIGTERM exits 0.
+    let mut sv = Serve::start("[serve]\nhttp_token = \"s3cret\"\n");
+    let msg = b"Subject: t\r\n\r\nx\r\n";
+    assert!(http(sv.http, &rspamd_request(msg, "")).starts_with("HTTP/1.1 401"));
+    assert!(http(sv.http, &rspamd_request(msg, "Authorization: Bearer wrong\r\n")).starts_with("HTTP/1.1 401"));
+    assert!(http(sv.http, &rspamd_request(msg, "Authorization: Bearer s3cret\r\n")).starts_with("HTTP/1.1 200"));
+    std::fs::write(&sv.cfg, "[serve]\nhttp_token = \"other\"\n").unwrap();
+    sv.signal("HUP");
+    wait_for(Duration::from_secs(5), "reload", || sv.log().contains("configuration reloaded"));
+    assert!(http(sv.http, &rspamd_request(msg, "Authorization: Bearer other\r\n")).starts_with("HTTP/1.1 200"));
+    // Config check refuses a non-loopback HTTP listener without a token.
+    let bad = sv.store.scratch.file("bad.toml", "[serve]\nhttp = \"0.0.0.0:1\"\n");
+    let out = sv.store.q(&["--config", bad.to_str().unwrap(), "config", "check"]);
+    assert!(!out.success() && out.all().contains("serve.http"), "{}", out.all());
+    let bad = sv.store.scratch.file(
+        "bad2.toml",
+        "[serve]\nrules = [\"nope\"]\n[[serve.rule]]\nheader = \"X A\"\nmatch = \"x\"\nverdict = \"V\"\n",
+    );
+    let out = sv.store.q(&["--config", bad.to_str().unwrap(), "config", "check"]);
+    assert!(
+        !out.success() && out.all().contains("unknown rule preset") && out.all().contains("not a header field name"),
+        "{}",
+        out.all()
+    );
+    // SIGTERM with an idle session open: it is told 421, serve exits 0.
+    let mut c = sv.lmtp();
+    sv.signal("TERM");
+    assert!(c.reply().starts_with("421 4.3.2"));
+    let status = sv.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", sv.log());
+    let _ = &mut sv;
+}

@@ -1,0 +1,387 @@
+//! One LMTP or ESMTP session: RFC 2033 and RFC 5321 on one state machine. The greeting command picks the dialect
+//! (LHLO: LMTP, EHLO: ESMTP, HELO: SMTP); the only difference after that is the reply to the final dot: LMTP
+//! answers once per accepted recipient, SMTP once. A reply 250 after the dot is sent only once every spool file of
+//! the message is durable (`commit`); anything that stops it from being durable is 451. Replies are buffered and
+//! flushed before the session would block reading (RFC 2920 pipelining).
+//!
+//! # smtp-proto 0.2.5, what is used and what is wrapped
+//! Commands are parsed by `smtp_proto::Request::parse`, and DATA is dot-unstuffed by its
+//! `request::receiver::DataReceiver` (past the size limit, `DummyDataReceiver` discards up to the dot). Read in its
+//! source, these needed care:
+//! - **Line framing is ours, not `RequestReceiver`'s.** `RequestReceiver` caps a line at 4096 bytes, but on an
+//!   over-long line it skips just that many bytes and parses the rest of the line as a new command, so bytes deep
+//!   inside a 1 MB line could run as `RSET` or `MAIL` (command smuggling through a length limit). We cut lines at LF
+//!   ourselves, with the configured `max_line_length`; an over-long line is discarded up to its LF and answered
+//!   `500 5.5.2`, and only whole lines reach `Request::parse`.
+//! - **Bare CR, bare LF and NUL in commands are refused** (`500 5.5.2`) before parsing: `Request::parse` ends a
+//!   command at a bare LF and treats CR as whitespace, so `MAIL FROM:<a>\rRCPT TO:<b>` would not be what a
+//!   CR-aware middlebox saw.
+//! - **DATA's end is CRLF `.` CRLF only**, which `DataReceiver` gets right: `\n.\r\n`, `\r.\r\n` and `\n.\n`
+//!   are message content, never the end (the SMTP-smuggling shapes), and a dot is unstuffed only after CRLF. Bare
+//!   LF, bare CR and NUL inside the content are kept as they arrived (a quarantine keeps the bytes).
+//! - **A message that is empty** (`DATA` then `.` at once) is not recognised by a fresh `DataReceiver` (its state
+//!   starts as if no line had ended), so it is primed with one CRLF into a throw-away buffer first.
+//! - **No size limit** in `DataReceiver`: we count, and switch to `DummyDataReceiver::new_data` (which copies the
+//!   unstuffing state) the moment the limit is passed, so an over-size message costs no memory past it.
+//! - BDAT is not offered; a client that sends it anyway gets `554` and the connection is closed, since its chunk
+//!   would otherwise be read as commands.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use smtp_proto::{Error as ProtoError, Request, MAIL_BODY_BINARYMIME};
+
+use crate::config::ServeConfig;
+use crate::intake::{self, Incoming};
+use crate::server::{Conn, Shared};
+
+/// How often a blocked read wakes up to check the time limits and shutdown.
+const TICK: Duration = Duration::from_millis(200);
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug)]
+enum Stop {
+    /// The client closed or the connection broke: nothing to say.
+    Gone,
+    /// Say this (a 421) and close.
+    Say(String),
+}
+
+pub struct Session<'a, S: Conn> {
+    sh: &'a Shared,
+    cfg: Arc<ServeConfig>,
+    s: S,
+    inb: Vec<u8>,
+    pos: usize,
+    out: Vec<u8>,
+    lmtp: bool,
+    greeted: bool,
+    enhanced: bool,
+    from: Option<String>,
+    rcpts: Vec<String>,
+    started: Instant,
+    last: Instant,
+}
+
+impl<'a, S: Conn> Session<'a, S> {
+    pub fn new(sh: &'a Shared, s: S) -> Session<'a, S> {
+        let now = Instant::now();
+        Session {
+            cfg: sh.config(),
+            sh,
+            s,
+            inb: Vec::with_capacity(8192),
+            pos: 0,
+            out: Vec::with_capacity(1024),
+            lmtp: false,
+            greeted: false,
+            enhanced: false,
+            from: None,
+            rcpts: Vec::new(),
+            started: now,
+            last: now,
+        }
+    }
+
+    /// Runs the session to its end; errors are the client's problem (logged by nobody: the MTA logs them).
+    pub fn run(mut self) {
+        let _ = self.s.set_read_timeout(Some(TICK));
+        let _ = self.s.set_write_timeout(Some(self.cfg.limits.idle_timeout));
+        let host = self.cfg.hostname.clone();
+        self.reply(&format!("220 {host} LMTP/ESMTP quarantine ready"));
+        if let Err(Stop::Say(msg)) = self.serve() {
+            self.reply(&msg);
+        }
+        let _ = self.flush();
+    }
+
+    fn serve(&mut self) -> Result<(), Stop> {
+        loop {
+            let line = match self.next_line()? {
+                Some(l) => l,
+                None => {
+                    self.reply("500 5.5.2 Line too long");
+                    continue;
+                }
+            };
+            if !self.command(&line)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// `code`, then the enhanced status code when the client said EHLO/LHLO, then the text.
+    fn say(&mut self, code: u16, enhanced: &str, text: &str) {
+        let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        if self.enhanced {
+            self.reply(&format!("{code} {enhanced} {text}"));
+        } else {
+            self.reply(&format!("{code} {text}"));
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Stop> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.s.write_all(&self.out).and_then(|()| self.s.flush());
+        self.out.clear();
+        r.map_err(|_| Stop::Gone)
+    }
+
+    /// Reads more input. `command` says the session waits for a command (shutdown may end it there).
+    fn fill(&mut self, command: bool) -> Result<(), Stop> {
+        self.flush()?;
+        if self.pos > 0 {
+            self.inb.drain(..self.pos);
+            self.pos = 0;
+        }
+        let lim = &self.cfg.limits;
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            if self.started.elapsed() >= lim.session_timeout {
+                return Err(Stop::Say("421 4.4.2 Session time limit reached, closing".into()));
+            }
+            if self.last.elapsed() >= lim.idle_timeout {
+                return Err(Stop::Say("421 4.4.2 Idle too long, closing".into()));
+            }
+            if (command && self.sh.stopping()) || self.sh.past_grace() {
+                return Err(Stop::Say("421 4.3.2 Service shutting down, try again later".into()));
+            }
+            match self.s.read(&mut chunk) {
+                Ok(0) => return Err(Stop::Gone),
+                Ok(n) => {
+                    self.inb.extend_from_slice(&chunk[..n]);
+                    self.last = Instant::now();
+                    return Ok(());
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Err(Stop::Gone),
+            }
+        }
+    }
+
+    /// The next command line with its line ending; `None` for one longer than the limit (discarded to its LF).
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, Stop> {
+        let max = self.cfg.limits.max_line_length;
+        let mut discarding = false;
+        loop {
+            let rest = &self.inb[self.pos..];
+            if let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                let line = rest[..=i].to_vec();
+                self.pos += i + 1;
+                if discarding || line.len() > max {
+                    return Ok(None);
+                }
+                return Ok(Some(line));
+            }
+            if rest.len() > max {
+                discarding = true;
+                self.pos = self.inb.len();
+            }
+            self.fill(true)?;
+        }
+    }
+
+    fn reset(&mut self) {
+        self.from = None;
+        self.rcpts.clear();
+    }
+
+    /// Handles one command line; `false` ends the session.
+    fn command(&mut self, line: &[u8]) -> Result<bool, Stop> {
+        let body = &line[..line.len() - 1];
+        if body.last() != Some(&b'\r') || body[..body.len() - 1].iter().any(|&b| b == b'\r' || b == 0) {
+            self.say(500, "5.5.2", "Syntax error: bare CR, bare LF or NUL in a command line (end lines with CRLF)");
+            return Ok(true);
+        }
+        let req = match Request::parse(&mut line.iter()) {
+            Ok(r) => r,
+            Err(e) => {
+                let (code, ext, text) = match e {
+                    ProtoError::UnknownCommand => (500, "5.5.1", "Unknown command".to_string()),
+                    ProtoError::SyntaxError { syntax } => (501, "5.5.4", format!("Syntax: {syntax}")),
+                    ProtoError::InvalidSenderAddress => (501, "5.1.7", "Bad sender address syntax".into()),
+                    ProtoError::InvalidRecipientAddress => (501, "5.1.3", "Bad recipient address syntax".into()),
+                    ProtoError::InvalidParameter { param } => (501, "5.5.4", format!("Invalid parameter {param}")),
+                    ProtoError::UnsupportedParameter { param } => {
+                        (555, "5.5.4", format!("Unsupported parameter {}", intake::printable(&param)))
+                    }
+                    _ => (500, "5.5.2", "Syntax error".into()),
+                };
+                self.say(code, ext, &text);
+                return Ok(true);
+            }
+        };
+        let cfg = self.cfg.clone();
+        let host = cfg.hostname.as_str();
+        match req {
+            Request::Lhlo { .. } | Request::Ehlo { .. } => {
+                self.lmtp = matches!(req, Request::Lhlo { .. });
+                self.greeted = true;
+                self.enhanced = true;
+                self.reset();
+                let size = cfg.limits.max_message_size;
+                for l in [
+                    format!("250-{host}"),
+                    "250-PIPELINING".into(),
+                    "250-8BITMIME".into(),
+                    "250-SMTPUTF8".into(),
+                    format!("250-SIZE {size}"),
+                    "250 ENHANCEDSTATUSCODES".into(),
+                ] {
+                    self.reply(&l);
+                }
+            }
+            Request::Helo { .. } => {
+                self.lmtp = false;
+                self.greeted = true;
+                self.enhanced = false;
+                self.reset();
+                self.reply(&format!("250 {host}"));
+            }
+            Request::Mail { from } => {
+                if !self.greeted {
+                    self.say(503, "5.5.1", "Say LHLO or EHLO first");
+                } else if self.from.is_some() {
+                    self.say(503, "5.5.1", "Nested MAIL command");
+                } else if from.flags & MAIL_BODY_BINARYMIME != 0 {
+                    self.say(555, "5.5.4", "BODY=BINARYMIME is not offered");
+                } else if from.size as u64 > cfg.limits.max_message_size && from.size != usize::MAX {
+                    self.say(
+                        552,
+                        "5.3.4",
+                        &format!("Message size exceeds the limit of {} bytes", cfg.limits.max_message_size),
+                    );
+                } else {
+                    match quarantine_mail::address::envelope_sender(&from.address) {
+                        Ok(a) => {
+                            self.from = Some(a);
+                            self.say(250, "2.1.0", "Sender OK");
+                        }
+                        Err(e) => self.say(553, "5.1.7", &format!("Bad sender: {e}")),
+                    }
+                }
+            }
+            Request::Rcpt { to } => {
+                if self.from.is_none() {
+                    self.say(503, "5.5.1", "Need MAIL before RCPT");
+                } else if self.rcpts.len() >= cfg.limits.max_recipients {
+                    self.say(452, "4.5.3", "Too many recipients");
+                } else {
+                    match quarantine_mail::address::envelope_recipient(&to.address) {
+                        Ok(a) => {
+                            self.rcpts.push(a);
+                            self.say(250, "2.1.5", "Recipient OK");
+                        }
+                        Err(e) => self.say(553, "5.1.3", &format!("Bad recipient: {e}")),
+                    }
+                }
+            }
+            Request::Data => {
+                if self.from.is_none() {
+                    self.say(503, "5.5.1", "Need MAIL before DATA");
+                } else if self.rcpts.is_empty() {
+                    self.say(503, "5.5.1", "No valid recipients");
+                } else {
+                    self.reply("354 End data with <CR><LF>.<CR><LF>");
+                    self.data()?;
+                }
+            }
+            Request::Rset => {
+                self.reset();
+                self.say(250, "2.0.0", "Reset OK");
+            }
+            Request::Noop { .. } => self.say(250, "2.0.0", "OK"),
+            Request::Quit => {
+                self.say(221, "2.0.0", "Bye");
+                return Ok(false);
+            }
+            Request::Vrfy { .. } => self.say(252, "2.5.0", "Cannot VRFY"),
+            Request::Help { .. } => self.say(214, "2.0.0", "See docs/integration/postfix-lmtp.md"),
+            Request::Bdat { .. } => {
+                self.say(554, "5.5.1", "BDAT is not offered; closing");
+                return Ok(false);
+            }
+            Request::StartTls | Request::Auth { .. } => self.say(502, "5.5.1", "Not offered on this local listener"),
+            _ => self.say(502, "5.5.1", "Command not implemented"),
+        }
+        Ok(true)
+    }
+
+    /// Receives the message after 354, then answers the dot (once per recipient in LMTP).
+    fn data(&mut self) -> Result<(), Stop> {
+        let max = self.cfg.limits.max_message_size;
+        let mut rx = DataReceiver::new();
+        let mut scratch = Vec::new();
+        rx.ingest(&mut b"\r\n".iter(), &mut scratch); // primed: see the module docs
+        let mut body: Vec<u8> = Vec::new();
+        let mut over: Option<DummyDataReceiver> = None;
+        loop {
+            let rest = &self.inb[self.pos..];
+            let mut it = rest.iter();
+            let done = match &mut over {
+                Some(d) => d.ingest(&mut it),
+                None => rx.ingest(&mut it, &mut body),
+            };
+            self.pos += rest.len() - it.as_slice().len();
+            if over.is_none() && body.len() as u64 > max {
+                over = Some(DummyDataReceiver::new_data(&rx));
+                body = Vec::new();
+            }
+            if done {
+                break;
+            }
+            // A broken connection or a time limit mid-DATA: nothing was stored, the MTA defers.
+            self.fill(false)?;
+        }
+        let started = Instant::now(); // the log's ms: from the final dot to the reply
+        let rcpts = std::mem::take(&mut self.rcpts);
+        let from = self.from.take().unwrap_or_default();
+        if over.is_some() {
+            let text = format!("Message size exceeds the limit of {max} bytes");
+            for _ in 0..if self.lmtp { rcpts.len() } else { 1 } {
+                self.say(552, "5.3.4", &text);
+            }
+            return Ok(());
+        }
+        let via = if self.lmtp { "lmtp" } else { "smtp" };
+        let cfg = self.cfg.clone();
+        let m = Incoming {
+            via,
+            from: &from,
+            rcpts: &rcpts,
+            bytes: &body,
+            scan: None,
+            queue_id: None,
+            extra: Vec::new(),
+            started,
+        };
+        match intake::deliver(self.sh, &cfg, m) {
+            Ok(ids) if self.lmtp => {
+                for r in &rcpts {
+                    self.say(250, "2.0.0", &format!("<{r}> held as {}", ids.join(",")));
+                }
+            }
+            Ok(ids) => self.say(250, "2.0.0", &format!("Held as {}", ids.join(","))),
+            Err(e) if self.lmtp => {
+                for r in &rcpts {
+                    self.say(451, "4.3.0", &format!("<{r}> not held, try again later: {e}"));
+                }
+            }
+            Err(e) => self.say(451, "4.3.0", &format!("Not held, try again later: {e}")),
+        }
+        Ok(())
+    }
+}
