@@ -16,6 +16,7 @@ mod postfix;
 mod purge;
 mod release;
 mod search;
+mod spool;
 mod torture;
 
 use quarantine_testkit::{Scratch, Store};
