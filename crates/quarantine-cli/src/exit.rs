@@ -47,7 +47,13 @@ pub fn run() -> ExitCode {
 }
 
 fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
-    let cli = match Cli::try_parse_from(&args) {
+    // A hold parses with a command tree of hold alone (cli::HoldCli): the MTA runs one process per message.
+    let parsed = if holding && crate::cli::starts_with_hold(&args) {
+        crate::cli::HoldCli::try_parse_from(&args).map(Cli::from)
+    } else {
+        Cli::try_parse_from(&args)
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

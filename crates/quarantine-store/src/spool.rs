@@ -33,10 +33,11 @@
 //!
 //! The id is in the header, but with `--queue-id` it is derived from the BLAKE3 of the bytes, known only at EOF:
 //! the header is written with a placeholder id (the `id` key is serialised first, so it sits at a fixed offset)
-//! and patched in place before the trailer and the fsync.
+//! and patched before the fsync: in the write buffer when the whole file fits in it (most messages: one write),
+//! else in place in the file.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -345,7 +346,11 @@ impl Spool {
         }
         let owner = Owner::of(root)?;
         let spool = Spool { dir: root.join(SPOOL_DIR), owner };
-        spool.ensure_dirs()?;
+        // One stat in the common case (`spool/bad/` there means `spool/` is too); two mkdirs and two stats only
+        // for a store made by an earlier version, or a damaged one (ensure_dirs then says what is wrong).
+        if !fs::metadata(spool.bad_dir()).is_ok_and(|m| m.is_dir()) {
+            spool.ensure_dirs()?;
+        }
         Ok(spool)
     }
 
@@ -422,31 +427,42 @@ impl Spool {
         prefix[8..10].copy_from_slice(&version.to_le_bytes());
         prefix[12..16].copy_from_slice(&(json.len() as u32).to_le_bytes());
 
-        let werr = Error::io("write", &tmp);
-        let mut w = BufWriter::with_capacity(128 * 1024, file);
-        let wrote: io::Result<()> = w.write_all(&prefix).and_then(|()| w.write_all(&json));
-        wrote.map_err(werr)?;
+        // One 64 KiB buffer (a pipe's worth, below malloc's mmap threshold): the prefix and header record, then
+        // the bytes as they arrive, written out whenever it is full. Most messages are then one write(2) with the
+        // id patched in the buffer; a longer one gets the id patched in place with one pwrite(2) at the end.
+        const BUF: usize = 64 * 1024;
+        let mut file = file;
+        let mut buf: Vec<u8> = Vec::with_capacity(BUF.max(PREFIX_LEN as usize + json.len()));
+        buf.extend_from_slice(&prefix);
+        buf.extend_from_slice(&json);
+        let mut header_written = false;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
         let mut size = 0u64;
         loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Input(e)),
-            };
-            hasher.update(&buf[..n]);
-            w.write_all(&buf[..n]).map_err(Error::io("write", &tmp))?;
-            size += n as u64;
+            if buf.len() >= BUF {
+                file.write_all(&buf).map_err(Error::io("write", &tmp))?;
+                buf.clear();
+                header_written = true;
+            }
+            let (start, room) = (buf.len(), (BUF - buf.len()) as u64);
+            // Reads until the buffer is full or EOF (retrying EINTR), into its spare capacity.
+            Read::take(&mut *input, room).read_to_end(&mut buf).map_err(Error::Input)?;
+            let n = (buf.len() - start) as u64;
+            hasher.update(&buf[start..]);
+            size += n;
+            if n < room {
+                break; // EOF
+            }
         }
         let hash = *hasher.finalize().as_bytes();
-        let file = w.into_inner().map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
         if random_id.is_none() {
             header.id = derived_id(req.queue_id.as_deref().unwrap_or(""), &env.from, &hash);
             let at = ID_OFFSET as usize;
             json[at..at + ids::ID_LEN].copy_from_slice(header.id.as_bytes());
-            file.write_all_at(header.id.as_bytes(), PREFIX_LEN + ID_OFFSET).map_err(Error::io("write", &tmp))?;
+            if !header_written {
+                let at = (PREFIX_LEN + ID_OFFSET) as usize;
+                buf[at..at + ids::ID_LEN].copy_from_slice(header.id.as_bytes());
+            }
         }
         let mut trailer = [0u8; TRAILER_LEN as usize];
         trailer[0..8].copy_from_slice(&size.to_le_bytes());
@@ -458,8 +474,11 @@ impl Spool {
         let check = blake3::hash(&trailer[..72]);
         trailer[72..80].copy_from_slice(&check.as_bytes()[..8]);
         trailer[80..88].copy_from_slice(&END);
-        let end = PREFIX_LEN + json.len() as u64 + size;
-        file.write_all_at(&trailer, end).map_err(Error::io("write", &tmp))?;
+        buf.extend_from_slice(&trailer);
+        file.write_all(&buf).map_err(Error::io("write", &tmp))?;
+        if random_id.is_none() && header_written {
+            file.write_all_at(header.id.as_bytes(), PREFIX_LEN + ID_OFFSET).map_err(Error::io("write", &tmp))?;
+        }
         durable::fsync_file(&file, &tmp)?;
         drop(file);
         let name = format!("{}.{:016x}", header.id, rand::random::<u64>());

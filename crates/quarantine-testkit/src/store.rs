@@ -175,6 +175,29 @@ impl Store {
         out
     }
 
+    /// The pending spool files (`spool/`, regular files whose names do not start with `.`: not a hold's temp
+    /// file, not the ingest lock), sorted. What hold acknowledged and ingest has not taken yet.
+    pub fn spool_files(&self) -> Vec<PathBuf> {
+        let dir = self.root.join("spool");
+        let Ok(rd) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let mut v: Vec<PathBuf> = rd
+            .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()) && !e.file_name().as_encoded_bytes().starts_with(b"."))
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The names in `spool/bad/` (damaged spool files and their `.reason` files), sorted.
+    pub fn bad_files(&self) -> Vec<String> {
+        let dir = self.root.join("spool/bad");
+        let Ok(rd) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let mut v: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
     /// Where DESIGN section 2 says the blob of `hash` lives.
     pub fn blob_path(&self, hash: &str) -> PathBuf {
         blob_path(&self.root, hash)

@@ -50,8 +50,7 @@ pub struct HoldArgs {
 
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     let deadline = a.deadline.unwrap_or(ctx.config.hold_deadline);
-    start_watchdog(deadline);
-    exit_75_on_sigbus();
+    exit_75_on_deadline_and_sigbus(deadline);
     refuse_when_nearly_full(ctx)?;
 
     let mut recipients = a.rcpt;
@@ -101,31 +100,54 @@ fn refuse_when_nearly_full(ctx: &Context) -> Result<(), CmdError> {
     Ok(())
 }
 
-/// A fault on a memory-mapped page (a full or failing filesystem) would kill hold with SIGBUS, which pipe(8) does
-/// not report as "try again later". Exit 75 instead: the spool file is either not renamed into place (the MTA
-/// retries) or it is (the retry's queue id gives it the same id, and ingest merges the two).
+/// Two ways a hold must end in 75 whatever it is doing (DESIGN section 4), both as signal handlers that call
+/// only write(2) and _exit(2):
+///
+/// - The deadline: a one-shot `ITIMER_REAL` fires SIGALRM when it passes, wherever the hold is stuck (a stdin that
+///   never closes, a slow disk). If the rename happened just before, the MTA retries and the queue id makes the
+///   retry the same message. (A timer, not a watchdog thread: a thread's stack, its malloc arena and the clone
+///   cost every hold more than the timer's one system call; docs/PERFORMANCE.md.)
+/// - A fault on a memory-mapped page (a full or failing filesystem) would kill hold with SIGBUS, which pipe(8) does
+///   not report as "try again later". Exit 75 instead: the spool file is either not renamed into place (the MTA
+///   retries) or it is (the retry's queue id gives it the same id, and ingest merges the two).
+///
+/// If the timer cannot be armed (it always can on Linux), a thread sleeps out the deadline instead.
 #[allow(unsafe_code)]
-fn exit_75_on_sigbus() {
-    const MSG: &[u8] = b"quarantine hold: bus error (filesystem full?) (message not held; the MTA will retry)\n";
-    // SAFETY: the handler calls only write(2) and _exit(2), both async-signal-safe; it never returns, so the
-    // faulting access is never retried.
-    let _ = unsafe {
-        signal_hook::low_level::register(signal_hook::consts::SIGBUS, || {
-            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+fn exit_75_on_deadline_and_sigbus(deadline: Duration) {
+    const BUS: &[u8] = b"quarantine hold: bus error (filesystem full?) (message not held; the MTA will retry)\n";
+    let late = format!(
+        "quarantine hold: deadline of {}s passed before the message was durable (message not held; the MTA will retry)\n",
+        deadline.as_secs_f64()
+    );
+    let late_bytes = late.clone().into_bytes();
+    let timer = libc::itimerval {
+        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        // (A zero it_value would disarm the timer: the parser allows 1 s to 1 d.)
+        it_value: libc::timeval {
+            tv_sec: deadline.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_usec: deadline.subsec_micros().max(u32::from(deadline.is_zero())) as libc::suseconds_t,
+        },
+    };
+    // SAFETY: both handlers call only write(2) and _exit(2), which are async-signal-safe, on memory that lives as
+    // long as the process (a constant, and bytes moved into the handler); they never return, so the faulting
+    // access is never retried. setitimer(2) is given a valid itimerval and no old value.
+    let armed = unsafe {
+        let _ = signal_hook::low_level::register(signal_hook::consts::SIGBUS, || {
+            libc::write(2, BUS.as_ptr().cast(), BUS.len());
+            libc::_exit(EX_TEMPFAIL as i32);
+        });
+        signal_hook::low_level::register(signal_hook::consts::SIGALRM, move || {
+            libc::write(2, late_bytes.as_ptr().cast(), late_bytes.len());
             libc::_exit(EX_TEMPFAIL as i32);
         })
+        .is_ok()
+            && libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) == 0
     };
-}
-
-/// Gives up with 75 when the deadline passes, wherever the hold is stuck (a stdin that never closes, a lock, a
-/// slow disk). If the commit happened just before, the MTA retries and the queue id makes the retry a no-op.
-fn start_watchdog(deadline: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(deadline);
-        say!(
-            "quarantine hold: deadline of {}s passed before the message was durable (message not held; the MTA will retry)",
-            deadline.as_secs_f64()
-        );
-        std::process::exit(EX_TEMPFAIL as i32);
-    });
+    if !armed {
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            say!("{}", late.trim_end());
+            std::process::exit(EX_TEMPFAIL as i32);
+        });
+    }
 }

@@ -18,6 +18,7 @@ mod purge;
 mod release;
 mod search;
 mod serve;
+mod spool;
 mod torture;
 
 use quarantine_testkit::{Scratch, Store};

@@ -855,13 +855,23 @@ fn hold_exits_only_0_or_75() {
     check("no store from the environment", run(c, Input::Bytes(&msg), HANG), &[75]);
     assert_eq!(s.count("SELECT count(*) FROM messages"), before, "a refused hold added a row");
 
-    // A panic: the watchdog thread cannot be spawned (clone3/clone fail with EAGAIN), so `thread::spawn` panics
-    // in the hold path. The panic is caught and becomes 75, no test hook needed.
+    // A panic: the deadline timer cannot be armed (setitimer fails), so hold falls back to a watchdog thread, which
+    // cannot be spawned either (clone3/clone fail with EAGAIN): `thread::spawn` panics in the hold path. The panic
+    // is caught and becomes 75, no test hook needed.
     {
         strace::require();
         let mut a: Vec<&str> = vec!["--store", store.as_str(), "hold"];
         a.extend(base);
-        let st = ["-o", "/dev/null", "-e", "trace=clone,clone3", "-e", "inject=clone,clone3:error=EAGAIN"];
+        let st = [
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=clone,clone3,setitimer",
+            "-e",
+            "inject=clone,clone3:error=EAGAIN",
+            "-e",
+            "inject=setitimer:error=EINVAL",
+        ];
         let out = run(strace_cmd(&s, &st, &a), Input::Bytes(&msg), HANG);
         assert!(out.stderr.contains("internal error") || out.stderr.contains("panic"), "{}", out.brief());
         check("a panic in the hold path", out, &[75]);
