@@ -81,6 +81,16 @@ impl Store {
         self.run(&full, Input::Bytes(msg))
     }
 
+    /// `hold ARGS...` with `msg` on stdin as if it ran `ago` in the past (`2h`, `30d`): faketime shifts the clock
+    /// hold stamps the spool file with. (Debian package `faketime`.)
+    pub fn hold_aged<S: AsRef<OsStr>>(&self, ago: &str, msg: &[u8], args: &[S]) -> Out {
+        let mut full: Vec<OsString> = vec!["hold".into()];
+        full.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        let mut c = self.program(require("faketime", "faketime"));
+        c.args(["-f", &format!("-{ago}")]).arg(&self.bin).args(self.args(&full));
+        run(c, Input::Bytes(msg), HANG)
+    }
+
     /// Holds `msg` with `args` (after `hold`); asserts exit 0, an empty stderr and an id on stdout; returns it.
     #[track_caller]
     pub fn hold_ok<S: AsRef<OsStr>>(&self, msg: &[u8], args: &[S]) -> String {

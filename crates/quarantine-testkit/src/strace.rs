@@ -15,6 +15,26 @@ use crate::env::{require as require_program, Scratch};
 use crate::gen::par_for_each;
 use crate::run::{run, Input, Out, HANG};
 
+/// The system calls a hold or an ingest writes or changes the store with, for the fault sweeps: those this binary
+/// does not use (e.g. `renameat2` or `unlinkat` on this libc) are absent from a baseline trace and so skipped.
+pub const WRITE_PATH_SYSCALLS: &[&str] = &[
+    "fsync",
+    "fdatasync",
+    "write",
+    "pwrite64",
+    "rename",
+    "renameat",
+    "renameat2",
+    "openat",
+    "unlink",
+    "unlinkat",
+    "mkdir",
+    "mkdirat",
+    "ftruncate",
+    "fchown",
+    "flock",
+];
+
 /// The strace binary, after checking it can trace here. Fails the test (never skips) if strace is missing or
 /// ptrace is forbidden (a container without `CAP_SYS_PTRACE`).
 #[track_caller]

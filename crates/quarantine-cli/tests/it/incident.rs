@@ -524,17 +524,8 @@ fn provenance_comes_from_clamd_and_a_stopped_clamd_never_fails_a_hold() {
 
 /// Holds one message `hours` ago (faketime shifts hold's clock, which stamps the spool file).
 fn hold_at(s: &Store, hours_ago: u32, verdict: &str, i: usize) {
-    let mut c = s.program(quarantine_testkit::require("faketime", "faketime"));
-    c.args(["-f", &format!("-{hours_ago}h")]).arg(&s.bin).args(s.args(&[
-        "hold",
-        "--verdict",
-        verdict,
-        "--from",
-        "a@example.org",
-        "--",
-        "alice@example.edu",
-    ]));
-    quarantine_testkit::run::run(c, quarantine_testkit::Input::Bytes(&mail(i, verdict)), quarantine_testkit::HANG).ok();
+    let args = ["--verdict", verdict, "--from", "a@example.org", "--", "alice@example.edu"];
+    s.hold_aged(&format!("{hours_ago}h"), &mail(i, verdict), &args).ok();
 }
 
 #[test]

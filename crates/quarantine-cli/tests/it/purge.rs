@@ -4,8 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quarantine_testkit::run::run;
-use quarantine_testkit::{require, Input, Out, Store, HANG};
+use quarantine_testkit::{Out, Store};
 
 use crate::store;
 
@@ -19,17 +18,8 @@ fn hold(s: &Store, verdict: &str, bytes: &[u8]) -> String {
 
 /// Holds as if it happened `ago` in the past (faketime shifts the clock hold reads).
 fn hold_aged(s: &Store, verdict: &str, ago: &str, bytes: &[u8]) -> String {
-    let mut c = s.program(require("faketime", "faketime"));
-    c.args(["-f", &format!("-{ago}")]).arg(&s.bin).args(s.args(&[
-        "hold",
-        "--verdict",
-        verdict,
-        "--from",
-        "a@example.org",
-        "--",
-        "b@example.net",
-    ]));
-    let id = run(c, Input::Bytes(bytes), HANG).ok().trim().to_string();
+    let id = s.hold_aged(ago, bytes, &["--verdict", verdict, "--from", "a@example.org", "--", "b@example.net"]);
+    let id = id.ok().trim().to_string();
     s.ingest();
     id
 }

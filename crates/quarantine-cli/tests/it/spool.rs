@@ -183,29 +183,11 @@ fn kill_points(calls: &[Call], from: &str) -> Vec<Point> {
         .collect()
 }
 
-const FAULT_SYSCALLS: &[&str] = &[
-    "fsync",
-    "fdatasync",
-    "write",
-    "pwrite64",
-    "rename",
-    "renameat",
-    "renameat2",
-    "openat",
-    "unlink",
-    "unlinkat",
-    "mkdir",
-    "mkdirat",
-    "ftruncate",
-    "fchown",
-    "flock",
-];
-
 /// EIO and ENOSPC at every write-path call of a trace (loader calls before main skipped: a failure there is
 /// ld.so's exit 127).
 fn fault_points(calls: &[Call]) -> Vec<Point> {
     let loader = |c: &Call| c.name == "openat" && (c.line.contains("/etc/ld.so") || c.line.contains(".so"));
-    strace::points(calls, FAULT_SYSCALLS, &[Fault::Errno("EIO"), Fault::Errno("ENOSPC")], |c| !loader(c))
+    strace::points(calls, strace::WRITE_PATH_SYSCALLS, &[Fault::Errno("EIO"), Fault::Errno("ENOSPC")], |c| !loader(c))
 }
 
 /// What a case ended in, counted per outcome.

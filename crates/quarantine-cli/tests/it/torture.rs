@@ -298,26 +298,7 @@ fn sigkill_at_every_syscall_of_a_hold() {
 // ---------------------------------------------------------------------------------------------------------------
 // 2. An I/O error at every occurrence of every file-writing system call of a hold
 
-/// The system calls a hold writes or changes the store with (those this binary does not use, e.g. `renameat2`
-/// or `unlinkat` on this libc, are simply absent from the baseline trace and skipped).
-const FAULT_SYSCALLS: &[&str] = &[
-    "fsync",
-    "fdatasync",
-    "write",
-    "pwrite64",
-    "rename",
-    "renameat",
-    "renameat2",
-    "openat",
-    "unlink",
-    "unlinkat",
-    "mkdir",
-    "mkdirat",
-    "ftruncate",
-    "fchown",
-];
-
-/// For every call of [`FAULT_SYSCALLS`] in a hold's baseline trace, fails exactly that call with EIO, then with
+/// For every call of [`strace::WRITE_PATH_SYSCALLS`] in a hold's baseline trace, fails exactly that call with EIO, then with
 /// ENOSPC. Each hold must end in exit 0 with the message byte-exact, or 75 (one line on stderr, nothing on stdout)
 /// with no row added; either way `verify --deep` is clean and a retry succeeds.
 ///
@@ -344,7 +325,11 @@ fn io_error_at_every_write_path_syscall_of_a_hold() {
         let msg_file = t.file("msg.eml", &fresh);
         let base = baseline(&t, &msg_file, "Q1");
         let mut cases: Vec<(String, u32, &str)> = Vec::new();
-        for c in base.calls.iter().filter(|c| c.tid == base.main_tid && FAULT_SYSCALLS.contains(&c.name.as_str())) {
+        for c in base
+            .calls
+            .iter()
+            .filter(|c| c.tid == base.main_tid && strace::WRITE_PATH_SYSCALLS.contains(&c.name.as_str()))
+        {
             let loader = c.name == "openat"
                 && (c.line.contains("\"/etc/ld.so") || c.line.contains(".so") && c.line.contains("\"/lib"));
             if loader {
