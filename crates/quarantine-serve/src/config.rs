@@ -121,6 +121,10 @@ pub struct Mapping {
     /// Take the MTA's queue id from the topmost `Received:` header (`... id 4Q8Z2x1234; ...`), so a redelivery
     /// of the same bytes from the same queue file gets the same id and ingest merges it, as `hold --queue-id`.
     pub queue_id_from_received: bool,
+    /// A header the filter adds with its engine / signature-database version (clamav-milter's `X-Virus-Scanned:
+    /// ClamAV 1.4.1/27475/...`): its value becomes the message's scanner version. Only a header the filter adds
+    /// (strip it at the border, like the verdict headers).
+    pub scanner_version_header: Option<String>,
 }
 
 impl Default for Mapping {
@@ -133,6 +137,7 @@ impl Default for Mapping {
             envelope_headers: false,
             default_verdict: defaults::DEFAULT_VERDICT.into(),
             queue_id_from_received: true,
+            scanner_version_header: None,
         }
     }
 }

@@ -41,8 +41,7 @@ pub fn deliver(sh: &Shared, cfg: &ServeConfig, m: Incoming) -> Result<Vec<String
             scanner: g.scanner.clone(),
             reason: g.reason.clone(),
             queue_id: queue_id.clone(),
-            // Provenance from serve's header rules is not mapped yet; hold's --scanner-version and clamd probe are.
-            scanner_version: None,
+            scanner_version: d.scanner_version.clone(),
         };
         match gc.spool().stage(&req, m.scan.as_ref(), &mut &m.bytes[..]) {
             Ok(s) => staged.push(s),

@@ -67,6 +67,8 @@ pub struct Decision {
     pub from: String,
     pub groups: Vec<Group>,
     pub queue_id: Option<String>,
+    /// The value of the configured scanner-version header, one printable line.
+    pub scanner_version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -114,7 +116,11 @@ pub fn decide(m: &Mapping, from: &str, rcpts: &[String], msg: &[u8], extra: &[(S
             None => groups.push(Group { verdict, scanner, reason, recipients: vec![rcpt] }),
         }
     }
-    Decision { from, groups, queue_id }
+    let scanner_version = m.scanner_version_header.as_deref().and_then(|h| first(&fields, h)).map(|v| {
+        v.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().chars().take(200).collect()
+    });
+    let scanner_version = scanner_version.filter(|v: &String| !v.is_empty());
+    Decision { from, groups, queue_id, scanner_version }
 }
 
 fn strip_angle(a: &str) -> &str {
@@ -159,6 +165,18 @@ mod tests {
         assert!(glob("a?c*", "abcdef"));
         assert!(glob("*", ""));
         assert!(!glob("Yes,*", "No, score=1"));
+    }
+
+    #[test]
+    fn the_configured_header_gives_the_scanner_version() {
+        let msg = b"X-Virus-Scanned: ClamAV 1.4.1/27475/Mon Dec  1 09:31:28 2026\r\n\tat mx.example\r\nSubject: s\r\n\r\nX-Virus-Scanned: forged in the body\r\n";
+        let m = Mapping::default();
+        assert_eq!(decide(&m, "s@x", &["a@b".into()], msg, &[]).scanner_version, None, "off unless configured");
+        let m = Mapping { scanner_version_header: Some("x-virus-scanned".into()), ..Default::default() };
+        let v = decide(&m, "s@x", &["a@b".into()], msg, &[]).scanner_version.unwrap();
+        assert!(v.starts_with("ClamAV 1.4.1/27475/") && !v.contains('\n') && !v.contains("forged"), "{v:?}");
+        let none = decide(&m, "s@x", &["a@b".into()], b"Subject: s\r\n\r\nbody", &[]);
+        assert_eq!(none.scanner_version, None);
     }
 
     #[test]

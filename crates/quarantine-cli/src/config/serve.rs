@@ -38,6 +38,7 @@ pub struct RawServe {
     envelope_headers: Option<Spanned<bool>>,
     default_verdict: Option<Spanned<String>>,
     queue_id_from_received: Option<Spanned<bool>>,
+    scanner_version_header: Option<Spanned<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -175,6 +176,14 @@ pub(super) fn from_raw(raw: Option<&RawServe>, c: &mut Checker) -> ServeConfig {
     }
     if let Some(v) = &r.queue_id_from_received {
         m.queue_id_from_received = *v.get_ref();
+    }
+    if let Some(v) = &r.scanner_version_header {
+        let h = v.get_ref().trim();
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            c.bad(&["serve", "scanner_version_header"], v.span(), format!("{h:?} is not a header name"));
+        } else {
+            m.scanner_version_header = Some(h.to_string());
+        }
     }
     if let (Some(h), Some(v)) = (&cfg.http, &r.http) {
         if !h.is_local() && cfg.http_token.as_deref().is_none_or(str::is_empty) {
