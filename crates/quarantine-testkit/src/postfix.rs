@@ -4,7 +4,9 @@
 //! killed) when the [`Postfix`] value is dropped, panics included. Needs root (it runs as its own daemons).
 //!
 //! The config templates live in `tests/postfix/` at the top of the repository; docs/integration/postfix.md
-//! explains them.
+//! explains them. Mail marked `X-Test-Verdict: lmtp` goes to Postfix's `lmtp` transport instead, to the unix socket
+//! [`Postfix::lmtp_sock`] (docs/integration/postfix-lmtp.md), where a test runs `quarantine serve` as [`USER`]:
+//! its directory belongs to [`USER`] and is reachable by the `postfix` user, and serve makes the socket 0666.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -53,6 +55,9 @@ pub struct Postfix {
     pub release_port: u16,
     pub sink_port: u16,
     pub sink_dir: PathBuf,
+    /// Where the `lmtp` transport delivers (`FILTER lmtp:unix:PATH` in header_checks); nobody listens until a
+    /// test starts `serve` there.
+    pub lmtp_sock: PathBuf,
     sink: Option<Child>,
     started: bool,
 }
@@ -68,7 +73,7 @@ impl Postfix {
         let root = dir.path().to_path_buf();
         chmod(&root, 0o755); // postfix and nobody must reach what is inside
         let conf = root.join("conf");
-        for d in ["conf", "queue", "data", "log", "sink", "bin"] {
+        for d in ["conf", "queue", "data", "log", "sink", "bin", "lmtp"] {
             fs::create_dir(root.join(d)).unwrap();
             chmod(&root.join(d), 0o755);
         }
@@ -78,6 +83,7 @@ impl Postfix {
         let (smtp_port, release_port, sink_port) = (free_port(), free_port(), free_port());
         let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/postfix");
         let store = root.join("store");
+        let lmtp_sock = root.join("lmtp/lmtp.sock");
         let fill = |name: &str| {
             let text = fs::read_to_string(templates.join(name)).unwrap();
             text.replace("@DIR@", root.to_str().unwrap())
@@ -88,6 +94,7 @@ impl Postfix {
                 .replace("@USER@", USER)
                 .replace("@BIN@", bin.to_str().unwrap())
                 .replace("@STORE@", store.to_str().unwrap())
+                .replace("@LMTP_SOCK@", lmtp_sock.to_str().unwrap())
         };
         for (template, name) in [
             ("main.cf.in", "main.cf"),
@@ -102,7 +109,14 @@ impl Postfix {
 
         // The store, owned by the account hold runs as.
         run_ok(scratch.program(&bin).arg("--store").arg(&store).arg("init"));
-        run_ok(Command::new("chown").arg("-R").arg(format!("{USER}:{GROUP}")).arg(&store).arg(root.join("sink")));
+        run_ok(
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{USER}:{GROUP}"))
+                .arg(&store)
+                .arg(root.join("sink"))
+                .arg(root.join("lmtp")),
+        );
 
         let sink_dir = root.join("sink");
         let sink = Command::new(smtp_sink())
@@ -125,6 +139,7 @@ impl Postfix {
             release_port,
             sink_port,
             sink_dir,
+            lmtp_sock,
             sink: Some(sink),
             started: false,
         };

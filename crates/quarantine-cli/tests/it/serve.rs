@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use quarantine_testkit::postfix::{self, Postfix};
 use quarantine_testkit::run::wait_for;
+use quarantine_testkit::smtp::send;
 
 use crate::BIN;
 
@@ -366,4 +368,315 @@ fn serve_token_off_loopback_sigterm_and_sighup() {
     let status = sv.child.take().unwrap().wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", sv.log());
     let _ = &mut sv;
+}
+
+// ----- behind a real Postfix: its `lmtp` transport delivering to `serve` on a unix socket
+
+/// `serve` as the store's owner ([`postfix::USER`]) on the Postfix instance's store, listening on `sock`,
+/// optionally under `strace` with `inject` (`-e inject=SPEC`, tracing only `fsync`). Killed on drop.
+struct PfServe {
+    child: Child,
+    /// The pid of serve itself (setpriv and strace exec or trace it; without strace the child is serve).
+    pid: u32,
+}
+
+impl PfServe {
+    fn start(pf: &Postfix, cfg: &Path, sock: &Path, err: &Path, inject: Option<&str>) -> PfServe {
+        let setpriv = quarantine_testkit::require("setpriv", "util-linux");
+        let mut c = match inject {
+            None => pf.scratch.program(&setpriv),
+            Some(spec) => {
+                let mut c = pf.scratch.program(quarantine_testkit::strace::require());
+                c.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync", "-e"]).arg(format!("inject={spec}"));
+                c.arg("--").arg(&setpriv);
+                c
+            }
+        };
+        c.args([format!("--reuid={}", postfix::USER), format!("--regid={}", postfix::GROUP)])
+            .args(["--clear-groups", "--"])
+            .arg(&pf.bin)
+            .arg("--config")
+            .arg(cfg)
+            .arg("--store")
+            .arg(&pf.store)
+            .arg("serve")
+            .arg("--lmtp")
+            .arg(format!("unix:{}", sock.display()))
+            .stdin(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(err).unwrap());
+        let child = c.spawn().unwrap();
+        let sock = sock.to_path_buf();
+        wait_for(Duration::from_secs(20), "serve listening", || UnixStream::connect(&sock).is_ok());
+        // The process whose socket that is: the child itself, or strace's traced descendant.
+        let pid = if inject.is_none() { child.id() } else { descendant_serve(child.id()) };
+        PfServe { child, pid }
+    }
+
+    fn kill(&mut self) {
+        let _ = Command::new("kill").args(["-s", "KILL", &self.pid.to_string()]).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until it has exited by itself (killed by an injected signal).
+    fn wait_dead(&mut self) {
+        let pid = self.pid;
+        wait_for(Duration::from_secs(60), "serve killed by strace's injected SIGKILL", || {
+            !Path::new(&format!("/proc/{pid}/exe")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        });
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PfServe {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-s", "KILL", &self.pid.to_string()]).stderr(Stdio::null()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `quarantine` process below `pid` (strace → setpriv, exec'd into quarantine).
+fn descendant_serve(pid: u32) -> u32 {
+    let mut found = None;
+    wait_for(Duration::from_secs(10), "serve under strace", || {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        found = children.split_whitespace().next().and_then(|c| c.parse().ok());
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// A one-connection LMTP relay on `at` to serve's socket `to`: once more than `after` bytes went from Postfix to
+/// serve (far more than the commands: it is in the middle of the message's DATA), it SIGKILLs `pid` and drops
+/// both connections. Returns when that is done.
+fn kill_mid_data(at: &Path, to: &Path, after: usize, pid: u32) -> std::thread::JoinHandle<usize> {
+    let _ = std::fs::remove_file(at);
+    let listener = std::os::unix::net::UnixListener::bind(at).unwrap();
+    std::fs::set_permissions(at, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let to = to.to_path_buf();
+    std::thread::spawn(move || {
+        let (mut pfx, _) = listener.accept().unwrap();
+        let mut up = UnixStream::connect(&to).unwrap();
+        let (mut up_r, mut pfx_w) = (up.try_clone().unwrap(), pfx.try_clone().unwrap());
+        let back = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut up_r, &mut pfx_w);
+            let _ = pfx_w.shutdown(std::net::Shutdown::Both);
+        });
+        let mut sent = 0usize;
+        let mut buf = [0u8; 16384];
+        loop {
+            let n = pfx.read(&mut buf).unwrap_or(0);
+            if n == 0 || up.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            sent += n;
+            if sent > after {
+                assert!(Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status().unwrap().success());
+                break;
+            }
+        }
+        let _ = up.shutdown(std::net::Shutdown::Both);
+        let _ = pfx.shutdown(std::net::Shutdown::Both);
+        let _ = back.join();
+        sent
+    })
+}
+
+/// `message` as Postfix's smtpd stored and its lmtp client sent it: every line ending CRLF.
+fn crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn pf_held(pf: &Postfix) -> Vec<serde_json::Value> {
+    let ingest = pf.q_as_user(&["ingest"]);
+    assert!(ingest.status.success(), "ingest: {ingest:?}");
+    let out = pf.q_as_user(&["search", "--json"]);
+    assert!(out.status.success(), "search: {out:?}");
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn rcpts_of(m: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> =
+        m["recipients"].as_array().unwrap().iter().map(|r| r["address"].as_str().unwrap().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The held messages whose Message-ID is `<mid>`.
+fn by_mid<'a>(held: &'a [serde_json::Value], mid: &str) -> Vec<&'a serde_json::Value> {
+    held.iter().filter(|m| m["message_id"].as_str().is_some_and(|x| x.trim_matches(['<', '>']) == mid)).collect()
+}
+
+fn pf_nothing_bounced(pf: &Postfix) {
+    let log = pf.maillog();
+    for bad in ["status=bounced", "sender non-delivery notification", "status=expired", "fatal:", "panic:"] {
+        assert!(!log.contains(bad), "the maillog has {bad:?}:\n{log}");
+    }
+}
+
+fn deferred(pf: &Postfix, qid: &str) -> bool {
+    pf.maillog().lines().any(|l| l.contains(qid) && l.contains("status=deferred"))
+        && pf.queue().iter().any(|m| m["queue_id"] == qid && m["queue_name"] == "deferred")
+}
+
+#[test]
+fn serve_behind_postfix_lmtp_holds_every_recipient_byte_exact_and_survives_sigkill() {
+    quarantine_testkit::env::require_root("a private Postfix instance");
+    quarantine_testkit::postfix::postfix_bin();
+    quarantine_testkit::sink::smtp_sink();
+    quarantine_testkit::strace::require();
+    let pf = Postfix::start(BIN);
+    let root = pf.dir.path().to_path_buf();
+    // At most 3 recipients per message: Postfix's fourth gets serve's per-recipient 452 and is retried later.
+    let cfg = root.join("conf/serve.toml");
+    std::fs::write(&cfg, "[serve]\nmax_recipients = 3\n").unwrap();
+    let err = root.join("log/serve.err");
+    let sock = pf.lmtp_sock.clone();
+    let serve_log = || std::fs::read_to_string(&err).unwrap_or_default();
+    const WAIT: Duration = Duration::from_secs(60);
+
+    // ----- 1. several recipients (one refused), a null sender, 8-bit, LF, CRLF and mixed line ends
+    let mut sv = PfServe::start(&pf, &cfg, &sock, &err, None);
+    let m1: &[u8] = b"From: s@example.org\nTo: a@example.edu\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n\
+        Message-ID: <lmtp1@example.org>\nSubject: four recipients\nX-Test-Verdict: lmtp\n\n\
+        LF body, UTF-8 \xc3\xa9t\xc3\xa9\n.leading dot\nend\n";
+    let m2: &[u8] = b"From: MAILER-DAEMON@example.org\r\nTo: a@example.edu\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\
+        Message-ID: <lmtp2@example.org>\r\nSubject: a bounce\r\nX-Test-Verdict: lmtp\r\n\r\nCRLF body\r\n\r\n..two dots\r\n";
+    let m3: &[u8] = b"From: s@example.org\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <lmtp3@example.org>\n\
+        Subject: mixed\r\nX-Test-Verdict: lmtp\n\r\nlatin-1 \xe9\xe8\r\nLF line\nlast\r\n";
+    let all4 = ["a@example.edu", "b@example.edu", "c@example.edu", "d@example.edu"];
+    let q1 = send(pf.smtp_port, "s@example.org", &all4, m1);
+    let q2 = send(pf.smtp_port, "", &["a@example.edu"], m2);
+    let q3 = send(pf.smtp_port, "s@example.org", &["b@example.edu", "c@example.edu"], m3);
+    wait_for(WAIT, "three messages held, the refused recipient deferred", || {
+        pf_held(&pf).len() == 3 && pf.queue().len() == 1 && deferred(&pf, &q1)
+    });
+    let log = pf.maillog();
+    assert!(
+        log.lines().any(|l| l.contains(&q1) && l.contains("<d@example.edu>") && l.contains("452 4.5.3")),
+        "d@ refused with serve's 452, per recipient:\n{log}"
+    );
+    for r in &all4[..3] {
+        assert!(
+            log.lines().any(|l| l.contains(&q1) && l.contains(&format!("to=<{r}>")) && l.contains("status=sent")),
+            "{r} delivered over LMTP:\n{log}"
+        );
+    }
+    let held = pf_held(&pf);
+    for (mid, qid, message, from, rcpts) in [
+        ("lmtp1@example.org", &q1, m1, "s@example.org", &all4[..3]),
+        ("lmtp2@example.org", &q2, m2, "", &all4[..1]),
+        ("lmtp3@example.org", &q3, m3, "s@example.org", &all4[1..3]),
+    ] {
+        let found = by_mid(&held, mid);
+        assert_eq!(found.len(), 1, "{mid}: {held:?}");
+        let m = found[0];
+        assert_eq!(m["from"], from, "{mid}");
+        assert_eq!(m["queue_id"], qid.as_str(), "the queue id from Postfix's Received line");
+        assert_eq!(rcpts_of(m), rcpts, "{mid}");
+        let raw = pf.q(&["show", m["id"].as_str().unwrap(), "--raw"]);
+        assert!(raw.status.success(), "{raw:?}");
+        let (raw, want) = (raw.stdout, crlf(message));
+        assert!(
+            raw.ends_with(&want),
+            "{mid}: held bytes are not what Postfix sent:\n{}",
+            String::from_utf8_lossy(&raw)
+        );
+        // Before the message: only Postfix's Received header (its first line and continuation lines).
+        let head = std::str::from_utf8(&raw[..raw.len() - want.len()]).unwrap();
+        assert!(head.starts_with("Received: from ") && head.contains(&format!("with ESMTP id {qid}")), "{head}");
+        assert!(head.split("\r\n").skip(1).all(|l| l.is_empty() || l.starts_with([' ', '\t'])), "{head}");
+    }
+    pf_nothing_bounced(&pf);
+
+    // ----- 2. SIGKILL in the middle of DATA: a 4 MB message, killed after 1 MB reached serve (through a relay
+    // on Postfix's socket that counts the bytes)
+    sv.kill();
+    let inner = root.join("lmtp/inner.sock");
+    let mut sv = PfServe::start(&pf, &cfg, &inner, &err, None);
+    let relay = kill_mid_data(&sock, &inner, 1 << 20, sv.pid);
+    let mut big = b"From: s@example.org\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <lmtp4@example.org>\n\
+        Subject: big\nX-Test-Verdict: lmtp\n\n"
+        .to_vec();
+    for i in 0..60_000 {
+        big.extend_from_slice(format!("line {i:08} of a large message, 8-bit \u{e9} and padding......\n").as_bytes());
+    }
+    let q4 = send(pf.smtp_port, "s@example.org", &["a@example.edu", "b@example.edu"], &big);
+    let relayed = relay.join().unwrap();
+    assert!(relayed > 1 << 20 && relayed < big.len(), "killed mid-DATA after {relayed} bytes");
+    sv.wait_dead();
+    wait_for(WAIT, "the big message deferred", || deferred(&pf, &q4));
+    let log = pf.maillog();
+    assert!(
+        log.lines().any(|l| l.contains(&q4) && l.contains("status=deferred") && l.contains("message body")),
+        "deferred while sending the body:\n{log}"
+    );
+    assert!(by_mid(&pf_held(&pf), "lmtp4@example.org").is_empty(), "nothing partial held");
+
+    // ----- 3. SIGKILL after the dot, before the reply: at the spool file's fsync (not durable yet), and at the
+    // spool directory's fsync (the file renamed into spool/: durable once serve is gone, as far as a process
+    // death goes). strace counts per thread: a session's first fsync is its file's, its second the directory's
+    // (commit.rs: the leader of a lone session's round is that session).
+    let mut killed = Vec::new();
+    for (when, mid) in [(1, "lmtp5@example.org"), (2, "lmtp6@example.org")] {
+        let mut sv = PfServe::start(&pf, &cfg, &sock, &err, Some(&format!("fsync:signal=KILL:when={when}")));
+        let m = format!(
+            "From: s@example.org\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <{mid}>\nSubject: killed at fsync \
+             {when}\nX-Test-Verdict: lmtp\n\nbody \u{e9}\n"
+        );
+        let q = send(pf.smtp_port, "s@example.org", &all4[..3], m.as_bytes());
+        sv.wait_dead();
+        wait_for(WAIT, "deferred after serve died before its reply", || deferred(&pf, &q));
+        assert!(
+            pf.maillog()
+                .lines()
+                .any(|l| l.contains(&q) && l.contains("status=deferred") && l.contains("lost connection")),
+            "{}",
+            pf.maillog()
+        );
+        killed.push((mid, q, m));
+    }
+    let held = pf_held(&pf);
+    assert!(by_mid(&held, "lmtp5@example.org").is_empty(), "killed before its file was renamed: not held");
+    let durable = by_mid(&held, "lmtp6@example.org");
+    assert_eq!(durable.len(), 1, "renamed into spool/ before the kill: held already");
+    assert_eq!(rcpts_of(durable[0]), &all4[..3]);
+    pf_nothing_bounced(&pf);
+
+    // ----- 4. restart, flush: every message held for every recipient exactly once
+    let _sv = PfServe::start(&pf, &cfg, &sock, &err, None);
+    pf.flush();
+    wait_for(WAIT, "the queue empty after the flush", || pf.queue().is_empty());
+    let held = pf_held(&pf);
+    assert_eq!(held.len(), 6, "{held:#?}\n{}", serve_log());
+    let one = |mid: &str| -> serde_json::Value {
+        let f = by_mid(&held, mid);
+        assert_eq!(f.len(), 1, "{mid} held once: {f:#?}");
+        f[0].clone()
+    };
+    assert_eq!(rcpts_of(&one("lmtp1@example.org")), all4, "the refused recipient merged into the same message");
+    let m4 = one("lmtp4@example.org");
+    assert_eq!(rcpts_of(&m4), &all4[..2]);
+    let raw = pf.q(&["show", m4["id"].as_str().unwrap(), "--raw"]).stdout;
+    assert!(raw.ends_with(&crlf(&big)), "the big message byte-exact after the redelivery");
+    for (mid, q, m) in &killed {
+        let h = one(mid);
+        assert_eq!(rcpts_of(&h), &all4[..3], "{mid}");
+        let sent = pf.maillog().lines().filter(|l| l.contains(q.as_str()) && l.contains("status=sent")).count();
+        assert_eq!(sent, 3, "{mid} redelivered to serve after the flush, for each recipient");
+        assert_eq!(h["queue_id"], q.as_str());
+        let raw = pf.q(&["show", h["id"].as_str().unwrap(), "--raw"]).stdout;
+        assert!(raw.ends_with(&crlf(m.as_bytes())), "{mid}");
+    }
+    pf_nothing_bounced(&pf);
+    let deep = pf.q(&["verify", "--deep"]);
+    assert!(deep.status.success(), "{deep:?}");
 }
