@@ -680,3 +680,41 @@ fn serve_behind_postfix_lmtp_holds_every_recipient_byte_exact_and_survives_sigki
     let deep = pf.q(&["verify", "--deep"]);
     assert!(deep.status.success(), "{deep:?}");
 }
+
+/// docs/integration/amavis.md's recipe, replayed: amavis's `smtp:` quarantine method sends a copy addressed to the
+/// quarantine mailbox with the original envelope in `X-Envelope-From`/`X-Envelope-To`; swaks plays amavis (plain
+/// ESMTP on serve's listener). The `[serve]` snippet is the doc's, but for the listener, which the test owns.
+#[test]
+fn serve_takes_an_amavis_quarantine_copy_replayed_by_swaks() {
+    let swaks = quarantine_testkit::require("swaks", "swaks");
+    let s = Serve::start("[serve]\nrules = [\"amavis\", \"spamassassin\"]\nenvelope_headers = true\n");
+    let copy = b"X-Envelope-From: <orig@sender.example>\r\n\
+        X-Envelope-To: <r1@example.edu>,\r\n <r2@example.edu>\r\n\
+        X-Quarantine-ID: <AbC123xyz>\r\n\
+        X-Amavis-Alert: INFECTED, message contains virus: Eicar-Test-Signature\r\n\
+        From: orig@sender.example\r\nTo: r1@example.edu, r2@example.edu\r\nSubject: invoice\r\n\
+        Message-ID: <amavis-replay@sender.example>\r\n\r\nthe original body\r\n.leading dot\r\n";
+    let data = s.store.scratch.file("amavis-copy.eml", copy);
+    let mut c = s.store.scratch.program(swaks);
+    c.arg("--socket")
+        .arg(&s.sock)
+        .args(["--from", "virusalert@localhost", "--to", "virus-quarantine@localhost", "--ehlo", "amavis.test"])
+        .arg("--data")
+        .arg(&data);
+    let out = quarantine_testkit::run::run(c, quarantine_testkit::Input::Null, quarantine_testkit::HANG);
+    out.code_is(0, "swaks as amavis");
+    assert!(out.text().contains("250"), "{}", out.brief());
+    s.store.ingest();
+    let held = s.held();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let m = &held[0];
+    assert_eq!(m["verdict"], "VIRUS");
+    assert_eq!(m["scanner"], "amavis");
+    assert_eq!(m["from"], "orig@sender.example", "the real envelope, not the quarantine mailbox's");
+    let rcpts: Vec<&str> = m["recipients"].as_array().unwrap().iter().map(|r| r["address"].as_str().unwrap()).collect();
+    assert_eq!(rcpts, ["r1@example.edu", "r2@example.edu"]);
+    // Byte-exact: what went over the wire, the dot-stuffing undone once. swaks sends its terminator as CRLF . CRLF
+    // after the file's own final CRLF, so the message on the wire ends with one empty line more than the file.
+    let raw = s.store.raw(m["id"].as_str().unwrap());
+    assert_eq!(raw, [&copy[..], b"\r\n"].concat());
+}
