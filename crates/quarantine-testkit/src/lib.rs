@@ -15,12 +15,14 @@
 //!   [`smtp::TestCert`] from a throw-away CA) recording every transaction, and a client.
 //! - [`sink`]: Postfix's smtp-sink recording each message to a file.
 //! - [`postfix`]: a private Postfix instance.
+//! - [`rspamd`]: a private rspamd (its metadata_exporter posting to `serve`) and `rspamc`.
 //!
 //! Nothing here skips: a missing peer, a hang or a failed set-up panics with a message that says what to do.
 
 pub mod env;
 pub mod gen;
 pub mod postfix;
+pub mod rspamd;
 pub mod run;
 pub mod sink;
 pub mod smtp;

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use quarantine_testkit::postfix::{self, Postfix};
+use quarantine_testkit::rspamd::Rspamd;
 use quarantine_testkit::run::wait_for;
 use quarantine_testkit::smtp::send;
 
@@ -82,6 +83,14 @@ impl Serve {
             .unwrap()
             .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
             .count()
+    }
+
+    /// Kills serve and reaps it; the store stays.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
     }
 
     fn signal(&self, sig: &str) {
@@ -717,4 +726,91 @@ fn serve_takes_an_amavis_quarantine_copy_replayed_by_swaks() {
     // after the file's own final CRLF, so the message on the wire ends with one empty line more than the file.
     let raw = s.store.raw(m["id"].as_str().unwrap());
     assert_eq!(raw, [&copy[..], b"\r\n"].concat());
+}
+
+/// docs/integration/rspamd.md's metadata_exporter rule, verbatim but for serve's port.
+fn exporter_conf(port: u16) -> String {
+    format!(
+        "rules {{\n  QUARANTINE {{\n    backend = \"http\";\n    url = \"http://127.0.0.1:{port}/rspamd\";\n    \
+         formatter = \"default\";\n    meta_headers = true;\n    selector = \"is_reject\";\n    defer = true;\n  }}\n}}\n"
+    )
+}
+
+/// A score-based rule (not a prefilter action: see PEERS / the doc) rejecting the test sender's mail.
+const BAD_SENDER_MULTIMAP: &str = "QUARANTINE_TEST_SENDER {\n  type = \"from\";\n  filter = \"email:addr\";\n  \
+    map = \"@DIR@/local/local.d/bad_senders.map\";\n  score = 20;\n  description = \"the test's rejected sender\";\n}\n";
+
+/// A real rspamd 3.4 (private instance) with docs/integration/rspamd.md's metadata_exporter rule in front of serve:
+/// rspamc scans a message from a sender a score-based multimap rule rejects; the exporter POSTs it to serve, which
+/// holds it with rspamd's action, score and symbols, byte-exact. With serve down, the same scan answers `soft
+/// reject` (`defer = true`: the MTA keeps the message) and nothing reaches the store; once serve is back, the
+/// MTA's retry is held.
+#[test]
+fn rspamd_metadata_exporter_posts_to_serve_and_defers_when_serve_is_down() {
+    quarantine_testkit::env::require_root("a private rspamd drops to _rspamd");
+    let mut sv = Serve::start(CFG);
+    let rs = Rspamd::start(&[
+        ("metadata_exporter.conf", &exporter_conf(sv.http)),
+        ("multimap.conf", BAD_SENDER_MULTIMAP),
+        ("bad_senders.map", "bad@sender.test\n"),
+    ]);
+    let envelope = ["--from", "bad@sender.test", "--rcpt", "a@example.edu", "--ip", "192.0.2.1"];
+    let message = |mid: &str| -> Vec<u8> {
+        format!(
+            "From: Bad <bad@sender.test>\nTo: a@example.edu\nSubject: =?UTF-8?Q?caf=C3=A9?= offer\n\
+             Message-ID: <{mid}@sender.test>\nDate: Tue, 01 Dec 2026 10:00:00 +0000\nMIME-Version: 1.0\n\
+             Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+             caf\u{e9} \u{2014} buy now\r\n.a leading dot\n\ttab, trailing space \n"
+        )
+        .into_bytes()
+    };
+
+    // Serve up: rejected by score, exported, held.
+    let first = message("rspamd-1");
+    let file = sv.store.scratch.file("first.eml", &first);
+    let (action, out) = rs.scan(&envelope, &file);
+    assert_eq!(action, "reject", "{out}");
+    let spool = |sv: &Serve| sv.store.spool_files().len();
+    wait_for(Duration::from_secs(30), "serve to spool rspamd's POST", || spool(&sv) == 1);
+    sv.store.ingest();
+    let held = sv.held();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let m = &held[0];
+    assert_eq!(m["verdict"], "SPAM", "rspamd preset on X-Rspamd-Action\n{m}");
+    assert_eq!(m["from"], "bad@sender.test");
+    assert_eq!(rcpts_of(m), ["a@example.edu"]);
+    assert_eq!(m["scan"]["action"], "reject", "{m}");
+    assert!(m["scan"]["score"].as_f64().unwrap() >= 20.0, "{m}");
+    let symbols: Vec<&str> =
+        m["scan"]["symbols"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(symbols.contains(&"QUARANTINE_TEST_SENDER"), "{symbols:?}");
+    let id = m["id"].as_str().unwrap();
+    assert_eq!(sv.store.show_json(id)["scan"], m["scan"]);
+    assert_eq!(sv.store.raw(id), first, "byte-exact");
+
+    // Serve down: the exporter cannot deliver, so rspamd soft-rejects (the MTA keeps the message) and the store
+    // gets nothing.
+    sv.stop();
+    assert!(TcpStream::connect(("127.0.0.1", sv.http)).is_err(), "serve is down");
+    let second = message("rspamd-2");
+    let file = sv.store.scratch.file("second.eml", &second);
+    let (action, out) = rs.scan(&envelope, &file);
+    assert_eq!(action, "soft reject", "{out}\nrspamd log:\n{}", rs.log());
+    assert!(rs.log().contains("deferring message"), "{}", rs.log());
+    assert_eq!(spool(&sv), 0, "nothing was acknowledged, nothing spooled");
+    sv.store.ingest();
+    assert_eq!(sv.held().len(), 1, "nothing new in the index");
+
+    // The MTA's retry once serve is back: held, nothing lost.
+    let cfg = sv.cfg.clone();
+    sv.spawn(&cfg);
+    let (action, out) = rs.scan(&envelope, &file);
+    assert_eq!(action, "reject", "{out}");
+    wait_for(Duration::from_secs(30), "serve to spool the retry", || spool(&sv) == 1);
+    sv.store.ingest();
+    let held = sv.held();
+    assert_eq!(held.len(), 2, "{held:?}");
+    let retry = by_mid(&held, "rspamd-2@sender.test");
+    assert_eq!(retry.len(), 1, "{held:?}");
+    assert_eq!(sv.store.raw(retry[0]["id"].as_str().unwrap()), second, "byte-exact");
 }
