@@ -1,7 +1,8 @@
 //! The integration tests of the `quarantine` binary, in one test binary (one module per area). Every helper comes
 //! from `quarantine-testkit`; this file only hands it the binary under test.
 //!
-//! Peers these tests drive (strace, sqlite3, zstd, faketime, swaks, Postfix's smtp-sink and postfix, python3,
+//! Peers these tests drive (strace, sqlite3, zstd, faketime, swaks, Postfix's smtp-sink and postfix, rspamd, ClamAV's
+//! clamscan and clamd, python3,
 //! util-linux's setpriv) are installed by `scripts/install-test-deps`; a test whose peer is missing fails and
 //! names the Debian package.
 
