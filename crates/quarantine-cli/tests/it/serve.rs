@@ -814,3 +814,37 @@ fn rspamd_metadata_exporter_posts_to_serve_and_defers_when_serve_is_down() {
     assert_eq!(retry.len(), 1, "{held:?}");
     assert_eq!(sv.store.raw(retry[0]["id"].as_str().unwrap()), second, "byte-exact");
 }
+
+/// DESIGN section 10: a success reply only once durable. When the spool cannot take a message (here `spool/` is a
+/// regular file), LMTP answers 451 for every recipient after the dot and HTTP answers 503, nothing is held; once the
+/// spool is back, the same deliveries succeed.
+#[test]
+fn serve_tempfails_what_the_spool_cannot_take_and_holds_it_once_repaired() {
+    let sv = Serve::start(CFG);
+    let (real, away) = (sv.store.root.join("spool"), sv.store.root.join("spool.away"));
+    std::fs::rename(&real, &away).unwrap();
+    std::fs::write(&real, b"not a directory").unwrap();
+    let session = |c: &mut Client| -> Vec<String> {
+        assert!(c.cmd("LHLO client.test").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<a@example.edu>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<b@example.edu>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(b"Subject: while the spool is broken\r\n\r\nbody\r\n.\r\n");
+        vec![c.reply(), c.reply()]
+    };
+    let replies = session(&mut sv.lmtp());
+    assert!(replies.iter().all(|r| r.starts_with("451")), "LMTP after the dot: {replies:?}");
+    let msg = b"Subject: hi\r\nFrom: sender@example.org\r\n\r\nbuy now\r\n";
+    let r = http(sv.http, &rspamd_request(msg, ""));
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert_eq!(std::fs::read(&real).unwrap(), b"not a directory", "serve overwrote spool");
+    std::fs::remove_file(&real).unwrap();
+    std::fs::rename(&away, &real).unwrap();
+    assert!(sv.held().is_empty(), "nothing is held from a tempfailed delivery");
+    // The MTA's retries.
+    let replies = session(&mut sv.lmtp());
+    assert!(replies.iter().all(|r| r.starts_with("250")), "LMTP after repair: {replies:?}");
+    assert!(http(sv.http, &rspamd_request(msg, "")).starts_with("HTTP/1.1 200"));
+    assert_eq!(sv.held().len(), 2);
+}
