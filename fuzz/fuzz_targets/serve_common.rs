@@ -26,10 +26,10 @@ pub fn scratch(what: &str) -> PathBuf {
     root
 }
 
-/// LeakSanitizer's built-in suppressions for these targets: a session thread's thread-locals (rand's ThreadRng,
+/// LeakSanitizer's built-in suppressions for these targets: a session thread's closure box and thread-locals (rand's ThreadRng,
 /// the TLS destructor list) are freed when the thread exits, which can be just after the client saw EOF and
 /// libFuzzer ran its leak check; they are not leaks. Anything else still is.
 #[no_mangle]
 pub extern "C" fn __lsan_default_suppressions() -> *const std::ffi::c_char {
-    c"leak:__cxa_thread_atexit_impl\nleak:rngs/thread.rs\n".as_ptr()
+    c"leak:__cxa_thread_atexit_impl\nleak:rngs/thread.rs\nleak:spawn_unchecked\n".as_ptr()
 }
