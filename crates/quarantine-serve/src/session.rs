@@ -5,9 +5,8 @@
 //! flushed before the session would block reading (RFC 2920 pipelining).
 //!
 //! # smtp-proto 0.2.5, what is used and what is wrapped
-//! Commands are parsed by `smtp_proto::Request::parse`, and DATA is dot-unstuffed by its
-//! `request::receiver::DataReceiver` (past the size limit, `DummyDataReceiver` discards up to the dot). Read in its
-//! source, these needed care:
+//! Commands are parsed by `smtp_proto::Request::parse`. DATA is ours ([`DataEnd`]), not smtp-proto's
+//! `DataReceiver`. Read in its source (and found by the `serve_lmtp` fuzz target), these needed care:
 //! - **Line framing is ours, not `RequestReceiver`'s.** `RequestReceiver` caps a line at 4096 bytes, but on an
 //!   over-long line it skips just that many bytes and parses the rest of the line as a new command, so bytes deep
 //!   inside a 1 MB line could run as `RSET` or `MAIL` (command smuggling through a length limit). We cut lines at LF
@@ -16,13 +15,13 @@
 //! - **Bare CR, bare LF and NUL in commands are refused** (`500 5.5.2`) before parsing: `Request::parse` ends a
 //!   command at a bare LF and treats CR as whitespace, so `MAIL FROM:<a>\rRCPT TO:<b>` would not be what a
 //!   CR-aware middlebox saw.
-//! - **DATA's end is CRLF `.` CRLF only**, which `DataReceiver` gets right: `\n.\r\n`, `\r.\r\n` and `\n.\n`
-//!   are message content, never the end (the SMTP-smuggling shapes), and a dot is unstuffed only after CRLF. Bare
-//!   LF, bare CR and NUL inside the content are kept as they arrived (a quarantine keeps the bytes).
-//! - **A message that is empty** (`DATA` then `.` at once) is not recognised by a fresh `DataReceiver` (its state
-//!   starts as if no line had ended), so it is primed with one CRLF into a throw-away buffer first.
-//! - **No size limit** in `DataReceiver`: we count, and switch to `DummyDataReceiver::new_data` (which copies the
-//!   unstuffing state) the moment the limit is passed, so an over-size message costs no memory past it.
+//! - **DATA's end is CRLF `.` CRLF only.** smtp-proto 0.2.5's `DataReceiver` also ends DATA at CRLF `.` CR CR
+//!   LF (any run of CRs before the LF: after a CR its "after CRLF dot" state stays set), so the rest of the
+//!   message would run as commands (SMTP smuggling) and the held copy would be cut short. [`DataEnd`] is a
+//!   five-state machine: `\n.\r\n`, `\r.\r\n`, `\n.\n` and `\r\n.\r\r\n` are message content, never the end, and
+//!   a dot is unstuffed only right after CRLF. Bare LF, bare CR and NUL inside the content are kept as they
+//!   arrived (a quarantine keeps the bytes). It starts at a line start (DATA's own CRLF), so an empty message
+//!   (`DATA` then `.` at once) ends at once; past the size limit it keeps finding the end but stores nothing.
 //! - BDAT is not offered; a client that sends it anyway gets `554` and the connection is closed, since its chunk
 //!   would otherwise be read as commands.
 
@@ -30,7 +29,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request, MAIL_BODY_BINARYMIME};
 
 use crate::config::ServeConfig;
@@ -323,21 +321,15 @@ impl<'a, S: Conn> Session<'a, S> {
     /// Receives the message after 354, then answers the dot (once per recipient in LMTP).
     fn data(&mut self) -> Result<(), Stop> {
         let max = self.cfg.limits.max_message_size;
-        let mut rx = DataReceiver::new();
-        let mut scratch = Vec::new();
-        rx.ingest(&mut b"\r\n".iter(), &mut scratch); // primed: see the module docs
+        let mut rx = DataEnd::default();
         let mut body: Vec<u8> = Vec::new();
-        let mut over: Option<DummyDataReceiver> = None;
+        let mut over = false;
         loop {
             let rest = &self.inb[self.pos..];
-            let mut it = rest.iter();
-            let done = match &mut over {
-                Some(d) => d.ingest(&mut it),
-                None => rx.ingest(&mut it, &mut body),
-            };
-            self.pos += rest.len() - it.as_slice().len();
-            if over.is_none() && body.len() as u64 > max {
-                over = Some(DummyDataReceiver::new_data(&rx));
+            let (used, done) = rx.ingest(rest, if over { None } else { Some(&mut body) });
+            self.pos += used;
+            if !over && body.len() as u64 > max {
+                over = true;
                 body = Vec::new();
             }
             if done {
@@ -349,7 +341,7 @@ impl<'a, S: Conn> Session<'a, S> {
         let started = Instant::now(); // the log's ms: from the final dot to the reply
         let rcpts = std::mem::take(&mut self.rcpts);
         let from = self.from.take().unwrap_or_default();
-        if over.is_some() {
+        if over {
             let text = format!("Message size exceeds the limit of {max} bytes");
             for _ in 0..if self.lmtp { rcpts.len() } else { 1 } {
                 self.say(552, "5.3.4", &text);
@@ -383,5 +375,116 @@ impl<'a, S: Conn> Session<'a, S> {
             Err(e) => self.say(451, "4.3.0", &format!("Not held, try again later: {e}")),
         }
         Ok(())
+    }
+}
+
+/// Where DATA ends (RFC 5321 section 4.5.2): at CRLF `.` CRLF and nowhere else, with the leading dot of a line
+/// (after CRLF) removed. Starts at a line start: the CRLF of the `DATA` command counts.
+#[derive(Debug, Default)]
+pub struct DataEnd {
+    state: DotState,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum DotState {
+    /// After CRLF (or at the start).
+    #[default]
+    LineStart,
+    /// Inside a line.
+    Mid,
+    /// After a CR inside a line.
+    Cr,
+    /// After CRLF `.` (the dot not kept).
+    Dot,
+    /// After CRLF `.` CR (the CR not kept yet).
+    DotCr,
+}
+
+impl DataEnd {
+    /// Takes bytes of `input` up to and including the end of DATA; appends the content (unstuffed) to `out`
+    /// when given. Returns how many bytes it used and whether DATA ended.
+    pub fn ingest(&mut self, input: &[u8], mut out: Option<&mut Vec<u8>>) -> (usize, bool) {
+        use DotState::*;
+        let mut i = 0;
+        while i < input.len() {
+            if self.state == Mid {
+                // The common case: copy up to the next CR at once.
+                let n = input[i..].iter().position(|&b| b == b'\r').unwrap_or(input.len() - i);
+                if let Some(o) = out.as_deref_mut() {
+                    o.extend_from_slice(&input[i..i + n]);
+                }
+                i += n;
+                if i == input.len() {
+                    break;
+                }
+            }
+            let b = input[i];
+            i += 1;
+            let (keep, next): (&[u8], DotState) = match (self.state, b) {
+                (DotCr, b'\n') => {
+                    self.state = LineStart;
+                    return (i, true);
+                }
+                (LineStart, b'.') => (b"", Dot),
+                (DotCr, b'\r') => (b"\r\r", Cr),
+                (DotCr, _) => {
+                    if let Some(o) = out.as_deref_mut() {
+                        o.extend_from_slice(b"\r");
+                    }
+                    (std::slice::from_ref(&input[i - 1]), Mid)
+                }
+                (Dot, b'\r') => (b"", DotCr),
+                (Cr, b'\n') => (b"\n", LineStart),
+                (_, b'\r') => (b"\r", Cr),
+                (_, _) => (std::slice::from_ref(&input[i - 1]), Mid),
+            };
+            if let Some(o) = out.as_deref_mut() {
+                o.extend_from_slice(keep);
+            }
+            self.state = next;
+        }
+        (i, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataEnd;
+
+    /// The content and the bytes used, fed in pieces of `step` bytes.
+    fn run(wire: &[u8], step: usize) -> (Vec<u8>, Option<usize>) {
+        let mut rx = DataEnd::default();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let end = (at + step).min(wire.len());
+            let (used, done) = rx.ingest(&wire[at..end], Some(&mut out));
+            at += used;
+            if done {
+                return (out, Some(at));
+            }
+        }
+        (out, None)
+    }
+
+    #[test]
+    fn data_ends_at_crlf_dot_crlf_only() {
+        for step in [1, 2, 3, 7, 1 << 20] {
+            // The serve_lmtp fuzz target's finding: smtp-proto's DataReceiver ended DATA at CRLF . CR CR LF.
+            let wire = b"a\r\n.\r\r\nMAIL FROM:<evil@x>\r\n.\r\n";
+            assert_eq!(run(wire, step), (b"a\r\n\r\r\nMAIL FROM:<evil@x>\r\n".to_vec(), Some(wire.len())));
+            let wire = b"x\r\n.\r\r\r\n.\r\n";
+            assert_eq!(run(wire, step), (b"x\r\n\r\r\r\n".to_vec(), Some(wire.len())));
+            // The smuggling shapes are content.
+            let wire = b"a\n.\r\nb\r.\r\nc\n.\nd\r\n.\r\n";
+            assert_eq!(run(wire, step), (b"a\n.\r\nb\r.\r\nc\n.\nd\r\n".to_vec(), Some(wire.len())));
+            // Unstuffing only after CRLF; an empty message; stuffed CR and LF after a dot.
+            assert_eq!(run(b".\r\n", step), (Vec::new(), Some(3)));
+            assert_eq!(
+                run(b"..x\r\n.a\r\n.\rb\r\n.\n\r\n.\r\nMORE", step),
+                (b".x\r\na\r\n\rb\r\n\n\r\n".to_vec(), Some(21))
+            );
+            assert_eq!(run(b"no end\r\n.\r", step), (b"no end\r\n".to_vec(), None));
+        }
     }
 }
