@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quarantine_store::headers;
+use quarantine_mail::headers;
 
 fuzz_target!(|data: &[u8]| {
     let check = |f: &headers::HeaderFields| {

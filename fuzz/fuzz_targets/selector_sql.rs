@@ -10,13 +10,13 @@ use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use quarantine_store::select::{Selector, STATES};
+use quarantine_store::{RecipientState, Selector};
 use rusqlite::Connection;
 
 thread_local! {
     static DB: RefCell<Connection> = RefCell::new({
         let mut c = Connection::open_in_memory().unwrap();
-        quarantine_store::index::migrate(&mut c, Path::new(":memory:")).unwrap();
+        quarantine_store::fuzzing::migrate(&mut c, Path::new(":memory:")).unwrap();
         c
     });
 }
@@ -36,7 +36,7 @@ fn strings(u: &mut Unstructured) -> arbitrary::Result<Vec<String>> {
 fn selector(u: &mut Unstructured) -> arbitrary::Result<Selector> {
     let mut states = Vec::new();
     for _ in 0..u.int_in_range(0..=2)? {
-        states.push(if u.ratio(1, 8)? { arg(u)? } else { u.choose(STATES)?.to_string() });
+        states.push(*u.choose(&RecipientState::ALL)?);
     }
     Ok(Selector {
         ids: strings(u)?,
@@ -47,6 +47,8 @@ fn selector(u: &mut Unstructured) -> arbitrary::Result<Selector> {
         message_ids: strings(u)?,
         verdicts: strings(u)?,
         scanners: strings(u)?,
+        scanner_versions: strings(u)?,
+        requarantined: bool::arbitrary(u)?,
         attachments: strings(u)?,
         since_us: Option::<i64>::arbitrary(u)?,
         until_us: Option::<i64>::arbitrary(u)?,
@@ -55,9 +57,9 @@ fn selector(u: &mut Unstructured) -> arbitrary::Result<Selector> {
 }
 
 fn count(c: &Connection, sel: &Selector) -> i64 {
-    let sql = sel.to_sql();
-    let q = format!("SELECT count(*) FROM messages m WHERE {}", sql.clause);
-    c.query_row(&q, rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0))
+    let (clause, params) = quarantine_store::fuzzing::where_clause(sel);
+    let q = format!("SELECT count(*) FROM messages m WHERE {clause}");
+    c.query_row(&q, rusqlite::params_from_iter(params.iter()), |r| r.get(0))
         .unwrap_or_else(|e| panic!("selector {sel:?} failed in SQLite: {e}\n{q}"))
 }
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quarantine_store::release::encode;
+use quarantine_mail::encode;
 
 fn bare_cr_or_lf(b: &[u8]) -> Option<usize> {
     (0..b.len())

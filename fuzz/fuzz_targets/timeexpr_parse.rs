@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
-use quarantine_store::timeexpr;
+use quarantine_store::fuzzing::parse_time;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
@@ -15,10 +15,10 @@ fuzz_target!(|data: &[u8]| {
         DateTime::<Utc>::MAX_UTC.fixed_offset(),
     ];
     for now in &nows {
-        match timeexpr::parse(s, now) {
+        match parse_time(s, now) {
             Ok(_) => {}
             Err(e) => assert!(e.contains(&format!("{s:?}")), "the error does not name the value: {e}"),
         }
     }
-    let _ = timeexpr::parse(s, &Utc.timestamp_opt(1_700_000_000, 0).unwrap());
+    let _ = parse_time(s, &Utc.timestamp_opt(1_700_000_000, 0).unwrap());
 });

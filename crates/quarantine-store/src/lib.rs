@@ -85,3 +85,17 @@ pub use verify::VerifyReport;
 
 /// Durations as admins write them: `90s`, `15m`, `6h`, `2d`, `1w`.
 pub use duration::parse as parse_duration;
+
+/// Internals for the fuzz targets in `fuzz/` (feature `fuzzing`): not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::index::migrate;
+    pub use crate::timeexpr::parse as parse_time;
+
+    /// A selector's `WHERE` clause over `messages m` and its parameters.
+    pub fn where_clause(sel: &crate::Selector) -> (String, Vec<rusqlite::types::Value>) {
+        let sql = sel.to_sql();
+        (sql.clause, sql.params)
+    }
+}
