@@ -19,7 +19,7 @@
 //! The request head is parsed by `httparse`; bodies (Content-Length or chunked) and multipart are ours, small,
 //! bounded, and never stored before they are complete.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use quarantine_store::ScanMeta;
@@ -79,19 +79,13 @@ impl Conn<'_> {
             if self.sh.past_grace() {
                 return Err(Some(reply(503, "shutting down")));
             }
-            match self.s.read(&mut chunk) {
-                Ok(0) => return Err(None),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
+            match crate::server::read_into(&mut *self.s, &mut chunk, &mut self.buf) {
+                crate::server::ReadOutcome::Data => {
                     self.last = Instant::now();
                     return Ok(());
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return Err(None),
+                crate::server::ReadOutcome::Gone => return Err(None),
+                crate::server::ReadOutcome::Again => {}
             }
         }
     }

@@ -271,3 +271,27 @@ fn wait_readable(listeners: &[(Listener, Kind, String)], timeout: Duration) {
     let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as _ };
     let _ = poll(&mut fds, Some(&ts));
 }
+
+/// What one read of a session's socket gave.
+pub(crate) enum ReadOutcome {
+    /// Bytes were appended to the buffer.
+    Data,
+    /// The peer closed or the socket failed: the session is over.
+    Gone,
+    /// A read timeout or an interrupted call: check the session's limits and read again.
+    Again,
+}
+
+/// One read of `s` into `buf` (through `chunk`), the same for the LMTP/SMTP and the HTTP listeners.
+pub(crate) fn read_into<R: std::io::Read + ?Sized>(s: &mut R, chunk: &mut [u8], buf: &mut Vec<u8>) -> ReadOutcome {
+    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+    match s.read(chunk) {
+        Ok(0) => ReadOutcome::Gone,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            ReadOutcome::Data
+        }
+        Err(e) if matches!(e.kind(), WouldBlock | TimedOut | Interrupted) => ReadOutcome::Again,
+        Err(_) => ReadOutcome::Gone,
+    }
+}

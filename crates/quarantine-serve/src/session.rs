@@ -25,7 +25,6 @@
 //! - BDAT is not offered; a client that sends it anyway gets `554` and the connection is closed, since its chunk
 //!   would otherwise be read as commands.
 
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,19 +152,13 @@ impl<'a, S: Conn> Session<'a, S> {
             if (command && self.sh.stopping()) || self.sh.past_grace() {
                 return Err(Stop::Say("421 4.3.2 Service shutting down, try again later".into()));
             }
-            match self.s.read(&mut chunk) {
-                Ok(0) => return Err(Stop::Gone),
-                Ok(n) => {
-                    self.inb.extend_from_slice(&chunk[..n]);
+            match crate::server::read_into(&mut self.s, &mut chunk, &mut self.inb) {
+                crate::server::ReadOutcome::Data => {
                     self.last = Instant::now();
                     return Ok(());
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return Err(Stop::Gone),
+                crate::server::ReadOutcome::Gone => return Err(Stop::Gone),
+                crate::server::ReadOutcome::Again => {}
             }
         }
     }

@@ -491,16 +491,19 @@ impl Spool {
         Ok(Staged { outcome: out, path })
     }
 
+    /// The entries of `spool/`; none when it does not exist yet (a store from before the spool).
+    fn entries(&self) -> Result<Vec<fs::DirEntry>> {
+        match fs::read_dir(&self.dir) {
+            Ok(rd) => rd.collect::<io::Result<Vec<_>>>().map_err(Error::io("list", &self.dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::io("list", &self.dir)(e)),
+        }
+    }
+
     /// Pending spool files (names not starting with `.`), oldest first.
     pub fn pending(&self) -> Result<Vec<Pending>> {
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io("list", &self.dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(Error::io("list", &self.dir))?;
+        for entry in self.entries()? {
             if entry.file_name().as_encoded_bytes().first() == Some(&b'.') {
                 continue;
             }
@@ -519,13 +522,7 @@ impl Spool {
     pub fn stale_tmp(&self, age: Duration) -> Result<Vec<PathBuf>> {
         let now = SystemTime::now();
         let mut out = Vec::new();
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io("list", &self.dir)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(Error::io("list", &self.dir))?;
+        for entry in self.entries()? {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if !(name.starts_with('.') && name.ends_with(".tmp")) {
