@@ -272,6 +272,7 @@ fn request(c: &mut Conn) -> Result<(Reply, Value), Option<Reply>> {
         queue_id: meta.qid.clone(),
         extra,
         started,
+        session: None,
     };
     match intake::deliver(c.sh, &cfg, m) {
         Ok(ids) => Ok((reply(200, "held"), serde_json::json!({ "status": "held", "ids": ids }))),

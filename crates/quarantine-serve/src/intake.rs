@@ -24,6 +24,8 @@ pub struct Incoming<'a> {
     /// Trusted header-like facts for the rules (rspamd's `X-Rspamd-Action` from its metadata).
     pub extra: Vec<(String, String)>,
     pub started: Instant,
+    /// The LMTP/SMTP session it came over (the log's `session=`, matching that session's closing line).
+    pub session: Option<u64>,
 }
 
 /// The ids the message got, one per verdict group, or why it was not taken (one line, for a 451/503).
@@ -74,9 +76,12 @@ fn log(m: &Incoming, d: &verdict::Decision, ids: Option<&[String]>, err: Option<
         (None, Some(e)) => format!("status=deferred ({e})"),
         (None, None) => "status=deferred".into(),
     };
+    let via = match m.session {
+        Some(n) => format!("{}, session={n}", m.via),
+        None => m.via.to_string(),
+    };
     eprintln!(
-        "quarantine serve: {status}, via={}, from=<{}>, to=<{}>, verdict={}, size={}, ms={ms:.1}",
-        m.via,
+        "quarantine serve: {status}, via={via}, from=<{}>, to=<{}>, verdict={}, size={}, ms={ms:.1}",
         printable(&d.from),
         rcpts.iter().map(|r| printable(r)).collect::<Vec<_>>().join(">,<"),
         verdicts.join(","),

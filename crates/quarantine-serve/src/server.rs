@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,11 +49,19 @@ pub struct Shared {
     grace_until: Mutex<Option<Instant>>,
     /// Whether the HTTP listener is bound to loopback or a unix socket (no token needed then, unless set).
     pub http_local: bool,
+    /// Numbers LMTP/SMTP sessions for the log, so an admin can tell which messages shared a connection (Postfix
+    /// reuses LMTP connections: one session, many transactions).
+    sessions: AtomicU64,
 }
 
 impl Shared {
     pub fn config(&self) -> Arc<ServeConfig> {
         self.config.read().expect("config lock").clone()
+    }
+
+    /// The next session's number (1, 2, ...): unique for the life of the process.
+    pub fn next_session(&self) -> u64 {
+        self.sessions.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn stopping(&self) -> bool {
@@ -130,6 +138,7 @@ pub fn run(
         config: RwLock::new(Arc::new(cfg)),
         stopping: AtomicBool::new(false),
         grace_until: Mutex::new(None),
+        sessions: AtomicU64::new(0),
     });
     for (l, _, what) in &listeners {
         match l {

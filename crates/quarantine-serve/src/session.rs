@@ -60,6 +60,12 @@ pub struct Session<'a, S: Conn> {
     rcpts: Vec<String>,
     started: Instant,
     last: Instant,
+    /// For the log: this session's number, and what went over it (Postfix's connection cache sends many
+    /// transactions, with RSET between them, over one session).
+    id: u64,
+    held: u64,
+    tempfailed: u64,
+    rsets: u64,
 }
 
 impl<'a, S: Conn> Session<'a, S> {
@@ -79,6 +85,10 @@ impl<'a, S: Conn> Session<'a, S> {
             rcpts: Vec::new(),
             started: now,
             last: now,
+            id: sh.next_session(),
+            held: 0,
+            tempfailed: 0,
+            rsets: 0,
         }
     }
 
@@ -88,10 +98,30 @@ impl<'a, S: Conn> Session<'a, S> {
         let _ = self.s.set_write_timeout(Some(self.cfg.limits.idle_timeout));
         let host = self.cfg.hostname.clone();
         self.reply(&format!("220 {host} LMTP/ESMTP quarantine ready"));
-        if let Err(Stop::Say(msg)) = self.serve() {
-            self.reply(&msg);
-        }
+        let end = match self.serve() {
+            Ok(()) => "quit".to_string(),
+            Err(Stop::Gone) => "closed by the client".to_string(),
+            Err(Stop::Say(msg)) => {
+                self.reply(&msg);
+                msg
+            }
+        };
         let _ = self.flush();
+        // One line per session beside the one per message: which messages shared a connection, and why it ended
+        // (an idle or time limit, a shutdown), is what an admin asks when an MTA's connection cache misbehaves.
+        eprintln!(
+            "quarantine serve: session={} closed ({}), via={}, held={}, tempfailed={}, rsets={}",
+            self.id,
+            crate::intake::printable(&end),
+            match (self.greeted, self.lmtp) {
+                (false, _) => "none",
+                (true, true) => "lmtp",
+                (true, false) => "smtp",
+            },
+            self.held,
+            self.tempfailed,
+            self.rsets
+        );
     }
 
     fn serve(&mut self) -> Result<(), Stop> {
@@ -291,6 +321,7 @@ impl<'a, S: Conn> Session<'a, S> {
                 }
             }
             Request::Rset => {
+                self.rsets += 1;
                 self.reset();
                 self.say(250, "2.0.0", "Reset OK");
             }
@@ -352,8 +383,15 @@ impl<'a, S: Conn> Session<'a, S> {
             queue_id: None,
             extra: Vec::new(),
             started,
+            session: Some(self.id),
         };
-        match intake::deliver(self.sh, &cfg, m) {
+        let outcome = intake::deliver(self.sh, &cfg, m);
+        if outcome.is_ok() {
+            self.held += 1;
+        } else {
+            self.tempfailed += 1;
+        }
+        match outcome {
             Ok(ids) if self.lmtp => {
                 for r in &rcpts {
                     self.say(250, "2.0.0", &format!("<{r}> held as {}", ids.join(",")));

@@ -16,9 +16,11 @@
 //! - [`sink`]: Postfix's smtp-sink recording each message to a file.
 //! - [`postfix`]: a private Postfix instance.
 //! - [`rspamd`]: a private rspamd (its metadata_exporter posting to `serve`) and `rspamc`.
+//! - [`doc`]: fenced snippets read out of `docs/`, for tests that run what a doc shows.
 //!
 //! Nothing here skips: a missing peer, a hang or a failed set-up panics with a message that says what to do.
 
+pub mod doc;
 pub mod env;
 pub mod gen;
 pub mod postfix;

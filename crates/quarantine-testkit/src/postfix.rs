@@ -7,6 +7,11 @@
 //! explains them. Mail marked `X-Test-Verdict: lmtp` goes to Postfix's `lmtp` transport instead, to the unix socket
 //! [`Postfix::lmtp_sock`] (docs/integration/postfix-lmtp.md), where a test runs `quarantine serve` as [`USER`]:
 //! its directory belongs to [`USER`] and is reachable by the `postfix` user, and serve makes the socket 0666.
+//! `X-Test-Verdict: lmtp-reuse` goes there too, through an `lmtp` transport that caches its connections.
+//!
+//! [`Postfix::border_port`] is the MX as the outside reaches it: its cleanup runs the "Strip at the border"
+//! header_checks of docs/integration/postfix-lmtp.md, read out of the doc itself (`border_header_checks`), then a
+//! content filter stand-in hands the message to [`Postfix::smtp_port`], whose header_checks route it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -53,6 +58,8 @@ pub struct Postfix {
     pub bin: PathBuf,
     pub smtp_port: u16,
     pub release_port: u16,
+    /// The border smtpd: headers that pick a verdict are stripped, then the message goes on to `smtp_port`.
+    pub border_port: u16,
     pub sink_port: u16,
     pub sink_dir: PathBuf,
     /// Where the `lmtp` transport delivers (`FILTER lmtp:unix:PATH` in header_checks); nobody listens until a
@@ -80,7 +87,7 @@ impl Postfix {
         let bin = root.join("bin/quarantine");
         fs::copy(quarantine, &bin).unwrap();
         chmod(&bin, 0o755);
-        let (smtp_port, release_port, sink_port) = (free_port(), free_port(), free_port());
+        let (smtp_port, release_port, sink_port, border_port) = (free_port(), free_port(), free_port(), free_port());
         let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/postfix");
         let store = root.join("store");
         let lmtp_sock = root.join("lmtp/lmtp.sock");
@@ -90,6 +97,7 @@ impl Postfix {
                 .replace("@CONF@", conf.to_str().unwrap())
                 .replace("@SMTP_PORT@", &smtp_port.to_string())
                 .replace("@RELEASE_PORT@", &release_port.to_string())
+                .replace("@BORDER_PORT@", &border_port.to_string())
                 .replace("@SINK_PORT@", &sink_port.to_string())
                 .replace("@USER@", USER)
                 .replace("@BIN@", bin.to_str().unwrap())
@@ -105,6 +113,10 @@ impl Postfix {
             fs::write(conf.join(name), fill(template)).unwrap();
             chmod(&conf.join(name), 0o644);
         }
+        // The doc's snippet verbatim: the border strips exactly what the doc tells admins to strip.
+        let strip = crate::doc::fenced_block("docs/integration/postfix-lmtp.md", "Strip at the border");
+        fs::write(conf.join("border_header_checks"), strip).unwrap();
+        chmod(&conf.join("border_header_checks"), 0o644);
         run_ok(Command::new("chown").arg(format!("postfix:{GROUP}")).arg(root.join("data")));
 
         // The store, owned by the account hold runs as.
@@ -137,6 +149,7 @@ impl Postfix {
             bin,
             smtp_port,
             release_port,
+            border_port,
             sink_port,
             sink_dir,
             lmtp_sock,
@@ -152,7 +165,7 @@ impl Postfix {
             String::from_utf8_lossy(&out.stderr),
             pf.maillog()
         );
-        for port in [smtp_port, release_port, sink_port] {
+        for port in [smtp_port, release_port, border_port, sink_port] {
             wait_listening(port, Duration::from_secs(20));
         }
         pf

@@ -848,3 +848,219 @@ fn serve_tempfails_what_the_spool_cannot_take_and_holds_it_once_repaired() {
     assert!(http(sv.http, &rspamd_request(msg, "")).starts_with("HTTP/1.1 200"));
     assert_eq!(sv.held().len(), 2);
 }
+
+/// The headers the border must strip, as a sender outside would forge them (one folded, some in lower case:
+/// Postfix's regexp tables and serve's rules both ignore case). Each would pick a verdict or an envelope.
+const FORGED: &[u8] = b"X-Spam-Flag: YES\r\n\
+    X-Spam-Status: Yes, score=99.0 required=5.0\r\n\ttests=FORGED_BY_THE_SENDER\r\n\
+    x-virus-status: Infected (Forged-Signature)\r\n\
+    X-Amavis-Alert: INFECTED, message contains virus: Forged-Signature\r\n\
+    X-Envelope-From: <forged@evil.example>\r\n\
+    X-Envelope-To: <victim@example.edu>,\r\n <other@example.edu>\r\n\
+    X-Rspamd-Action: reject\r\n\
+    x-rspamd-score: 99\r\n";
+
+/// docs/integration/postfix-lmtp.md, "Strip at the border", against a real Postfix: a message from outside with
+/// every verdict header forged goes in at the border smtpd, whose cleanup runs the doc's header_checks (read out of
+/// the doc by the testkit), through the content filter stand-in to the re-injection port, and over LMTP to serve.
+/// It arrives without them, so it gets the default verdict and its real envelope. The control: the same headers
+/// handed to the re-injection port directly (as the filter would pass its own) do pick the verdict, so the rules
+/// were on and the stripping is what made the difference.
+#[test]
+fn serve_behind_the_border_never_sees_a_verdict_header_the_sender_forged() {
+    quarantine_testkit::env::require_root("a private Postfix instance");
+    quarantine_testkit::postfix::postfix_bin();
+    quarantine_testkit::sink::smtp_sink();
+    let pf = Postfix::start(BIN);
+    let doc = quarantine_testkit::doc::fenced_blocks("docs/integration/postfix-lmtp.md", "Strip at the border");
+    let installed = std::fs::read_to_string(pf.conf.join("border_header_checks")).unwrap();
+    assert_eq!(installed, doc[0], "the border runs the doc's header_checks, verbatim");
+    // The doc's master.cf: the border_cleanup wiring is the instance's (its paths and service lines aside).
+    let master = std::fs::read_to_string(pf.conf.join("master.cf")).unwrap();
+    let conf = pf.conf.to_str().unwrap();
+    let wiring: Vec<String> = doc[1]
+        .lines()
+        .filter(|l| l.contains("cleanup_service_name") || l.contains("header_checks="))
+        .map(|l| l.replace("/etc/postfix", conf))
+        .collect();
+    assert_eq!(wiring.len(), 2, "{}", doc[1]);
+    for l in &wiring {
+        assert!(master.lines().any(|m| m == l), "the instance's master.cf lacks the doc's {l:?}:\n{master}");
+    }
+    let root = pf.dir.path().to_path_buf();
+    let cfg = root.join("conf/serve.toml");
+    // Every preset the doc's [serve] snippet turns on, and the amavis envelope headers honoured.
+    std::fs::write(
+        &cfg,
+        "[serve]\nrules = [\"clamav\", \"spamassassin\", \"amavis\", \"rspamd\"]\nenvelope_headers = true\n\
+         default_verdict = \"QUARANTINE\"\n",
+    )
+    .unwrap();
+    let err = root.join("log/serve.err");
+    let _sv = PfServe::start(&pf, &cfg, &pf.lmtp_sock, &err, None);
+    let kept = |mid: &str| -> Vec<u8> {
+        format!(
+            "From: s@example.org\r\nTo: a@example.edu\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\
+             Message-ID: <{mid}>\r\nSubject: pick my own verdict\r\nX-Test-Verdict: lmtp\r\n\r\nbody \u{e9}\r\n"
+        )
+        .into_bytes()
+    };
+    let (outside, inside) = (kept("border-forged@example.org"), kept("border-control@example.org"));
+    send(pf.border_port, "s@example.org", &["a@example.edu"], &[FORGED, &outside].concat());
+    send(pf.smtp_port, "s@example.org", &["a@example.edu"], &[FORGED, &inside].concat());
+    wait_for(Duration::from_secs(60), "both messages held", || pf_held(&pf).len() == 2 && pf.queue().is_empty());
+    let held = pf_held(&pf);
+    let log = pf.maillog();
+
+    let m = by_mid(&held, "border-forged@example.org");
+    assert_eq!(m.len(), 1, "{held:#?}");
+    let m = m[0];
+    assert_eq!(m["verdict"], "QUARANTINE", "the default verdict, not a forged one: {m}\n{log}");
+    assert_eq!(m["from"], "s@example.org", "the real envelope sender, not X-Envelope-From");
+    assert_eq!(rcpts_of(m), ["a@example.edu"], "the real recipient, not X-Envelope-To");
+    assert!(m["scan"].is_null() || m["scan"]["action"].is_null(), "no forged rspamd action: {m}");
+    let raw = pf.q(&["show", m["id"].as_str().unwrap(), "--raw"]).stdout;
+    assert!(raw.ends_with(&outside), "the rest byte-exact:\n{}", String::from_utf8_lossy(&raw));
+    // Before it only Postfix's own Received headers (the border's, then the re-injection port's).
+    let head = std::str::from_utf8(&raw[..raw.len() - outside.len()]).unwrap();
+    let fields: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with([' ', '\t']))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(fields, ["Received", "Received"], "{head}");
+    let lower = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    for name in [
+        "x-spam-",
+        "x-virus-status",
+        "x-amavis-alert",
+        "x-envelope-",
+        "x-rspamd-",
+        "forged_by_the_sender",
+        "forged-signature",
+        "evil.example",
+    ] {
+        assert!(!lower.contains(name), "{name} reached serve:\n{}", String::from_utf8_lossy(&raw));
+    }
+
+    let c = by_mid(&held, "border-control@example.org");
+    assert_eq!(c.len(), 1, "{held:#?}");
+    let c = c[0];
+    assert_ne!(c["verdict"], "QUARANTINE", "the control: unstripped, the same headers pick the verdict: {c}");
+    assert_eq!(c["from"], "forged@evil.example", "the control: X-Envelope-From is honoured when it gets through");
+    let raw = pf.q(&["show", c["id"].as_str().unwrap(), "--raw"]).stdout;
+    assert!(raw.ends_with(&[FORGED, &inside].concat()), "the control keeps its headers");
+    pf_nothing_bounced(&pf);
+}
+
+/// Postfix's LMTP connection cache against serve (the `lmtpcache` transport of the test instance: the cache on for
+/// serve's socket, one delivery at a time). A burst of messages queued while serve was down is flushed at once and
+/// goes over one reused connection, with Postfix's RSET between transactions: serve's log says which session each
+/// message came over (`session=N`), and each session's closing line what it carried. Every message is held once, byte-exact, for its recipients; the idle
+/// cached connection is then closed by Postfix (its `lmtp_connection_cache_time_limit`), which serve logs, and the
+/// next message opens a new session.
+#[test]
+fn serve_behind_postfix_takes_a_burst_over_one_cached_lmtp_connection() {
+    quarantine_testkit::env::require_root("a private Postfix instance");
+    quarantine_testkit::postfix::postfix_bin();
+    quarantine_testkit::sink::smtp_sink();
+    let pf = Postfix::start(BIN);
+    let root = pf.dir.path().to_path_buf();
+    let cfg = root.join("conf/serve.toml");
+    std::fs::write(&cfg, "[serve]\n").unwrap();
+    let err = root.join("log/serve.err");
+    let serve_log = || std::fs::read_to_string(&err).unwrap_or_default();
+    const BURST: usize = 8;
+    const WAIT: Duration = Duration::from_secs(60);
+    let message = |i: usize| -> Vec<u8> {
+        format!(
+            "From: s@example.org\nTo: a@example.edu\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n\
+             Message-ID: <reuse{i}@example.org>\nSubject: burst {i}\nX-Test-Verdict: lmtp-reuse\n\n\
+             message {i}, 8-bit \u{e9}\n.leading dot\n{}",
+            // Sizes that differ, in lines Postfix leaves alone (its lmtp client folds lines past 998 bytes).
+            format!("{}\n", "x".repeat(76)).repeat(i * 13 + 1)
+        )
+        .into_bytes()
+    };
+    let rcpts = |i: usize| -> Vec<String> { (0..1 + i % 3).map(|r| format!("r{r}@example.edu")).collect() };
+
+    // serve is not listening yet: Postfix defers each message (connect fails) and keeps it.
+    let mut sent = Vec::new();
+    for i in 0..BURST {
+        let r = rcpts(i);
+        let r: Vec<&str> = r.iter().map(String::as_str).collect();
+        sent.push(send(pf.smtp_port, "s@example.org", &r, &message(i)));
+    }
+    wait_for(WAIT, "the burst deferred while serve is down", || {
+        let q = pf.queue();
+        q.len() == BURST && q.iter().all(|m| m["queue_name"] == "deferred")
+    });
+
+    let _sv = PfServe::start(&pf, &cfg, &pf.lmtp_sock, &err, None);
+    pf.flush();
+    wait_for(WAIT, "the burst delivered", || pf.queue().is_empty());
+    let held = pf_held(&pf);
+    assert_eq!(held.len(), BURST, "{held:#?}\n{}", serve_log());
+    for (i, qid) in sent.iter().enumerate() {
+        let m = by_mid(&held, &format!("reuse{i}@example.org"));
+        assert_eq!(m.len(), 1, "message {i} held once: {held:#?}");
+        let mut want = rcpts(i);
+        want.sort();
+        assert_eq!(rcpts_of(m[0]), want, "message {i}");
+        assert_eq!(m[0]["queue_id"], qid.as_str());
+        let raw = pf.q(&["show", m[0]["id"].as_str().unwrap(), "--raw"]).stdout;
+        assert!(raw.ends_with(&crlf(&message(i))), "message {i} byte-exact");
+    }
+
+    // Which session each message came over, from serve's own log line per message.
+    let session_of = |line: &str| -> Option<u64> {
+        line.split(", ").find_map(|f| f.strip_prefix("session=")).and_then(|n| n.parse().ok())
+    };
+    let wait_closed = |ids: &[u64]| -> String {
+        let mut log = String::new();
+        wait_for(WAIT, "serve logs the cached sessions closed", || {
+            log = serve_log();
+            ids.iter().all(|n| log.contains(&format!("session={n} closed")))
+        });
+        log
+    };
+    let log = serve_log();
+    let mut per: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+    for l in log.lines().filter(|l| l.contains("status=held")) {
+        *per.entry(session_of(l).unwrap_or_else(|| panic!("no session= in {l}"))).or_default() += 1;
+    }
+    assert_eq!(per.values().sum::<usize>(), BURST, "{log}");
+    let busiest = per.values().max().copied().unwrap_or(0);
+    assert!(
+        per.len() < BURST && busiest >= BURST / 2,
+        "the cached connection carried several messages: messages per session {per:?}\n{log}"
+    );
+    let maillog = pf.maillog();
+    assert!(
+        maillog.lines().any(|l| l.contains("relay=") && l.contains("conn_use=") && l.contains("status=sent")),
+        "Postfix logs a reused connection (conn_use=):\n{maillog}"
+    );
+    // The idle cached connection: Postfix closes it after its cache time limit; serve logs each session once,
+    // with what it carried, nothing tempfailed, and the RSETs Postfix sent between transactions.
+    let ids: Vec<u64> = per.keys().copied().collect();
+    let log = wait_closed(&ids);
+    for (n, count) in &per {
+        let close = log.lines().find(|l| l.contains(&format!("session={n} closed"))).unwrap();
+        assert!(close.contains(&format!("held={count}, tempfailed=0")), "{close}");
+        assert!(close.contains("via=lmtp"), "{close}");
+        // Postfix resets a cached connection before each transaction it reuses it for; each RSET was followed by
+        // a transaction that was held (held= above), so RSET left the session ready for the next MAIL.
+        let rsets: usize = close.rsplit("rsets=").next().unwrap().trim().parse().unwrap();
+        assert!(rsets + 1 >= *count, "an RSET between transactions: {close}");
+    }
+
+    // After the cache let go of it: the next message opens a new session and is held.
+    let next = message(BURST);
+    let q = send(pf.smtp_port, "s@example.org", &["a@example.edu"], &next);
+    wait_for(WAIT, "the message after the idle close held", || pf_held(&pf).len() == BURST + 1);
+    let log = serve_log();
+    let last = log.lines().rfind(|l| l.contains("status=held")).unwrap();
+    assert!(!ids.contains(&session_of(last).unwrap()), "a new session after the close: {last}\n{log}");
+    assert!(pf.maillog().lines().any(|l| l.contains(&q) && l.contains("status=sent")));
+    pf_nothing_bounced(&pf);
+}
