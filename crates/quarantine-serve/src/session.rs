@@ -66,6 +66,8 @@ pub struct Session<'a, S: Conn> {
     held: u64,
     tempfailed: u64,
     rsets: u64,
+    /// Why the session ended when serve ended it without a 421 (`command` returned `false`).
+    ended: &'static str,
 }
 
 impl<'a, S: Conn> Session<'a, S> {
@@ -89,6 +91,7 @@ impl<'a, S: Conn> Session<'a, S> {
             held: 0,
             tempfailed: 0,
             rsets: 0,
+            ended: "quit",
         }
     }
 
@@ -99,7 +102,7 @@ impl<'a, S: Conn> Session<'a, S> {
         let host = self.cfg.hostname.clone();
         self.reply(&format!("220 {host} LMTP/ESMTP quarantine ready"));
         let end = match self.serve() {
-            Ok(()) => "quit".to_string(),
+            Ok(()) => self.ended.to_string(),
             Err(Stop::Gone) => "closed by the client".to_string(),
             Err(Stop::Say(msg)) => {
                 self.reply(&msg);
@@ -334,6 +337,7 @@ impl<'a, S: Conn> Session<'a, S> {
             Request::Help { .. } => self.say(214, "2.0.0", "See docs/integration/postfix-lmtp.md"),
             Request::Bdat { .. } => {
                 self.say(554, "5.5.1", "BDAT is not offered; closing");
+                self.ended = "BDAT refused";
                 return Ok(false);
             }
             Request::StartTls | Request::Auth { .. } => self.say(502, "5.5.1", "Not offered on this local listener"),
