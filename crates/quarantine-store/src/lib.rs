@@ -26,6 +26,7 @@
 mod audit;
 mod blob;
 mod check;
+mod db;
 mod durable;
 mod duration;
 mod error;
@@ -77,7 +78,7 @@ pub use spike::{Spike, SpikeRule, SPIKE_ACTOR};
 pub use spool::{check as check_spool, ScanMeta, Spool, Staged as SpoolStaged};
 pub use state::{AuditAction, RecipientState};
 pub use stats::{Bucket as StatsBucket, Stats, StatsBy};
-pub use store::{now_us, InitOutcome, Store, INDEX_FILE};
+pub use store::{now_us, redact as redact_url, Backends, IndexLocation, InitOutcome, Store, INDEX_FILE};
 pub use timeexpr::{parse as parse_time, parse_now as parse_time_now};
 pub use trace::{TRACE_HEADER, TRACE_MAX_AGE, TRACE_SKEW};
 pub use units::{human_bytes, parse_size};

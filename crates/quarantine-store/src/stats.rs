@@ -87,7 +87,7 @@ impl Store {
         let midnight = crate::timeexpr::parse_now("today").map_err(Error::Invalid)?.timestamp_micros();
         let by_verdict = c
             .prepare(
-                "SELECT verdict, count(*), coalesce(sum(size), 0), sum(received_us >= ?1), max(received_us)
+                "SELECT verdict, count(*), coalesce(sum(size), 0), count(*) FILTER (WHERE received_us >= ?1), max(received_us)
                  FROM messages WHERE purged_us IS NULL GROUP BY verdict ORDER BY count(*) DESC, verdict",
             )
             .map_err(&e)?
@@ -210,6 +210,10 @@ impl Store {
     /// hour from the first to the last, empty ones included, so a spike stands out), the others most first.
     pub fn stats_by(&self, since_us: Option<i64>, by: StatsBy) -> Result<Vec<Bucket>> {
         let key = match by {
+            // Local time, as the CLI prints it (PostgreSQL: the session's TimeZone, set from TZ by db::pg).
+            StatsBy::Hour if self.conn.is_postgres() => {
+                "to_char(to_timestamp(received_us / 1000000), 'YYYY-MM-DD\"T\"HH24:00')"
+            }
             StatsBy::Hour => "strftime('%Y-%m-%dT%H:00', received_us / 1000000, 'unixepoch', 'localtime')",
             StatsBy::Verdict => "verdict",
             StatsBy::Scanner => "scanner",

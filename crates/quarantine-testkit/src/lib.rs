@@ -22,6 +22,7 @@
 pub mod env;
 pub mod gen;
 pub mod postfix;
+pub mod postgres;
 pub mod rspamd;
 pub mod run;
 pub mod sink;

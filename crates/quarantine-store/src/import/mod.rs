@@ -322,7 +322,7 @@ struct Stager<'a> {
     blobs: &'a crate::blob::BlobStore,
     index_path: &'a Path,
     /// A read connection for the "already held?" check, opened on first use.
-    conn: Option<rusqlite::Connection>,
+    conn: Option<crate::db::Conn>,
 }
 
 impl Stager<'_> {
@@ -416,7 +416,8 @@ impl Stager<'_> {
     fn already_held(&mut self, hash: &str, env: &hold::Envelope) -> Result<bool> {
         let e = crate::index::sql_err(self.index_path);
         if self.conn.is_none() {
-            self.conn = Some(crate::index::open(self.index_path, false, Duration::from_secs(60))?);
+            self.conn =
+                Some(crate::db::Conn::Sqlite(crate::index::open(self.index_path, false, Duration::from_secs(60))?));
         }
         let conn = self.conn.as_ref().expect("opened above");
         let Some(id) = hold::find_retry(conn, &batch::queue_id(hash), hash, &env.from).map_err(&e)? else {
