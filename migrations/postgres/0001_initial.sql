@@ -87,6 +87,10 @@ CREATE TABLE settings (
     value  TEXT NOT NULL
 );
 
+-- SQLite's NOCASE collation (`--scanner` compares that way): ICU's case-insensitive comparison. SQLite folds ASCII
+-- letters only; this folds every letter, which can only find more of what a person typed.
+CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+
 -- SQLite's instr(), which the selectors use for short text and attachment names.
 CREATE FUNCTION instr(haystack TEXT, needle TEXT) RETURNS BIGINT LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT strpos(haystack, needle)::BIGINT $$;

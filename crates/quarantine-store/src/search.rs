@@ -115,7 +115,7 @@ impl Store {
         let q = if exact {
             format!("SELECT count(*) FROM messages m WHERE {}", sql.clause)
         } else {
-            format!("SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {} LIMIT {})", sql.clause, cap + 1)
+            format!("SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {} LIMIT {}) AS capped", sql.clause, cap + 1)
         };
         let e = self.sql_err();
         let n: i64 =
@@ -169,7 +169,7 @@ impl Store {
             let n: i64 = self
                 .conn
                 .prepare_cached(
-                    "SELECT count(*) FROM (SELECT 1 FROM message_text WHERE message_text MATCH ?1 LIMIT ?2)",
+                    "SELECT count(*) FROM (SELECT 1 FROM message_text WHERE message_text MATCH ?1 LIMIT ?2) AS capped",
                 )
                 .map_err(&e)?
                 .query_row(rusqlite::params![&sql.params[i - 1], walk_bound(cost, k_max, total)], |r| r.get(0))

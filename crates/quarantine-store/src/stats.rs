@@ -104,11 +104,17 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
         // SQLite's 'localtime' follows TZ through the C library, as chrono's Local does.
+        let day = if c.is_postgres() {
+            // The session's TimeZone, which db::pg sets from TZ.
+            "to_char(to_timestamp(received_us / 1000000), 'YYYY-MM-DD')"
+        } else {
+            "date(received_us / 1000000, 'unixepoch', 'localtime')"
+        };
         let by_day = c
-            .prepare(
-                "SELECT date(received_us / 1000000, 'unixepoch', 'localtime') AS day, count(*), coalesce(sum(size), 0)
-                 FROM messages WHERE purged_us IS NULL GROUP BY day ORDER BY day",
-            )
+            .prepare(&format!(
+                "SELECT {day} AS day, count(*), coalesce(sum(size), 0)
+                 FROM messages WHERE purged_us IS NULL GROUP BY day ORDER BY day"
+            ))
             .map_err(&e)?
             .query_map([], |r| {
                 Ok(DayStats { day: r.get(0)?, messages: r.get::<_, i64>(1)? as u64, bytes: r.get::<_, i64>(2)? as u64 })
@@ -126,7 +132,7 @@ impl Store {
         let unique_bytes: i64 = c
             .query_row(
                 "SELECT coalesce(sum(size), 0) FROM
-                   (SELECT max(size) AS size FROM messages WHERE purged_us IS NULL GROUP BY hash)",
+                   (SELECT max(size) AS size FROM messages WHERE purged_us IS NULL GROUP BY hash) AS per_hash",
                 [],
                 |r| r.get(0),
             )

@@ -285,7 +285,7 @@ impl ToSql for PgParam {
             Value::Blob(b) if *ty == Type::BYTEA => b.to_sql(ty, out),
             Value::Text(t) if *ty == Type::BYTEA => t.as_bytes().to_sql(ty, out),
             Value::Text(t) => {
-                out.extend_from_slice(t.as_bytes());
+                out.extend_from_slice(nul_out(t).as_bytes());
                 Ok(IsNull::No)
             }
             Value::Integer(i) => {
@@ -310,6 +310,26 @@ impl ToSql for PgParam {
     to_sql_checked!();
 }
 
+/// PostgreSQL text cannot hold NUL, which a decoded header (`=?utf-8?q?a=00b?=`) can: it travels as the
+/// noncharacter U+FDD0 and comes back as NUL. Without this one hostile message would fail its whole ingest batch.
+const NUL_STAND_IN: char = '\u{FDD0}';
+
+fn nul_out(t: &str) -> std::borrow::Cow<'_, str> {
+    if t.contains('\0') {
+        t.replace('\0', &NUL_STAND_IN.to_string()).into()
+    } else {
+        t.into()
+    }
+}
+
+fn nul_in(t: String) -> String {
+    if t.contains(NUL_STAND_IN) {
+        t.replace(NUL_STAND_IN, "\0")
+    } else {
+        t
+    }
+}
+
 /// A column read as the SQLite value it corresponds to.
 struct PgValue(Value);
 
@@ -325,7 +345,7 @@ impl<'a> FromSql<'a> for PgValue {
             Type::FLOAT4 => Value::Real(f32::from_sql(ty, raw)? as f64),
             Type::BYTEA => Value::Blob(raw.to_vec()),
             Type::NUMERIC => numeric(raw)?,
-            _ => Value::Text(String::from_utf8(raw.to_vec())?),
+            _ => Value::Text(nul_in(String::from_utf8(raw.to_vec())?)),
         };
         Ok(PgValue(v))
     }
