@@ -55,7 +55,7 @@ mod units;
 mod verify;
 
 pub use audit::{actor, AuditRow, ChainProblem, ChainReport, Head as AuditHead};
-pub use check::{check, CheckFailure, CheckReport};
+pub use check::{check, check_with, CheckFailure, CheckReport};
 pub use durable::available_space;
 pub use error::{Error, Result};
 pub use export::{ExportRequest, Format as ExportFormat};

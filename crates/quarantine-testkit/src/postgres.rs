@@ -64,6 +64,11 @@ pub fn server() -> &'static Server {
 }
 
 impl Server {
+    /// A server of its own, for a test that stops and starts it (an outage must not hit the other tests).
+    pub fn private() -> Server {
+        Server::start()
+    }
+
     fn start() -> Server {
         crate::env::require_root("PostgreSQL runs as the `postgres` user, which needs root to switch to");
         let initdb = tool("initdb");

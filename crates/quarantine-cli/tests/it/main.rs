@@ -15,6 +15,7 @@ mod incident;
 mod ownership;
 mod packaging;
 mod postfix;
+mod postgres;
 mod purge;
 mod release;
 mod search;
