@@ -169,7 +169,6 @@ impl Store {
             for _ in 0..jobs {
                 let tx = tx.clone();
                 let (units, next, stop, blobs, index_path) = (&units, &next, &stop, &blobs, &index_path);
-                let shared = shared;
                 s.spawn(move || {
                     let mut stager = Stager { opts, blobs, index_path, shared, conn: None };
                     while !stop.load(Ordering::Relaxed) {
