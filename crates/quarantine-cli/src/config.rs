@@ -683,6 +683,11 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
             }
         }
     }
+    if let quarantine_store::IndexLocation::Postgres(url) = &cfg.index {
+        if let Err(e) = quarantine_store::probe_shared_index(url) {
+            problems.push(Problem { key: Some("index".into()), line: line_of(&["index"]), message: e.to_string() });
+        }
+    }
     if let (Some(min), true) = (cfg.min_free_space, store.is_dir()) {
         if let Ok(free) = available_space(store) {
             if free < min {

@@ -78,7 +78,9 @@ pub use spike::{Spike, SpikeRule, SPIKE_ACTOR};
 pub use spool::{check as check_spool, ScanMeta, Spool, Staged as SpoolStaged};
 pub use state::{AuditAction, RecipientState};
 pub use stats::{Bucket as StatsBucket, Stats, StatsBy};
-pub use store::{now_us, redact as redact_url, Backends, IndexLocation, InitOutcome, Store, INDEX_FILE};
+pub use store::{
+    now_us, probe_shared_index, redact as redact_url, Backends, IndexLocation, InitOutcome, Store, INDEX_FILE,
+};
 pub use timeexpr::{parse as parse_time, parse_now as parse_time_now};
 pub use trace::{TRACE_HEADER, TRACE_MAX_AGE, TRACE_SKEW};
 pub use units::{human_bytes, parse_size};

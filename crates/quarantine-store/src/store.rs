@@ -247,6 +247,41 @@ fn open_postgres(url: &str) -> Result<Conn> {
     )))
 }
 
+/// For `config check`: connects to the shared index and says what is wrong with it — unreachable, refused
+/// credentials, no pg_trgm on the server, a schema newer than this binary — or, when nothing is, what it found.
+pub fn probe_shared_index(url: &str) -> Result<String> {
+    let conn = open_postgres(url)?;
+    let e = |source| Error::Postgres { target: redact(url), source };
+    let version: String = conn.query_row("SHOW server_version", [], |r| r.get(0)).map_err(e)?;
+    let trgm: i64 = conn
+        .query_row("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_trgm'", [], |r| r.get(0))
+        .map_err(e)?;
+    if trgm == 0 {
+        return Err(Error::Invalid(format!(
+            "index {}: the server has no pg_trgm extension (text search needs it): install PostgreSQL's contrib \
+             modules there (Debian: postgresql-contrib)",
+            redact(url)
+        )));
+    }
+    let has_schema: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'quarantine_schema' AND schemaname = current_schema()",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    let known = index::MIGRATIONS.len() as i64;
+    let found: i64 = if has_schema > 0 {
+        conn.query_row("SELECT version FROM quarantine_schema", [], |r| r.get(0)).map_err(e)?
+    } else {
+        0
+    };
+    if found > known {
+        return Err(Error::SchemaTooNew { found, known });
+    }
+    Ok(format!("PostgreSQL {version}, schema version {found} of {known}"))
+}
+
 /// A migration failure on the shared index names the database, not the local marker file.
 fn pg_context(e: Error, url: &str) -> Error {
     match e {
