@@ -470,6 +470,7 @@ impl Config {
         let span = |v: Option<std::ops::Range<usize>>| v.map(|s| line_at(&self.line_starts, s.start));
         match path {
             ["store"] => span(r.store.as_ref().map(Spanned::span)),
+            ["index"] => span(r.index.as_ref().map(Spanned::span)),
             ["relay"] => span(r.relay.as_ref().map(Spanned::span)),
             ["relay_tls"] => span(r.relay_tls.as_ref().map(Spanned::span)),
             ["sendmail"] => span(r.sendmail.as_ref().map(Spanned::span)),

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use quarantine_testkit::postgres::{self, Server};
-use quarantine_testkit::run::finish;
+use quarantine_testkit::run::{finish, wait_for};
 use quarantine_testkit::sink::Sink;
 use quarantine_testkit::{Out, Scratch, Store};
 
@@ -148,4 +148,38 @@ fn postgres_outage_during_ingest_keeps_the_spool_and_resumes() {
     want.sort();
     assert_eq!(got, want, "every held message indexed exactly once");
     s.q(&["check"]).code_is(0, "check after the outage");
+}
+
+/// `ingest --watch` outlives an outage of the database: it keeps running, and once the server is back it connects
+/// again and indexes what was held meanwhile.
+#[test]
+fn postgres_ingest_watch_reconnects_after_an_outage() {
+    let server = Server::private();
+    let db = server.create_database();
+    let s = gateway(&db);
+    let rows = || -> usize {
+        let out = s.sqlite("SELECT count(*) FROM messages");
+        if out.code != 0 {
+            return usize::MAX;
+        }
+        out.text().trim().parse().unwrap()
+    };
+    let mut watch = s.cmd(&["ingest", "--watch"]);
+    watch.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut watch = watch.spawn().unwrap();
+    for i in 0..3 {
+        hold(&s, i, "before").code_is(0, "hold");
+    }
+    wait_for(std::time::Duration::from_secs(120), "ingest --watch to index 3 messages", || rows() == 3);
+    server.stop_server();
+    for i in 0..3 {
+        hold(&s, i, "during").code_is(0, "hold with the database down");
+    }
+    assert_eq!(pending(&s), 3);
+    server.start_server();
+    wait_for(std::time::Duration::from_secs(120), "ingest --watch to reconnect and index 6", || rows() == 6);
+    assert!(watch.try_wait().unwrap().is_none(), "ingest --watch exited during the outage");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert_eq!(pending(&s), 0);
 }

@@ -4,7 +4,7 @@
 //! Parameters are encoded by the type the server inferred for them, not by the Rust type: the store's SQL binds
 //! `i64` where a column is `INT4` and typed NULLs everywhere, which `postgres`'s own `ToSql` impls refuse.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::HashMap;
 use std::error::Error as StdError;
 
@@ -23,6 +23,9 @@ pub(crate) static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new
 pub struct PgConn {
     client: RefCell<Client>,
     stmts: RefCell<HashMap<String, Statement>>,
+    /// Kept to reconnect: a long-running `ingest --watch` outlives a database restart.
+    config: postgres::Config,
+    in_tx: Cell<bool>,
 }
 
 impl PgConn {
@@ -42,15 +45,24 @@ impl PgConn {
         config.connect_timeout(std::time::Duration::from_secs(10));
         let target = describe_target(&config);
         let _ = TARGET.set(target);
-        let mut client = config.connect(NoTls)?;
-        // Local time for `stats --by hour` is the client's, as SQLite's 'localtime' is.
-        if let Ok(tz) = std::env::var("TZ") {
-            let tz = tz.trim_start_matches(':').to_string();
-            if !tz.is_empty() && !tz.contains('\'') {
-                let _ = client.batch_execute(&format!("SET TimeZone = '{tz}'"));
-            }
+        let client = open(&config)?;
+        Ok(PgConn {
+            client: RefCell::new(client),
+            stmts: RefCell::new(HashMap::new()),
+            config,
+            in_tx: Cell::new(false),
+        })
+    }
+
+    /// The client, connected again if the server closed the connection between transactions (a restart, an
+    /// outage that ended). Inside a transaction a lost connection is an error: the transaction is gone with it.
+    fn client(&self) -> rusqlite::Result<RefMut<'_, Client>> {
+        if self.client.borrow().is_closed() && !self.in_tx.get() {
+            let fresh = open(&self.config).map_err(pg_error)?;
+            *self.client.borrow_mut() = fresh;
+            self.stmts.borrow_mut().clear();
         }
-        Ok(PgConn { client: RefCell::new(client), stmts: RefCell::new(HashMap::new()) })
+        Ok(self.client.borrow_mut())
     }
 
     fn statement(&self, sql: &str) -> rusqlite::Result<Statement> {
@@ -58,7 +70,7 @@ impl PgConn {
             return Ok(s.clone());
         }
         let text = translate(sql);
-        let st = self.client.borrow_mut().prepare(&text).map_err(pg_error)?;
+        let st = self.client()?.prepare(&text).map_err(pg_error)?;
         self.stmts.borrow_mut().insert(sql.to_string(), st.clone());
         Ok(st)
     }
@@ -70,7 +82,7 @@ impl PgConn {
         let st = self.statement(sql)?;
         let params = bind(&st, params);
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let n = self.client.borrow_mut().execute(&st, &refs).map_err(pg_error)?;
+        let n = self.client()?.execute(&st, &refs).map_err(pg_error)?;
         Ok(n as usize)
     }
 
@@ -81,7 +93,7 @@ impl PgConn {
         let st = self.statement(sql)?;
         let params = bind(&st, params);
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = self.client.borrow_mut().query(&st, &refs).map_err(pg_error)?;
+        let rows = self.client()?.query(&st, &refs).map_err(pg_error)?;
         rows.iter()
             .map(|r| (0..r.len()).map(|i| r.try_get::<_, PgValue>(i).map(|v| v.0).map_err(pg_error)).collect())
             .collect()
@@ -92,13 +104,39 @@ impl PgConn {
         if is_pragma(sql) {
             return Ok(());
         }
-        self.client.borrow_mut().batch_execute(sql).map_err(pg_error)
+        let t = sql.trim();
+        if t.eq_ignore_ascii_case("COMMIT") || t.eq_ignore_ascii_case("ROLLBACK") {
+            let r = self.client.borrow_mut().batch_execute(sql).map_err(pg_error);
+            self.in_tx.set(false);
+            return r;
+        }
+        self.client()?.batch_execute(sql).map_err(pg_error)
     }
 
     pub fn begin(&self, write: bool) -> rusqlite::Result<()> {
         let sql = if write { format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})") } else { "BEGIN".into() };
-        self.client.borrow_mut().batch_execute(&sql).map_err(pg_error)
+        let begun = self.client()?.batch_execute(&sql);
+        if let Err(e) = begun {
+            // BEGIN may have run and the lock failed: leave no aborted transaction behind for the next statement.
+            let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
+            return Err(pg_error(e));
+        }
+        self.in_tx.set(true);
+        Ok(())
     }
+}
+
+/// Connects, and sets what every session needs.
+fn open(config: &postgres::Config) -> Result<Client, postgres::Error> {
+    let mut client = config.connect(NoTls)?;
+    // Local time for `stats --by hour` is the client's, as SQLite's 'localtime' is.
+    if let Ok(tz) = std::env::var("TZ") {
+        let tz = tz.trim_start_matches(':').to_string();
+        if !tz.is_empty() && !tz.contains('\'') {
+            let _ = client.batch_execute(&format!("SET TimeZone = '{tz}'"));
+        }
+    }
+    Ok(client)
 }
 
 fn user_name(uid: u32) -> Option<String> {
