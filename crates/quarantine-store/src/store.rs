@@ -35,6 +35,8 @@ pub struct Backends {
 /// The settings key that marks a local index as a marker only: its data is in a shared database, and opening it
 /// as the index would show an empty store.
 const SHARED_INDEX_KEY: &str = "shared_index";
+/// Beside it, the shared database's id (its settings `index_id`).
+const SHARED_ID_KEY: &str = "shared_index_id";
 
 /// An open store: its directory, blob tree and index connection.
 pub struct Store {
@@ -154,12 +156,28 @@ impl Store {
                 }
                 let mut pg = open_postgres(url)?;
                 index::migrate(&mut pg, &index_path).map_err(|e| pg_context(e, url))?;
-                if marked.is_none() {
-                    conn.execute(
-                        "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                        [SHARED_INDEX_KEY, &redact(url)],
-                    )
-                    .map_err(index::sql_err(&index_path))?;
+                let id = shared_index_id(&pg).map_err(|e| Error::Postgres { target: redact(url), source: e })?;
+                let local = |e| index::sql_err(&index_path)(e);
+                match shared_id_mark(&conn).map_err(local)? {
+                    // Another database than the one this store's mail went into: ingesting here would move the
+                    // spool into the wrong quarantine, so nothing runs until the config is right.
+                    Some(m) if m != id => {
+                        return Err(Error::Invalid(format!(
+                            "{}: this store's index is the shared database {} (id {m}), but the config's `index` \
+                             is {} (id {id}); fix `index` in the config",
+                            root.display(),
+                            marked.as_deref().unwrap_or("?"),
+                            redact(url)
+                        )))
+                    }
+                    Some(_) => {}
+                    None => {
+                        conn.execute(
+                            "INSERT INTO settings (key, value) VALUES (?1, ?2), (?3, ?4) ON CONFLICT DO NOTHING",
+                            [SHARED_INDEX_KEY, &redact(url), SHARED_ID_KEY, &id],
+                        )
+                        .map_err(local)?;
+                    }
                 }
                 pg
             }
@@ -213,6 +231,22 @@ impl Store {
     pub fn is_shared_index(&self) -> bool {
         self.conn.is_postgres()
     }
+}
+
+/// The shared database's own id (settings `index_id`, random, made by the first gateway that opens it), so a
+/// store can tell its database from another one however the URL is spelt.
+fn shared_index_id(pg: &Conn) -> rusqlite::Result<String> {
+    let mut seed = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
+    let fresh: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    pg.execute("INSERT INTO settings (key, value) VALUES ('index_id', ?1) ON CONFLICT DO NOTHING", [&fresh])?;
+    pg.query_row("SELECT value FROM settings WHERE key = 'index_id'", [], |r| r.get(0))
+}
+
+/// The id of the shared database this marker belongs to.
+fn shared_id_mark(conn: &Conn) -> rusqlite::Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [SHARED_ID_KEY], |r| r.get(0)).optional()
 }
 
 /// The shared index this local marker names, if it is one.

@@ -183,3 +183,25 @@ fn postgres_ingest_watch_reconnects_after_an_outage() {
     watch.wait().unwrap();
     assert_eq!(pending(&s), 0);
 }
+
+/// A store whose config names another database than the one its mail went into refuses every command (no ingest
+/// into the wrong quarantine: the spool stays), until the config is right again.
+#[test]
+fn postgres_a_store_refuses_a_database_that_is_not_its_own() {
+    let first = postgres::database();
+    let s = gateway(&first);
+    hold(&s, 0, "x").code_is(0, "hold");
+    s.q(&["ingest"]).code_is(0, "ingest");
+    hold(&s, 1, "x").code_is(0, "hold");
+    let other = postgres::database();
+    std::fs::write(s.scratch.config(), format!("index = \"{other}\"\n")).unwrap();
+    let out = s.q(&["search"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains("fix `index` in the config"), "{}", out.all());
+    assert_eq!(pending(&s), 1, "nothing was ingested into the other database");
+    // The same database spelt as a URL is still the store's own.
+    let socket = postgres::server().socket.display().to_string().replace('/', "%2F");
+    let dbname = first.rsplit("dbname=").next().unwrap();
+    std::fs::write(s.scratch.config(), format!("index = \"postgresql://postgres@{socket}/{dbname}\"\n")).unwrap();
+    assert_eq!(subjects(&s), vec!["x 0".to_string(), "x 1".to_string()]);
+}
