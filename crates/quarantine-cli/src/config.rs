@@ -92,6 +92,7 @@ pub mod defaults {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     store: Option<Spanned<PathBuf>>,
+    index: Option<Spanned<String>>,
     relay: Option<Spanned<String>>,
     relay_tls: Option<Spanned<bool>>,
     sendmail: Option<Spanned<String>>,
@@ -128,6 +129,8 @@ struct RawRetention {
 pub struct Config {
     /// The store directory (an absolute path), if the file names one.
     pub store: Option<PathBuf>,
+    /// Where the index is: `STORE/index.sqlite`, or the shared PostgreSQL database `index` names.
+    pub index: quarantine_store::IndexLocation,
     /// Default relay for release, with `relay_tls` applied.
     pub relay: Option<RelayUrl>,
     /// Default sendmail-compatible command for release (used when no relay is set).
@@ -400,6 +403,23 @@ impl Config {
             }
         };
         let serve = serve::from_raw(raw.serve.as_ref(), &mut c);
+        let index = match &raw.index {
+            None => quarantine_store::IndexLocation::Sqlite,
+            Some(u) => {
+                let v = u.get_ref().trim();
+                let pg = v.starts_with("postgresql://") || v.starts_with("postgres://") || v.contains('=');
+                if !pg {
+                    c.bad(
+                        &["index"],
+                        u.span(),
+                        format!(
+                            "{v:?}: not a PostgreSQL URL (postgresql://USER@HOST/DB) or conninfo (host=... dbname=...)"
+                        ),
+                    );
+                }
+                quarantine_store::IndexLocation::Postgres(v.to_string())
+            }
+        };
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(c.problems);
@@ -407,6 +427,7 @@ impl Config {
         Ok(Config {
             release_connections,
             store,
+            index,
             relay,
             sendmail,
             trace_header: raw.trace_header.as_ref().map_or(defaults::TRACE_HEADER, |t| *t.get_ref()),
@@ -449,6 +470,7 @@ impl Config {
         let span = |v: Option<std::ops::Range<usize>>| v.map(|s| line_at(&self.line_starts, s.start));
         match path {
             ["store"] => span(r.store.as_ref().map(Spanned::span)),
+            ["index"] => span(r.index.as_ref().map(Spanned::span)),
             ["relay"] => span(r.relay.as_ref().map(Spanned::span)),
             ["relay_tls"] => span(r.relay_tls.as_ref().map(Spanned::span)),
             ["sendmail"] => span(r.sendmail.as_ref().map(Spanned::span)),
@@ -498,6 +520,11 @@ impl Config {
         };
         let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
         let b = |v: &Option<Spanned<bool>>| v.as_ref().map(|v| v.get_ref().to_string());
+        add(
+            "index",
+            r.index.as_ref().map(|v| quarantine_store::redact_url(v.get_ref())),
+            Some("STORE/index.sqlite".into()),
+        );
         add("relay", s(&r.relay), None);
         add("relay_tls", b(&r.relay_tls), Some("false".into()));
         add("sendmail", s(&r.sendmail), None);
@@ -655,6 +682,11 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
             } else if !store.join("blobs").is_dir() {
                 store_problem(format!("{shown} is not a complete store: no blobs/ directory (run `quarantine init`)"));
             }
+        }
+    }
+    if let quarantine_store::IndexLocation::Postgres(url) = &cfg.index {
+        if let Err(e) = quarantine_store::probe_shared_index(url) {
+            problems.push(Problem { key: Some("index".into()), line: line_of(&["index"]), message: e.to_string() });
         }
     }
     if let (Some(min), true) = (cfg.min_free_space, store.is_dir()) {

@@ -15,8 +15,9 @@
 //! syslog on another host, the backup). `log --verify --from-anchor HASH` then also proves that row is still in
 //! the trail, unchanged, with every row before it.
 
+use crate::db::Conn;
 use crate::state::AuditAction;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::store::now_us;
@@ -88,7 +89,7 @@ pub(crate) fn row_hash(prev_hash: &str, row: &Hashed) -> String {
 }
 
 /// The store's genesis value, created (random) if missing. Inside a write transaction.
-pub(crate) fn genesis_or_create(conn: &Connection) -> rusqlite::Result<String> {
+pub(crate) fn genesis_or_create(conn: &Conn) -> rusqlite::Result<String> {
     if let Some(g) = genesis(conn)? {
         return Ok(g);
     }
@@ -102,13 +103,13 @@ pub(crate) fn genesis_or_create(conn: &Connection) -> rusqlite::Result<String> {
     Ok(g)
 }
 
-fn genesis(conn: &Connection) -> rusqlite::Result<Option<String>> {
+fn genesis(conn: &Conn) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached("SELECT value FROM settings WHERE key = ?1")?.query_row([GENESIS_KEY], |r| r.get(0)).optional()
 }
 
 /// Writes `entry` on `conn`, which must be inside the (write) transaction making the change: the row gets the
 /// next `seq`, the previous row's hash and its own.
-pub fn record(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
+pub fn record(conn: &Conn, entry: &AuditEntry) -> rusqlite::Result<()> {
     let last: Option<(i64, Option<String>)> = conn
         .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -148,7 +149,7 @@ pub fn record(conn: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
 
 /// The upgrade to schema 3: chains the rows written before it (in `seq` order, from a new genesis value), inside
 /// the migration's transaction.
-pub(crate) fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn chain_existing(conn: &Conn) -> rusqlite::Result<()> {
     let mut prev = genesis_or_create(conn)?;
     type Old = (i64, i64, String, String, String, String, Option<String>, Option<String>);
     let rows: Vec<Old> = conn

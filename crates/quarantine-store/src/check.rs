@@ -46,6 +46,17 @@ impl std::fmt::Display for CheckFailure {
 
 /// Runs every check against the store at `root`; `busy` bounds the wait for the index write lock.
 pub fn check(root: &Path, min_free: u64, busy: Duration) -> Result<CheckReport, CheckFailure> {
+    check_with(root, min_free, busy, &crate::Backends::default())
+}
+
+/// [`check`] with the given backends. A shared index that cannot be reached fails the check (75) naming it: holds
+/// still succeed (they only write the spool), but nothing is indexed until it is back.
+pub fn check_with(
+    root: &Path,
+    min_free: u64,
+    busy: Duration,
+    backends: &crate::Backends,
+) -> Result<CheckReport, CheckFailure> {
     let fail = |s: String| CheckFailure(s.replace('\n', " "));
     let shown = root.display();
     match std::fs::metadata(root) {
@@ -56,7 +67,13 @@ pub fn check(root: &Path, min_free: u64, busy: Duration) -> Result<CheckReport, 
         Ok(m) if !m.is_dir() => return Err(fail(format!("{shown} is not a directory"))),
         Ok(_) => {}
     }
-    let mut store = Store::open(root, busy).map_err(|e| fail(e.to_string()))?;
+    let mut store = Store::open_with(root, busy, backends).map_err(|e| {
+        if e.is_outage() {
+            fail(format!("the shared index is unreachable, mail waits in the spool: {e}"))
+        } else {
+            fail(e.to_string())
+        }
+    })?;
     for dir in [store.blobs.blobs_dir().to_path_buf(), store.blobs.tmp_dir().to_path_buf()] {
         match std::fs::metadata(&dir) {
             Ok(m) if m.is_dir() => {}

@@ -22,6 +22,13 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The shared index (DESIGN section 11); `source` carries the PostgreSQL error (db.rs).
+    #[error("index {target}: {}", crate::db::describe_error(source))]
+    Postgres {
+        target: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("{0} is not a quarantine store (run `quarantine init` to create one)")]
     NotAStore(PathBuf),
     #[error("{0} is not empty and is not a quarantine store; refusing to initialise it")]
@@ -48,6 +55,15 @@ impl Error {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
+    }
+
+    /// True when the shared index could not be reached (server down, network, connection lost): an outage
+    /// that ends by itself, as opposed to a wrong setting or a bug.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Postgres { source, .. } => crate::db::is_outage(source),
+            _ => false,
+        }
     }
 
     /// True when the index was locked by another writer for longer than the busy timeout.

@@ -63,7 +63,7 @@ pub(crate) fn validate(req: &HoldRequest) -> Result<Envelope> {
 
 /// The live message a retried delivery refers to: same MTA queue id, same bytes, same envelope sender.
 pub(crate) fn find_retry(
-    conn: &rusqlite::Connection,
+    conn: &crate::db::Conn,
     queue_id: &str,
     hash: &str,
     from: &str,
@@ -103,13 +103,14 @@ impl Store {
 }
 
 /// Inserts the message, recipient and attachment rows; returns the new id.
-pub(crate) fn insert_message(tx: &rusqlite::Connection, m: &NewMessage) -> rusqlite::Result<String> {
+pub(crate) fn insert_message(tx: &crate::db::Conn, m: &NewMessage) -> rusqlite::Result<String> {
     let NewMessage { req, env, hash, size, fields: f, received_us, id: given, requarantined_from } = *m;
     let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO messages (id, hash, size, received_us, env_from, env_from_lc, verdict, scanner,
+        "INSERT INTO messages (id, hash, size, received_us, env_from, env_from_lc, verdict, scanner,
              reason, queue_id, hdr_from, hdr_to, hdr_cc, subject, message_id, hdr_date, parse_note,
              scanner_version, requarantined_from)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+         ON CONFLICT DO NOTHING",
     )?;
     let id = loop {
         let id = given.map(str::to_string).unwrap_or_else(ids::new_id);
@@ -151,9 +152,10 @@ pub(crate) fn insert_message(tx: &rusqlite::Connection, m: &NewMessage) -> rusql
 }
 
 /// Adds the recipients `id` does not have yet; returns how many were new.
-pub(crate) fn insert_recipients(tx: &rusqlite::Connection, id: &str, recipients: &[String]) -> rusqlite::Result<u64> {
-    let mut stmt =
-        tx.prepare_cached("INSERT OR IGNORE INTO recipients (message, address, address_lc) VALUES (?1, ?2, ?3)")?;
+pub(crate) fn insert_recipients(tx: &crate::db::Conn, id: &str, recipients: &[String]) -> rusqlite::Result<u64> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO recipients (message, address, address_lc) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?;
     let mut added = 0;
     for r in recipients {
         added += stmt.execute(params![id, r, address::fold(r)])? as u64;

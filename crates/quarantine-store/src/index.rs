@@ -6,14 +6,18 @@
 //! not half way through.
 //!
 //! # Compatibility
-//! Migrations are the numbered files in `migrations/`, embedded at build time and applied in order inside one
-//! transaction, tracked by `PRAGMA user_version`. Never edit or remove a shipped migration: add a new file. An index
-//! newer than this binary is refused rather than guessed at.
+//! Migrations are the numbered files in `migrations/sqlite/` and `migrations/postgres/` (one version sequence: file
+//! N means the same schema on both engines), embedded at build time and applied in order inside one transaction,
+//! tracked by `PRAGMA user_version` on SQLite and by the one-row table `quarantine_schema` on PostgreSQL. Never
+//! edit or remove a shipped migration: add a new file for both engines. An index newer than this binary is refused
+//! rather than guessed at.
 
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::db::Conn;
 
 use crate::error::{Error, Result};
 
@@ -22,17 +26,26 @@ pub const APPLICATION_ID: i64 = 0x5152_4e54;
 
 /// Every migration, in order. `migrations_are_all_registered` checks this against the directory.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_initial.sql", include_str!("../../../migrations/0001_initial.sql")),
-    ("0002_search.sql", include_str!("../../../migrations/0002_search.sql")),
-    ("0003_incident.sql", include_str!("../../../migrations/0003_incident.sql")),
-    ("0004_scan.sql", include_str!("../../../migrations/0004_scan.sql")),
+    ("0001_initial.sql", include_str!("../../../migrations/sqlite/0001_initial.sql")),
+    ("0002_search.sql", include_str!("../../../migrations/sqlite/0002_search.sql")),
+    ("0003_incident.sql", include_str!("../../../migrations/sqlite/0003_incident.sql")),
+    ("0004_scan.sql", include_str!("../../../migrations/sqlite/0004_scan.sql")),
+];
+
+/// The same versions for PostgreSQL; `migrations_are_all_registered` checks both lists name the same files.
+#[cfg(feature = "postgres")]
+pub const PG_MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial.sql", include_str!("../../../migrations/postgres/0001_initial.sql")),
+    ("0002_search.sql", include_str!("../../../migrations/postgres/0002_search.sql")),
+    ("0003_incident.sql", include_str!("../../../migrations/postgres/0003_incident.sql")),
+    ("0004_scan.sql", include_str!("../../../migrations/postgres/0004_scan.sql")),
 ];
 
 /// A line `-- @rust NAME` in a migration marks a step SQL cannot do (hashing): the SQL before it runs, then the
 /// step, then the SQL after it, all in the migration's one transaction.
 const RUST_STEP: &str = "-- @rust ";
 
-fn rust_step(name: &str, tx: &Connection) -> rusqlite::Result<()> {
+fn rust_step(name: &str, tx: &Conn) -> rusqlite::Result<()> {
     match name {
         "chain-audit-rows" => crate::audit::chain_existing(tx),
         "trace-secret" => crate::trace::secret_or_create(tx).map(|_| ()),
@@ -41,7 +54,7 @@ fn rust_step(name: &str, tx: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Runs one migration's SQL with its Rust steps.
-fn apply(tx: &Connection, sql: &str) -> rusqlite::Result<()> {
+fn apply(tx: &Conn, sql: &str) -> rusqlite::Result<()> {
     let mut parts = sql.split(RUST_STEP);
     tx.execute_batch(parts.next().unwrap_or(""))?;
     for part in parts {
@@ -52,8 +65,13 @@ fn apply(tx: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The error for a failed statement: on the SQLite index at `path`, or on the shared database (which names itself:
+/// the local `index.sqlite` is then only a marker, not where the statement ran).
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |source| Error::Sqlite { path: path.to_path_buf(), source }
+    move |source| match crate::db::shared_target(&source) {
+        Some(target) => Error::Postgres { target, source },
+        None => Error::Sqlite { path: path.to_path_buf(), source },
+    }
 }
 
 /// Opens the index with the pragmas every connection needs. `create` allows creating a missing file (init only).
@@ -97,8 +115,12 @@ pub fn application_id(conn: &Connection, path: &Path) -> Result<i64> {
     conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(sql_err(path))
 }
 
-/// Applies every migration newer than the index's `user_version`, in one immediate transaction.
-pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+/// Applies every migration newer than the index's schema version, in one write transaction.
+pub fn migrate(conn: &mut Conn, path: &Path) -> Result<()> {
+    #[cfg(feature = "postgres")]
+    if conn.is_postgres() {
+        return migrate_pg(conn, path);
+    }
     let e = sql_err(path);
     let known = MIGRATIONS.len() as i64;
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&e)?;
@@ -119,6 +141,47 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     tx.commit().map_err(&e)
 }
 
+/// PostgreSQL: the version lives in `quarantine_schema`, created by the first migration run. Several gateways may
+/// open a fresh database at once: the writers' lock (taken by the write transaction) lets one migrate, and the
+/// others re-read the version after it.
+#[cfg(feature = "postgres")]
+fn migrate_pg(conn: &mut Conn, path: &Path) -> Result<()> {
+    let e = sql_err(path);
+    let known = PG_MIGRATIONS.len() as i64;
+    let read = |c: &Conn| -> rusqlite::Result<i64> {
+        let exists: i64 = c.query_row(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'quarantine_schema' AND schemaname = current_schema()",
+            [],
+            |r| r.get(0),
+        )?;
+        if exists == 0 {
+            return Ok(0);
+        }
+        c.query_row("SELECT version FROM quarantine_schema", [], |r| r.get(0))
+    };
+    let current = read(conn).map_err(&e)?;
+    if current == known {
+        return Ok(());
+    }
+    if current > known {
+        return Err(Error::SchemaTooNew { found: current, known });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+    let current = read(&tx).map_err(&e)?;
+    if current > known {
+        return Err(Error::SchemaTooNew { found: current, known });
+    }
+    if current == 0 {
+        tx.execute_batch("CREATE TABLE quarantine_schema (version BIGINT NOT NULL, application_id BIGINT NOT NULL); INSERT INTO quarantine_schema VALUES (0, 0)").map_err(&e)?;
+    }
+    for (_, sql) in PG_MIGRATIONS.iter().skip(current as usize) {
+        apply(&tx, sql).map_err(&e)?;
+    }
+    tx.execute("UPDATE quarantine_schema SET version = ?1, application_id = ?2", [known, APPLICATION_ID])
+        .map_err(&e)?;
+    tx.commit().map_err(&e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,27 +190,35 @@ mod tests {
     fn migrate_twice_is_harmless() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.sqlite");
-        let mut conn = open(&path, true, Duration::from_secs(1)).unwrap();
+        let mut conn = Conn::Sqlite(open(&path, true, Duration::from_secs(1)).unwrap());
         migrate(&mut conn, &path).unwrap();
         migrate(&mut conn, &path).unwrap();
         let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
-        assert_eq!(application_id(&conn, &path).unwrap(), APPLICATION_ID);
+        assert_eq!(application_id(conn.as_sqlite().unwrap(), &path).unwrap(), APPLICATION_ID);
         let n: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
     }
 
     #[test]
     fn migrations_are_all_registered() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".sql"))
-            .collect();
-        on_disk.sort();
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let listing = |dir: &Path| {
+            let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.ends_with(".sql"))
+                .collect();
+            on_disk.sort();
+            on_disk
+        };
+        assert!(listing(&top).is_empty(), "migrations belong in migrations/sqlite/ and migrations/postgres/");
         let registered: Vec<String> = MIGRATIONS.iter().map(|(n, _)| n.to_string()).collect();
-        assert_eq!(on_disk, registered, "every file in migrations/ must be listed in MIGRATIONS, in order");
+        assert_eq!(listing(&top.join("sqlite")), registered, "every file in migrations/sqlite/ must be in MIGRATIONS");
+        // One version sequence: PostgreSQL has a file for every version, under the same name.
+        assert_eq!(listing(&top.join("postgres")), registered, "migrations/postgres/ must mirror migrations/sqlite/");
+        #[cfg(feature = "postgres")]
+        assert_eq!(PG_MIGRATIONS.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>(), registered);
         for (i, name) in registered.iter().enumerate() {
             assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name} is out of sequence");
         }
@@ -157,7 +228,7 @@ mod tests {
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.sqlite");
-        let mut conn = open(&path, true, Duration::from_secs(1)).unwrap();
+        let mut conn = Conn::Sqlite(open(&path, true, Duration::from_secs(1)).unwrap());
         conn.execute_batch("PRAGMA user_version = 999").unwrap();
         assert!(matches!(migrate(&mut conn, &path), Err(Error::SchemaTooNew { found: 999, .. })));
     }
@@ -201,7 +272,7 @@ mod tests {
     fn audit_rows_are_append_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.sqlite");
-        let mut conn = open(&path, true, Duration::from_secs(1)).unwrap();
+        let mut conn = Conn::Sqlite(open(&path, true, Duration::from_secs(1)).unwrap());
         migrate(&mut conn, &path).unwrap();
         conn.execute(
             "INSERT INTO audit (at_us, actor, action, selection, counts) VALUES (1, 'a', 'purge', '', '{}')",

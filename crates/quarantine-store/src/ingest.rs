@@ -319,7 +319,8 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO message_scan (message, action, score, symbols) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO message_scan (message, action, score, symbols) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .map_err(&e)?;
             for (o, scan) in outcomes.iter().zip(scans) {
@@ -333,7 +334,7 @@ impl Store {
 }
 
 /// The audit row of one ingest batch (a "hold batch", DESIGN section 3).
-fn record_hold(tx: &rusqlite::Connection, actor: &str, c: &BatchCounts, bad: u64) -> rusqlite::Result<()> {
+fn record_hold(tx: &crate::db::Conn, actor: &str, c: &BatchCounts, bad: u64) -> rusqlite::Result<()> {
     audit::record(
         tx,
         &AuditEntry {

@@ -26,6 +26,7 @@
 mod audit;
 mod blob;
 mod check;
+mod db;
 mod durable;
 mod duration;
 mod error;
@@ -54,7 +55,7 @@ mod units;
 mod verify;
 
 pub use audit::{actor, AuditRow, ChainProblem, ChainReport, Head as AuditHead};
-pub use check::{check, CheckFailure, CheckReport};
+pub use check::{check, check_with, CheckFailure, CheckReport};
 pub use durable::available_space;
 pub use error::{Error, Result};
 pub use export::{ExportRequest, Format as ExportFormat};
@@ -77,7 +78,9 @@ pub use spike::{Spike, SpikeRule, SPIKE_ACTOR};
 pub use spool::{check as check_spool, ScanMeta, Spool, Staged as SpoolStaged};
 pub use state::{AuditAction, RecipientState};
 pub use stats::{Bucket as StatsBucket, Stats, StatsBy};
-pub use store::{now_us, InitOutcome, Store, INDEX_FILE};
+pub use store::{
+    now_us, probe_shared_index, redact as redact_url, Backends, IndexLocation, InitOutcome, Store, INDEX_FILE,
+};
 pub use timeexpr::{parse as parse_time, parse_now as parse_time_now};
 pub use trace::{TRACE_HEADER, TRACE_MAX_AGE, TRACE_SKEW};
 pub use units::{human_bytes, parse_size};

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{OptionalExtension, Row};
+use crate::db::Row;
+use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -202,7 +203,7 @@ impl Store {
                      WHERE message IN ({list}) ORDER BY rowid"
                 ))
                 .map_err(&e)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(ids.iter())).map_err(&e)?;
+            let mut rows = stmt.query(crate::db::params_from_iter(ids.iter())).map_err(&e)?;
             while let Some(r) = rows.next().map_err(&e)? {
                 let rcpt = Recipient {
                     address: r.get(1).map_err(&e)?,
@@ -225,7 +226,7 @@ impl Store {
                     "SELECT message, name FROM attachments WHERE message IN ({list}) ORDER BY rowid"
                 ))
                 .map_err(&e)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(ids.iter())).map_err(&e)?;
+            let mut rows = stmt.query(crate::db::params_from_iter(ids.iter())).map_err(&e)?;
             while let Some(r) = rows.next().map_err(&e)? {
                 let name: String = r.get(1).map_err(&e)?;
                 let message = r.get_ref(0).map_err(&e)?.as_str().map_err(|x| e(x.into()))?;
@@ -245,7 +246,7 @@ impl Store {
                     "SELECT message, action, score, symbols FROM message_scan WHERE message IN ({list})"
                 ))
                 .map_err(&e)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(ids.iter())).map_err(&e)?;
+            let mut rows = stmt.query(crate::db::params_from_iter(ids.iter())).map_err(&e)?;
             while let Some(r) = rows.next().map_err(&e)? {
                 let symbols: Option<String> = r.get(3).map_err(&e)?;
                 let scan = crate::spool::ScanMeta {
@@ -341,7 +342,7 @@ mod tests {
             }
         };
         {
-            let tx = store.conn.unchecked_transaction().unwrap();
+            let tx = store.conn.begin(crate::db::TransactionBehavior::Deferred).unwrap();
             // Inserted newest first, so rowids do not follow the order records are read in.
             for i in (0..n).rev() {
                 let id = format!("M{i:09}");

@@ -18,8 +18,9 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::db::params_from_iter;
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::audit::{self, AuditEntry};
@@ -204,7 +205,7 @@ impl Store {
         let f = Freeze { reason: reason.into(), actor: actor.into(), at: crate::message::rfc3339_us(now_us()) };
         let n = tx
             .execute(
-                "INSERT OR IGNORE INTO settings (key, value) VALUES ('frozen', ?1)",
+                "INSERT INTO settings (key, value) VALUES ('frozen', ?1) ON CONFLICT DO NOTHING",
                 [serde_json::to_string(&f).expect("plain struct")],
             )
             .map_err(&e)?;
@@ -367,9 +368,10 @@ impl Store {
                     }
                     let mut queue = tx
                         .prepare_cached(
-                            "INSERT OR IGNORE INTO gc_queue (hash, queued_us)
-                             SELECT ?1, ?2 WHERE NOT EXISTS
-                               (SELECT 1 FROM messages WHERE hash = ?1 AND purged_us IS NULL)",
+                            "INSERT INTO gc_queue (hash, queued_us)
+                             SELECT CAST(?1 AS TEXT), CAST(?2 AS BIGINT) WHERE NOT EXISTS
+                               (SELECT 1 FROM messages WHERE hash = ?1 AND purged_us IS NULL)
+                             ON CONFLICT DO NOTHING",
                         )
                         .map_err(&e)?;
                     for h in &hashes {
@@ -560,7 +562,7 @@ impl Store {
 /// pages each time, and SQLite's autocheckpoint lands on whichever commit crosses 1,000 pages — often a `hold`,
 /// which then spends a second copying the purge's pages before it can acknowledge. PASSIVE never waits for a lock
 /// and never blocks writers; the next writer restarts the WAL from the beginning once it is fully copied.
-fn checkpoint_passive(conn: &rusqlite::Connection) {
+fn checkpoint_passive(conn: &crate::db::Conn) {
     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
 }
 
@@ -574,7 +576,7 @@ fn yield_to_holds(batch: Duration) {
 
 /// The audit row of one purge batch (or of a rule that purged nothing: cron's nightly run still leaves a trace).
 fn record_purge(
-    tx: &rusqlite::Transaction,
+    tx: &crate::db::Tx<'_>,
     actor: &str,
     rule: &PurgeRule,
     messages: u64,

@@ -74,7 +74,7 @@ impl Store {
     ) -> Result<u64> {
         let e = self.sql_err();
         let mut stmt = self.conn.prepare(&select_query(sql, limit)).map_err(&e)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(sql.params.iter())).map_err(&e)?;
+        let mut rows = stmt.query(crate::db::params_from_iter(sql.params.iter())).map_err(&e)?;
         // Rows are read a batch at a time so that their recipients and attachments take one query each per batch
         // (see `Store::fill_details_many`); `each` still sees one record at a time, newest first.
         let batch = limit.map_or(DETAIL_BATCH, |k| k.clamp(1, DETAIL_BATCH as u64) as usize);
@@ -82,7 +82,7 @@ impl Store {
         let mut n = 0;
         loop {
             let row = rows.next().map_err(&e)?;
-            if let Some(row) = row {
+            if let Some(row) = &row {
                 page.push(message_from_row(row).map_err(&e)?);
             }
             if page.len() == batch || (row.is_none() && !page.is_empty()) {
@@ -115,11 +115,11 @@ impl Store {
         let q = if exact {
             format!("SELECT count(*) FROM messages m WHERE {}", sql.clause)
         } else {
-            format!("SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {} LIMIT {})", sql.clause, cap + 1)
+            format!("SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {} LIMIT {}) AS capped", sql.clause, cap + 1)
         };
         let e = self.sql_err();
         let n: i64 =
-            self.conn.query_row(&q, rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0)).map_err(&e)?;
+            self.conn.query_row(&q, crate::db::params_from_iter(sql.params.iter()), |r| r.get(0)).map_err(&e)?;
         let n = n as u64;
         Ok(if exact || n <= cap { (n, true) } else { (cap, false) })
     }
@@ -169,7 +169,7 @@ impl Store {
             let n: i64 = self
                 .conn
                 .prepare_cached(
-                    "SELECT count(*) FROM (SELECT 1 FROM message_text WHERE message_text MATCH ?1 LIMIT ?2)",
+                    "SELECT count(*) FROM (SELECT 1 FROM message_text WHERE message_text MATCH ?1 LIMIT ?2) AS capped",
                 )
                 .map_err(&e)?
                 .query_row(rusqlite::params![&sql.params[i - 1], walk_bound(cost, k_max, total)], |r| r.get(0))
@@ -199,7 +199,7 @@ impl Store {
         let e = self.sql_err();
         let mut stmt = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {}", select_query(&sql, None))).map_err(&e)?;
         let lines = stmt
-            .query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(3))
+            .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(3))
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;

@@ -264,7 +264,7 @@ impl crate::store::Store {
         let q = select_query(&sql, limit);
         let mut stmt = self.conn.prepare(&q).map_err(&e)?;
         let mut out: Vec<crate::MessageRecord> = stmt
-            .query_map(rusqlite::params_from_iter(sql.params.iter()), crate::message::message_from_row)
+            .query_map(crate::db::params_from_iter(sql.params.iter()), crate::message::message_from_row)
             .map_err(&e)?
             .collect::<rusqlite::Result<_>>()
             .map_err(&e)?;
@@ -280,7 +280,7 @@ impl crate::store::Store {
             .conn
             .query_row(
                 &format!("SELECT count(*) FROM messages m WHERE {}", sql.clause),
-                rusqlite::params_from_iter(sql.params.iter()),
+                crate::db::params_from_iter(sql.params.iter()),
                 |r| r.get(0),
             )
             .map_err(&e)?;

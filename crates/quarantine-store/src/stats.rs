@@ -87,7 +87,7 @@ impl Store {
         let midnight = crate::timeexpr::parse_now("today").map_err(Error::Invalid)?.timestamp_micros();
         let by_verdict = c
             .prepare(
-                "SELECT verdict, count(*), coalesce(sum(size), 0), sum(received_us >= ?1), max(received_us)
+                "SELECT verdict, count(*), coalesce(sum(size), 0), count(*) FILTER (WHERE received_us >= ?1), max(received_us)
                  FROM messages WHERE purged_us IS NULL GROUP BY verdict ORDER BY count(*) DESC, verdict",
             )
             .map_err(&e)?
@@ -104,11 +104,17 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
         // SQLite's 'localtime' follows TZ through the C library, as chrono's Local does.
+        let day = if c.is_postgres() {
+            // The session's TimeZone, which db::pg sets from TZ.
+            "to_char(to_timestamp(received_us / 1000000), 'YYYY-MM-DD')"
+        } else {
+            "date(received_us / 1000000, 'unixepoch', 'localtime')"
+        };
         let by_day = c
-            .prepare(
-                "SELECT date(received_us / 1000000, 'unixepoch', 'localtime') AS day, count(*), coalesce(sum(size), 0)
-                 FROM messages WHERE purged_us IS NULL GROUP BY day ORDER BY day",
-            )
+            .prepare(&format!(
+                "SELECT {day} AS day, count(*), coalesce(sum(size), 0)
+                 FROM messages WHERE purged_us IS NULL GROUP BY day ORDER BY day"
+            ))
             .map_err(&e)?
             .query_map([], |r| {
                 Ok(DayStats { day: r.get(0)?, messages: r.get::<_, i64>(1)? as u64, bytes: r.get::<_, i64>(2)? as u64 })
@@ -126,7 +132,7 @@ impl Store {
         let unique_bytes: i64 = c
             .query_row(
                 "SELECT coalesce(sum(size), 0) FROM
-                   (SELECT max(size) AS size FROM messages WHERE purged_us IS NULL GROUP BY hash)",
+                   (SELECT max(size) AS size FROM messages WHERE purged_us IS NULL GROUP BY hash) AS per_hash",
                 [],
                 |r| r.get(0),
             )
@@ -210,6 +216,10 @@ impl Store {
     /// hour from the first to the last, empty ones included, so a spike stands out), the others most first.
     pub fn stats_by(&self, since_us: Option<i64>, by: StatsBy) -> Result<Vec<Bucket>> {
         let key = match by {
+            // Local time, as the CLI prints it (PostgreSQL: the session's TimeZone, set from TZ by db::pg).
+            StatsBy::Hour if self.conn.is_postgres() => {
+                "to_char(to_timestamp(received_us / 1000000), 'YYYY-MM-DD\"T\"HH24:00')"
+            }
             StatsBy::Hour => "strftime('%Y-%m-%dT%H:00', received_us / 1000000, 'unixepoch', 'localtime')",
             StatsBy::Verdict => "verdict",
             StatsBy::Scanner => "scanner",

@@ -12,7 +12,8 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::db::Conn;
+use rusqlite::{params, OptionalExtension};
 
 use crate::error::Result;
 use crate::store::Store;
@@ -38,7 +39,7 @@ impl std::fmt::Debug for TraceKey {
 }
 
 /// Creates the secret if the store has none (the migration to schema 3 calls this, so `init` and the upgrade do).
-pub(crate) fn secret_or_create(conn: &Connection) -> rusqlite::Result<TraceKey> {
+pub(crate) fn secret_or_create(conn: &Conn) -> rusqlite::Result<TraceKey> {
     if let Some(k) = secret(conn)? {
         return Ok(k);
     }
@@ -49,7 +50,7 @@ pub(crate) fn secret_or_create(conn: &Connection) -> rusqlite::Result<TraceKey> 
     Ok(TraceKey(key))
 }
 
-fn secret(conn: &Connection) -> rusqlite::Result<Option<TraceKey>> {
+fn secret(conn: &Conn) -> rusqlite::Result<Option<TraceKey>> {
     let hex: Option<String> = conn
         .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
         .query_row([SECRET_KEY], |r| r.get(0))
@@ -156,7 +157,7 @@ pub(crate) fn trace_values(raw: &[u8]) -> Vec<String> {
 
 /// The first of `values` that [`verify_on`] accepts: the message a returning copy was released from.
 pub(crate) fn origin_on(
-    conn: &Connection,
+    conn: &Conn,
     values: &[String],
     now: chrono::DateTime<chrono::Utc>,
 ) -> rusqlite::Result<Option<String>> {
@@ -170,7 +171,7 @@ pub(crate) fn origin_on(
 
 /// [`Store::verify_trace_at`] on any connection (ingest's write transaction among them).
 pub(crate) fn verify_on(
-    conn: &Connection,
+    conn: &Conn,
     header_value: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> rusqlite::Result<Option<String>> {

@@ -54,7 +54,7 @@ impl Store {
         let e = self.sql_err();
         let mut referenced: Vec<(String, String)> = self
             .conn
-            .prepare("SELECT hash, group_concat(id, ' ') FROM messages WHERE purged_us IS NULL GROUP BY hash")
+            .prepare("SELECT hash, string_agg(id, ' ') FROM messages WHERE purged_us IS NULL GROUP BY hash")
             .map_err(&e)?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&e)?

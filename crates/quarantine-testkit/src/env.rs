@@ -62,7 +62,13 @@ impl Scratch {
         for d in ["home", "tmp", "work"] {
             fs::create_dir(dir.path().join(d)).unwrap();
         }
-        fs::write(dir.path().join("config.toml"), b"").unwrap();
+        // QUARANTINE_TEST_INDEX=postgres: every store this scratch makes uses a fresh shared database.
+        let config = if crate::postgres::enabled() {
+            format!("index = \"{}\"\n", crate::postgres::database())
+        } else {
+            String::new()
+        };
+        fs::write(dir.path().join("config.toml"), config).unwrap();
         Scratch { dir, bin: bin.as_ref().to_path_buf() }
     }
 

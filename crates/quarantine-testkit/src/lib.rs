@@ -24,6 +24,7 @@ pub mod doc;
 pub mod env;
 pub mod gen;
 pub mod postfix;
+pub mod postgres;
 pub mod rspamd;
 pub mod run;
 pub mod sink;

@@ -132,11 +132,24 @@ impl Store {
         c
     }
 
-    /// Runs `sql` through the sqlite3 shell (not through the code under test); the outcome unchecked.
+    /// Runs `sql` on the index through its engine's own shell (not through the code under test): sqlite3, or psql
+    /// when the store's config names a PostgreSQL `index` (QUARANTINE_TEST_INDEX=postgres); the outcome unchecked.
+    /// Both print rows as `a|b` lines.
     pub fn sqlite(&self, sql: &str) -> Out {
+        if let Some(conninfo) = self.shared_index() {
+            let mut c = self.scratch.program(std::path::Path::new(crate::postgres::BIN).join("psql"));
+            c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &conninfo, "-c", sql]);
+            return run(c, Input::Null, HANG);
+        }
         let mut c = self.sqlite3();
         c.arg(sql);
         run(c, Input::Null, HANG)
+    }
+
+    /// The conninfo of the shared index the scratch config names, if it names one.
+    pub fn shared_index(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.scratch.config()).ok()?;
+        text.lines().find_map(|l| Some(l.strip_prefix("index = \"")?.strip_suffix('"')?.to_string()))
     }
 
     /// Runs `sql` through the sqlite3 shell, asserting success; stdout trimmed.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use quarantine_store::check;
+use quarantine_store::check_with;
 use quarantine_store::{human_bytes as human, parse_size};
 
 use super::{CmdError, CmdResult, Context};
@@ -33,7 +33,7 @@ fn incident(ctx: &Context) -> Result<(), String> {
 pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     let busy: Duration = crate::config::duration(&a.timeout).map_err(CmdError::Usage)?;
     let min_free = a.min_free.or(ctx.config.min_free_space).unwrap_or(crate::config::defaults::MIN_FREE_SPACE);
-    let result = check(&ctx.store_path, min_free, busy)
+    let result = check_with(&ctx.store_path, min_free, busy, &ctx.backends())
         .map_err(|e| e.0)
         .and_then(|r| quarantine_store::check_spool(&ctx.store_path, ctx.config.spool_max_age).map(|_| r))
         .and_then(|r| incident(ctx).map(|_| r));

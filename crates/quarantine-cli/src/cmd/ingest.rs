@@ -38,7 +38,17 @@ pub fn run(ctx: &Context, a: IngestArgs) -> CmdResult {
     }
     let watcher = SpoolWatcher::new(store.spool().dir());
     loop {
-        let report = drain(&mut store, &opts)?;
+        let report = match drain(&mut store, &opts) {
+            Ok(r) => r,
+            // A shared index that is down delays indexing, never intake: the spool keeps the mail, and the next
+            // round (after the wait below) connects again.
+            Err(e) if e.is_outage() => {
+                say!("quarantine ingest: {e}; the spool keeps the mail, retrying");
+                watcher.wait(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if report.batches > 0 || !report.bad.is_empty() {
             print(&report, a.json)?;
         }

@@ -86,7 +86,14 @@ impl Context {
 
     /// Opens the store without ingesting the spool first.
     pub fn open_without_ingest(&self) -> Result<Store, CmdError> {
-        Ok(Store::open(&self.store_path, Duration::from_secs(60))?)
+        Ok(Store::open_with(&self.store_path, Duration::from_secs(60), &self.backends())?)
+    }
+
+    /// The backends the config names.
+    // The rest stays default so that a backend added later (blobs) merges without touching this line.
+    #[allow(clippy::needless_update)]
+    pub fn backends(&self) -> quarantine_store::Backends {
+        quarantine_store::Backends { index: self.config.index.clone(), ..Default::default() }
     }
 }
 

@@ -105,7 +105,7 @@ fn audit_chain_cut_tail_needs_the_anchor() {
 
 /// The shipped migration files, for building an index as an older binary made it.
 fn migration(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite").join(name)
 }
 
 /// A store whose index is at schema 2 (built with the sqlite3 shell from the shipped, never-edited 0001 and 0002

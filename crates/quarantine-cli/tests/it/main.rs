@@ -15,6 +15,7 @@ mod incident;
 mod ownership;
 mod packaging;
 mod postfix;
+mod postgres;
 mod purge;
 mod release;
 mod search;
@@ -33,6 +34,23 @@ pub fn store() -> Store {
 }
 
 /// A fresh scratch directory with the hermetic environment, no store.
+/// Opens `s` through the library with the backends its config names (QUARANTINE_TEST_INDEX=postgres: the shared
+/// index), as the binary would.
+pub fn open_store(s: &Store, busy: std::time::Duration) -> quarantine_store::Store {
+    let backends = quarantine_store::Backends {
+        index: match s.shared_index() {
+            Some(url) => quarantine_store::IndexLocation::Postgres(url),
+            None => quarantine_store::IndexLocation::Sqlite,
+        },
+    };
+    quarantine_store::Store::open_with(&s.root, busy, &backends).expect("open the store")
+}
+
+/// The `index = ...` line of `s`'s config (empty on SQLite), for a test that writes a config file of its own.
+pub fn index_line(s: &Store) -> String {
+    s.shared_index().map(|u| format!("index = \"{u}\"\n")).unwrap_or_default()
+}
+
 pub fn scratch() -> Scratch {
     Scratch::new(BIN)
 }

@@ -43,7 +43,7 @@ impl ReleaseStore for Store {
 
     /// Holds many messages quickly through the library (the same code path `hold` runs).
     fn hold_many(&self, verdict: &str, from: &str, rcpts: &[&str], msgs: &[Vec<u8>]) -> Vec<String> {
-        let mut store = quarantine_store::Store::open(&self.root, Duration::from_secs(30)).unwrap();
+        let mut store = crate::open_store(self, Duration::from_secs(30));
         msgs.iter()
             .map(|m| {
                 let req = quarantine_store::HoldRequest {
@@ -83,7 +83,7 @@ impl ReleaseStore for Store {
     }
 
     fn audit(&self) -> Vec<quarantine_store::AuditRow> {
-        let store = quarantine_store::Store::open(&self.root, Duration::from_secs(30)).unwrap();
+        let store = crate::open_store(self, Duration::from_secs(30));
         store.audit_log(None).unwrap()
     }
 }
@@ -592,7 +592,8 @@ fn the_config_file_supplies_the_relay_and_the_trace_header_switch() {
     let sink = Sink::start(&[]);
     let id = env.hold_from("V", "a@example.org", &["b@example.net"], MSG);
     let cfg = env.work().as_path().join("config.toml");
-    std::fs::write(&cfg, format!("relay = \"{}\"\ntrace_header = false\n", sink.url())).unwrap();
+    std::fs::write(&cfg, format!("{}relay = \"{}\"\ntrace_header = false\n", crate::index_line(&env), sink.url()))
+        .unwrap();
     let mut c = env.cmd(&["release", "--id", &id]);
     c.env("QUARANTINE_CONFIG", &cfg);
     let r = run(c, Input::Null, HANG);

@@ -139,7 +139,7 @@ impl Store {
     pub(crate) fn commit_batch(
         &mut self,
         items: Vec<Item>,
-        audit: &dyn Fn(&rusqlite::Transaction, &BatchCounts) -> rusqlite::Result<()>,
+        audit: &dyn Fn(&crate::db::Tx<'_>, &BatchCounts) -> rusqlite::Result<()>,
     ) -> Result<(BatchCounts, Vec<Outcome>)> {
         let e = crate::index::sql_err(&self.index_path);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
@@ -264,7 +264,7 @@ impl Store {
 /// When the file's own id is taken and it has a queue id, a live message with the same queue id, bytes and sender
 /// (a delivery after the first one was purged, which got a fresh id) is this message too: MTA retries of it merge.
 fn resolve_spool_id(
-    tx: &rusqlite::Transaction,
+    tx: &crate::db::Tx<'_>,
     id: &str,
     received_us: i64,
     hash: &str,
@@ -305,7 +305,7 @@ fn resolve_spool_id(
 
 /// The `import` audit row of one transaction: what it committed plus what the staging threads found since the
 /// previous row, so the rows of a run add up to its summary.
-fn record_import(tx: &rusqlite::Connection, info: &AuditInfo, counts: &BatchCounts) -> rusqlite::Result<()> {
+fn record_import(tx: &crate::db::Conn, info: &AuditInfo, counts: &BatchCounts) -> rusqlite::Result<()> {
     audit::record(
         tx,
         &AuditEntry {

@@ -161,6 +161,7 @@ impl Store {
         let jobs = opts.jobs.clamp(1, 256).min(units.len().max(1));
         let blobs = self.blobs.clone();
         let index_path = self.index_path.clone();
+        let shared = self.conn.is_postgres();
         let (tx, rx) = mpsc::sync_channel::<(usize, Staged)>(opts.batch_messages.max(1));
 
         let mut staging_skips: Vec<(usize, Skipped)> = Vec::new();
@@ -169,7 +170,7 @@ impl Store {
                 let tx = tx.clone();
                 let (units, next, stop, blobs, index_path) = (&units, &next, &stop, &blobs, &index_path);
                 s.spawn(move || {
-                    let mut stager = Stager { opts, blobs, index_path, conn: None };
+                    let mut stager = Stager { opts, blobs, index_path, shared, conn: None };
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(unit) = units.get(i) else { break };
@@ -321,8 +322,10 @@ struct Stager<'a> {
     opts: &'a ImportOptions,
     blobs: &'a crate::blob::BlobStore,
     index_path: &'a Path,
+    /// The index is a shared database: `index_path` is only the local marker, not where rows are.
+    shared: bool,
     /// A read connection for the "already held?" check, opened on first use.
-    conn: Option<rusqlite::Connection>,
+    conn: Option<crate::db::Conn>,
 }
 
 impl Stager<'_> {
@@ -414,9 +417,14 @@ impl Stager<'_> {
     /// True when a live message with these bytes, this sender and every one of these recipients is already held
     /// under this import's queue id. Read-only: the committer decides again under the write lock for the rest.
     fn already_held(&mut self, hash: &str, env: &hold::Envelope) -> Result<bool> {
+        if self.shared {
+            // The early check is only a saving; the committer decides under the writers' lock either way.
+            return Ok(false);
+        }
         let e = crate::index::sql_err(self.index_path);
         if self.conn.is_none() {
-            self.conn = Some(crate::index::open(self.index_path, false, Duration::from_secs(60))?);
+            self.conn =
+                Some(crate::db::Conn::Sqlite(crate::index::open(self.index_path, false, Duration::from_secs(60))?));
         }
         let conn = self.conn.as_ref().expect("opened above");
         let Some(id) = hold::find_retry(conn, &batch::queue_id(hash), hash, &env.from).map_err(&e)? else {

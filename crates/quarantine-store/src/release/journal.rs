@@ -12,7 +12,8 @@
 //! Every write here is guarded by the state it expects (`held` to claim, `releasing` with our tag to record), so a
 //! row that changed under us is left alone rather than overwritten.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::db::Conn;
+use rusqlite::{params, OptionalExtension};
 
 use crate::ids;
 use crate::state::RecipientState;
@@ -128,7 +129,7 @@ pub struct RowState {
     pub release_id: Option<String>,
 }
 
-pub(crate) fn row_state(conn: &Connection, message: &str, address: &str) -> rusqlite::Result<Option<RowState>> {
+pub(crate) fn row_state(conn: &Conn, message: &str, address: &str) -> rusqlite::Result<Option<RowState>> {
     conn.prepare_cached("SELECT state, release_id FROM recipients WHERE message = ?1 AND address_lc = ?2")?
         .query_row(params![message, address::fold(address)], |r| {
             Ok(RowState { state: r.get(0)?, release_id: r.get(1)? })
@@ -137,23 +138,17 @@ pub(crate) fn row_state(conn: &Connection, message: &str, address: &str) -> rusq
 }
 
 /// Claims a `held` recipient of a live message for `tag`. False if it was not `held` any more.
-pub(crate) fn claim_held(conn: &Connection, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
+pub(crate) fn claim_held(conn: &Conn, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
     claim_from(conn, RecipientState::Held, message, address, tag)
 }
 
 /// Claims a `failed` recipient of a live message for `tag`, for `--retry-failed`. False if it changed.
-pub(crate) fn claim_failed(conn: &Connection, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
+pub(crate) fn claim_failed(conn: &Conn, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
     claim_from(conn, RecipientState::Failed, message, address, tag)
 }
 
 /// `from` → `releasing` under `tag`, guarded by the state the plan saw, for a message that is still live.
-fn claim_from(
-    conn: &Connection,
-    from: RecipientState,
-    message: &str,
-    address: &str,
-    tag: &str,
-) -> rusqlite::Result<bool> {
+fn claim_from(conn: &Conn, from: RecipientState, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached(
             "UPDATE recipients SET state = 'releasing', release_id = ?3
@@ -166,7 +161,7 @@ fn claim_from(
 
 /// Takes over an in-doubt recipient (still `releasing` under `old`) for `tag`, for `--retry-in-doubt`.
 pub(crate) fn claim_in_doubt(
-    conn: &Connection,
+    conn: &Conn,
     message: &str,
     address: &str,
     old: &str,
@@ -182,7 +177,7 @@ pub(crate) fn claim_in_doubt(
 }
 
 /// Marks a `held` recipient `failed` without sending (an address that can never go on an SMTP line).
-pub(crate) fn refuse(conn: &Connection, message: &str, address: &str, why: &str) -> rusqlite::Result<bool> {
+pub(crate) fn refuse(conn: &Conn, message: &str, address: &str, why: &str) -> rusqlite::Result<bool> {
     let n = conn
         .prepare_cached(
             "UPDATE recipients SET state = 'failed', reply = ?3, last_error = ?3
@@ -194,7 +189,7 @@ pub(crate) fn refuse(conn: &Connection, message: &str, address: &str, why: &str)
 
 /// Records what happened to a recipient claimed under `tag`. A row no longer claimed by us is left alone.
 pub(crate) fn record(
-    conn: &Connection,
+    conn: &Conn,
     message: &str,
     address: &str,
     tag: &str,

@@ -1,0 +1,207 @@
+//! The shared index (DESIGN section 11, issue 16) on a real PostgreSQL 15 that the testkit starts: several
+//! gateways — stores with their own spools — on one database, and an outage of that database during intake.
+//! (The selector/search and release-journal suites also run on PostgreSQL as a whole: scripts/test runs them again
+//! with QUARANTINE_TEST_INDEX=postgres.)
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Instant;
+
+use quarantine_testkit::postgres::{self, Server};
+use quarantine_testkit::run::{finish, wait_for};
+use quarantine_testkit::sink::Sink;
+use quarantine_testkit::{Out, Scratch, Store};
+
+use crate::BIN;
+
+/// A gateway: a store directory of its own whose index is the database `conninfo`.
+fn gateway(conninfo: &str) -> Store {
+    let scratch = Scratch::new(BIN);
+    std::fs::write(scratch.config(), format!("index = \"{conninfo}\"\n")).unwrap();
+    let root = scratch.path().join("store");
+    let s = Store { scratch, root };
+    s.q(&["init"]).code_is(0, "init");
+    s
+}
+
+/// Holds message `i` of `node` with the verdict `V-NODE`.
+fn hold(s: &Store, i: usize, node: &str) -> Out {
+    let msg = format!("Subject: {node} {i}\r\nMessage-ID: <{node}{i}@x>\r\n\r\nbody {i}\r\n");
+    let verdict = format!("V-{node}");
+    s.hold(
+        msg.as_bytes(),
+        &["--verdict", &verdict, "--from", "a@example.org", "--", "r1@example.net", "r2@example.net"],
+    )
+}
+
+/// Files in `spool/` waiting for ingest.
+fn pending(s: &Store) -> usize {
+    std::fs::read_dir(s.root.join("spool"))
+        .unwrap()
+        .filter(|e| {
+            let e = e.as_ref().unwrap();
+            e.file_type().unwrap().is_file() && !e.file_name().to_string_lossy().starts_with('.')
+        })
+        .count()
+}
+
+fn subjects(s: &Store) -> Vec<String> {
+    let out = s.q(&["search", "--json"]).ok();
+    let mut v: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two gateways hold into their own spools and ingest into one database at once: each one's search finds both
+/// nodes' mail. Four releases at once on that database — two on each node, each pair over the same selection —
+/// deliver every recipient exactly once, and the audit chain they all append to does not fork. (Each node releases
+/// its own messages here: the blobs are still per gateway until the shared blob store exists.)
+#[test]
+fn postgres_two_gateways_share_the_index_and_release_each_recipient_once() {
+    let db = postgres::database();
+    let (a, b) = (gateway(&db), gateway(&db));
+    for i in 0..40 {
+        hold(&a, i, "a").code_is(0, "hold on a");
+        hold(&b, i, "b").code_is(0, "hold on b");
+    }
+    let ingest = |s: &Store| {
+        let mut c = s.cmd(&["ingest"]);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (ia, ib) = (ingest(&a), ingest(&b));
+    finish(ia, "ingest a", Instant::now()).code_is(0, "ingest a");
+    finish(ib, "ingest b", Instant::now()).code_is(0, "ingest b");
+    assert_eq!((pending(&a), pending(&b)), (0, 0), "both spools drained");
+    let all = subjects(&a);
+    assert_eq!(all.len(), 80, "a sees both nodes' messages: {all:?}");
+    assert_eq!(subjects(&b), all, "b sees the same");
+
+    let sink = Sink::start(&[]);
+    let release = |s: &Store, verdict: &str| {
+        let mut c = s.cmd(&["release", "--verdict", verdict, "--relay", &sink.url(), "--yes"]);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let runs = [release(&a, "V-a"), release(&b, "V-b"), release(&a, "V-a"), release(&b, "V-b")];
+    let outs: Vec<Out> = runs.into_iter().map(|c| finish(c, "release", Instant::now())).collect();
+    for r in &outs {
+        assert!(r.code == 0 || r.code == 1, "{}", r.all());
+    }
+    let (ra, rb) = (&outs[0], &outs[1]);
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for m in sink.messages() {
+        let subject = String::from_utf8_lossy(&m.body)
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            .unwrap();
+        for r in m.rcpt_addrs() {
+            *seen.entry((subject.clone(), r)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 160, "every recipient of every message delivered\n{}\n{}", ra.all(), rb.all());
+    assert!(seen.values().all(|&n| n == 1), "a recipient was delivered twice");
+    for s in [&a, &b] {
+        let v = s.q(&["log", "--verify"]);
+        v.code_is(0, "log --verify: the audit chain did not fork");
+    }
+    let r = a.q(&["release", "--verdict", "V-a", "--relay", &sink.url(), "--yes"]);
+    assert!(r.text().contains("skipped 80"), "{}", r.all());
+}
+
+/// The database goes away in the middle of intake: holds keep exiting 0 (they never touch it), the spool keeps
+/// the mail, ingest fails and `check` exits 75 naming the outage; once the server is back, ingest completes and
+/// every acknowledged message is indexed exactly once.
+#[test]
+fn postgres_outage_during_ingest_keeps_the_spool_and_resumes() {
+    let server = Server::private();
+    let db = server.create_database();
+    let s = gateway(&db);
+    for i in 0..5 {
+        hold(&s, i, "before").code_is(0, "hold");
+    }
+    s.q(&["ingest"]).code_is(0, "ingest");
+    assert_eq!(pending(&s), 0);
+
+    server.stop_server();
+    for i in 0..10 {
+        let out = hold(&s, i, "during");
+        out.code_is(0, "hold with the database down");
+    }
+    assert_eq!(pending(&s), 10, "the spool keeps what was held");
+    let ing = s.q(&["ingest"]);
+    assert_ne!(ing.code, 0, "ingest cannot succeed without the index: {}", ing.all());
+    assert_eq!(pending(&s), 10, "a failed ingest leaves every spool file");
+    let chk = s.q(&["check"]);
+    assert_eq!(chk.code, 75, "{}", chk.all());
+    assert!(chk.all().contains("shared index is unreachable"), "{}", chk.all());
+
+    server.start_server();
+    s.q(&["ingest"]).code_is(0, "ingest after the outage");
+    assert_eq!(pending(&s), 0, "the spool drained");
+    let got = subjects(&s);
+    let mut want: Vec<String> =
+        (0..5).map(|i| format!("before {i}")).chain((0..10).map(|i| format!("during {i}"))).collect();
+    want.sort();
+    assert_eq!(got, want, "every held message indexed exactly once");
+    s.q(&["check"]).code_is(0, "check after the outage");
+}
+
+/// `ingest --watch` outlives an outage of the database: it keeps running, and once the server is back it connects
+/// again and indexes what was held meanwhile.
+#[test]
+fn postgres_ingest_watch_reconnects_after_an_outage() {
+    let server = Server::private();
+    let db = server.create_database();
+    let s = gateway(&db);
+    let rows = || -> usize {
+        let out = s.sqlite("SELECT count(*) FROM messages");
+        if out.code != 0 {
+            return usize::MAX;
+        }
+        out.text().trim().parse().unwrap()
+    };
+    let mut watch = s.cmd(&["ingest", "--watch"]);
+    watch.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut watch = watch.spawn().unwrap();
+    for i in 0..3 {
+        hold(&s, i, "before").code_is(0, "hold");
+    }
+    wait_for(std::time::Duration::from_secs(120), "ingest --watch to index 3 messages", || rows() == 3);
+    server.stop_server();
+    for i in 0..3 {
+        hold(&s, i, "during").code_is(0, "hold with the database down");
+    }
+    assert_eq!(pending(&s), 3);
+    server.start_server();
+    wait_for(std::time::Duration::from_secs(120), "ingest --watch to reconnect and index 6", || rows() == 6);
+    assert!(watch.try_wait().unwrap().is_none(), "ingest --watch exited during the outage");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert_eq!(pending(&s), 0);
+}
+
+/// A store whose config names another database than the one its mail went into refuses every command (no ingest
+/// into the wrong quarantine: the spool stays), until the config is right again.
+#[test]
+fn postgres_a_store_refuses_a_database_that_is_not_its_own() {
+    let first = postgres::database();
+    let s = gateway(&first);
+    hold(&s, 0, "x").code_is(0, "hold");
+    s.q(&["ingest"]).code_is(0, "ingest");
+    hold(&s, 1, "x").code_is(0, "hold");
+    let other = postgres::database();
+    std::fs::write(s.scratch.config(), format!("index = \"{other}\"\n")).unwrap();
+    let out = s.q(&["search"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.all().contains("fix `index` in the config"), "{}", out.all());
+    assert_eq!(pending(&s), 1, "nothing was ingested into the other database");
+    // The same database spelt as a URL is still the store's own.
+    let socket = postgres::server().socket.display().to_string().replace('/', "%2F");
+    let dbname = first.rsplit("dbname=").next().unwrap();
+    std::fs::write(s.scratch.config(), format!("index = \"postgresql://postgres@{socket}/{dbname}\"\n")).unwrap();
+    assert_eq!(subjects(&s), vec!["x 0".to_string(), "x 1".to_string()]);
+}
