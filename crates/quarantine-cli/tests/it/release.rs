@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use quarantine_testkit::env::require_root;
-use quarantine_testkit::gen::lf;
+use quarantine_testkit::gen::{lf, XorShift};
 use quarantine_testkit::postfix::Postfix;
 use quarantine_testkit::run::{finish, run, wait_for};
 use quarantine_testkit::sink::{Sink, Sunk};
@@ -448,6 +448,94 @@ fn concurrent_releases_deliver_each_recipient_exactly_once() {
     assert_eq!(delivered(&ra) + delivered(&rb), 600, "{}\n{}", ra.all(), rb.all());
     let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
     assert!(r.text().contains("delivered 0 · deferred 0 · failed 0 · in doubt 0 · skipped 600"), "{}", r.all());
+}
+
+/// SIGKILL at a random moment of a release over four connections, where the next batch's claim is committed
+/// while this batch is being sent and the last batch's outcomes with it: whatever the moment, the rerun without
+/// `--retry-in-doubt` delivers no recipient twice, every recipient is either delivered once or listed in doubt
+/// (none silently left behind), and `--retry-in-doubt` then sends exactly the ones in doubt.
+#[test]
+fn sigkill_during_a_pipelined_release_never_delivers_twice_and_loses_nothing() {
+    const N: u64 = 450; // four and a half batches of 100
+    const RCPTS: [&str; 2] = ["r1@example.net", "r2@example.net"];
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut killed_rounds = 0;
+    for round in 0..3 {
+        let mut rng = XorShift::new(seed + round);
+        let env = store();
+        let sink = Sink::start(&[]);
+        let msgs: Vec<Vec<u8>> = (0..N)
+            .map(|i| {
+                let mut m = format!("Subject: k{i}\r\nMessage-ID: <k{i}@x>\r\n\r\n").into_bytes();
+                m.extend(rng.bytes(6_000).iter().map(|b| b"abcdefghij klmnop\n"[(*b % 18) as usize]));
+                m
+            })
+            .collect();
+        let ids = env.hold_many("V", "a@example.org", &RCPTS, &msgs);
+        // Kill once the sink has seen this many messages (partial ones count): anywhere from the first batch to
+        // the last, mid-DATA or between a reply and its record.
+        let after = 1 + rng.below(N - 20) as usize;
+        let mut c = env.cmd(&["release", "--verdict", "V", "--relay", &sink.url(), "--connections", "4"]);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let started = Instant::now();
+        let seen = || std::fs::read_dir(sink.dir.path()).unwrap().count();
+        wait_for(HANG, "the sink to receive messages", || seen() >= after || child.try_wait().unwrap().is_some());
+        let _ = child.kill(); // SIGKILL; a no-op if it already finished
+        let out = finish(child, "release", started);
+        eprintln!("seed {seed} round {round}: killed after {after} messages, exit {}", out.code);
+        if out.code == 137 {
+            killed_rounds += 1;
+        } else {
+            assert_eq!(out.code, 0, "{}", out.all());
+        }
+
+        // Which (message, recipient) the relay has, and how often.
+        let delivered = |sink: &Sink| {
+            let mut n: HashMap<(String, String), usize> = HashMap::new();
+            for m in sink.messages() {
+                let text = String::from_utf8_lossy(&m.body);
+                let Some(subject) = text.lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_string)) else {
+                    continue; // cut off before its header block: no transaction
+                };
+                for r in m.rcpt_addrs() {
+                    *n.entry((subject.clone(), r)).or_default() += 1;
+                }
+            }
+            n
+        };
+        let r = env.release(&["--verdict", "V", "--relay", &sink.url()]);
+        assert!(r.code == 0 || r.code == 1, "{}", r.all());
+        let got = delivered(&sink);
+        assert!(got.values().all(|&n| n == 1), "delivered twice without --retry-in-doubt: {got:?}");
+        let mut in_doubt = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            for (address, state, _, _) in env.states(id) {
+                let key = (format!("k{i}"), address.clone());
+                match state.as_str() {
+                    "released" => assert_eq!(got.get(&key), Some(&1), "{key:?} released but not at the relay"),
+                    "releasing" => in_doubt.push(key),
+                    other => panic!("{key:?} left {other} by the rerun"),
+                }
+            }
+        }
+        let listed = r.text().split(" · in doubt ").nth(1).unwrap().split(' ').next().unwrap().replace(',', "");
+        assert_eq!(listed.parse::<usize>().unwrap(), in_doubt.len(), "{}", r.all());
+        // At most the batch being sent, the one claimed next, and the outcomes not yet committed.
+        assert!(in_doubt.len() <= 3 * 100 * RCPTS.len(), "{} in doubt", in_doubt.len());
+
+        // Asked explicitly, the ones in doubt go out (again, for those the relay already had), and only those.
+        let r = env.release(&["--verdict", "V", "--relay", &sink.url(), "--retry-in-doubt"]);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let again = delivered(&sink);
+        assert_eq!(again.len(), N as usize * RCPTS.len(), "every recipient delivered");
+        for (key, n) in &again {
+            let before = got.get(key).copied().unwrap_or(0);
+            let resent = n - before;
+            assert_eq!(resent, usize::from(in_doubt.contains(key)), "{key:?}: {before} then {n}");
+        }
+    }
+    assert!(killed_rounds > 0, "no round was killed before it finished (seed {seed}): the test proved nothing");
 }
 
 /// Bodies that would end the DATA early or smuggle a second message through a naive client. Each must arrive

@@ -182,10 +182,37 @@ impl Shared<'_> {
 
     /// Sends one job on `sender` (any thread).
     fn send<'p>(&self, sender: &mut dyn Transport, job: Job<'p>) -> Done<'p> {
-        let Job { m, rcpts } = job;
+        let loaded = self.load(job);
+        self.deliver(sender, loaded)
+    }
+
+    /// Reads and re-hashes the original and makes the trace header: everything about a job that needs no
+    /// connection, so it can run ahead of the sending (any thread).
+    fn load<'p>(&self, job: Job<'p>) -> Loaded<'p> {
+        let m = job.m;
+        let original = crate::message::checked_hash(&m.hash)
+            .and_then(|h| self.blobs.read_verified_sized(h, m.size))
+            .map_err(|e| format!("not sent: {e}"));
+        let header = match (&self.trace, &original) {
+            (Some(key), Ok(_)) => {
+                let now = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                key.header(&m.id, &self.actor, &now)
+            }
+            _ => Vec::new(),
+        };
+        Loaded { job, original, header }
+    }
+
+    /// Hands a loaded job to `sender`, unless the run is stopping, at the pace `--rate` allows.
+    fn deliver<'p>(&self, sender: &mut dyn Transport, loaded: Loaded<'p>) -> Done<'p> {
+        let Loaded { job: Job { m, rcpts }, original, header } = loaded;
         if let Some(why) = self.stopped() {
             return Done::NotAttempted { m, rcpts, why };
         }
+        let original = match original {
+            Ok(b) => b,
+            Err(why) => return Done::Unreadable { m, rcpts, why },
+        };
         if let Some(rate) = self.rate.filter(|r| *r > 0.0) {
             // One clock for every connection: message k goes out no sooner than k / rate after the start. The CLI
             // bounds the rate; one too small to express as a wait here waits a second, never panics.
@@ -198,17 +225,6 @@ impl Shared<'_> {
                 std::thread::sleep(wait);
             }
         }
-        let original = match crate::message::checked_hash(&m.hash).and_then(|h| self.blobs.read_verified(h)) {
-            Ok(b) => b,
-            Err(e) => return Done::Unreadable { m, rcpts, why: format!("not sent: {e}") },
-        };
-        let header = match &self.trace {
-            Some(key) => {
-                let now = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                key.header(&m.id, &self.actor, &now)
-            }
-            None => Vec::new(),
-        };
         let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
         let (outcomes, down) = match sender.send(&m.from, &refs, &[&header, &original]) {
             Ok(o) => (o, false),
@@ -219,6 +235,13 @@ impl Shared<'_> {
         };
         Done::Sent { m, rcpts, outcomes, down }
     }
+}
+
+/// A job with its original read and checked (or why it cannot be sent) and its trace header.
+struct Loaded<'p> {
+    job: Job<'p>,
+    original: std::result::Result<Vec<u8>, String>,
+    header: Vec<u8>,
 }
 
 /// How a run's jobs reach the relay: on the caller's thread through one transport, or through a pool of
@@ -235,10 +258,24 @@ struct Inline<'s, 't> {
 
 impl<'p> Senders<'p> for Inline<'_, '_> {
     fn run(&mut self, jobs: Vec<Job<'p>>, done: &mut dyn FnMut(Done<'p>) -> Result<()>) -> Result<()> {
-        for job in jobs {
-            done(self.shared.send(self.sender, job))?;
-        }
-        Ok(())
+        // One connection waits for the relay twice per message; a loader thread reads, decompresses and
+        // re-hashes the next originals meanwhile, so that work is off the wire's critical path. Two ahead at
+        // most: memory stays a few messages.
+        let (shared, sender) = (self.shared, &mut *self.sender);
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Loaded<'p>>(2);
+            scope.spawn(move || {
+                for job in jobs {
+                    if tx.send(shared.load(job)).is_err() {
+                        break; // the sender stopped on an index error
+                    }
+                }
+            });
+            for loaded in rx {
+                done(shared.deliver(sender, loaded))?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -417,125 +454,164 @@ impl Store {
         let work: Vec<&PlannedMessage> = plan.messages.iter().filter(|m| m.sends()).collect();
         progress.start("release", work.len() as u64);
         let mut pending: Pending = Vec::new();
-        let mut last_flush = Instant::now();
-        let mut started = false;
         let mut retrying: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
 
-        // A batch is at most about a second of sending, so a crash leaves at most that much in doubt.
+        // A batch is at most about a second of sending, so a crash leaves little in doubt.
         let batch = opts.rate.filter(|r| *r > 0.0).map_or(BATCH, |r| (r.ceil() as usize).clamp(1, BATCH));
-        for chunk in work.chunks(batch) {
-            if report.stopped.is_none() {
-                report.stopped = shared.stopped();
+        let chunks: Vec<&[&'p PlannedMessage]> = work.chunks(batch).collect();
+        let start_entry = AuditEntry {
+            actor: &opts.actor,
+            action: AuditAction::ReleaseStart,
+            selection: selection.clone(),
+            counts: serde_json::to_value(plan.counts()).unwrap_or_default(),
+            reason: opts.reason.as_deref(),
+        };
+        let conn = &mut self.conn;
+        let path = self.index_path.as_path();
+        let tag_ref = tag_s.as_str();
+        let sent = std::thread::scope(|scope| -> Result<()> {
+            // The journal runs on its own thread so its fsyncs overlap the sending: while batch i goes out, one
+            // transaction records what batch i - 1 got and claims batch i + 1. Each recipient is still claimed
+            // in a committed transaction before it is handed to a sender, and recorded only after its reply.
+            let (req_tx, req_rx) = std::sync::mpsc::channel::<Req<'_>>();
+            let (ans_tx, ans_rx) = std::sync::mpsc::channel::<Result<Claimed>>();
+            let writer = scope.spawn(move || journal_thread(conn, path, tag_ref, req_rx, ans_tx));
+            let mut journal = Journal { tx: Some(req_tx), rx: ans_rx };
+            let mut claim_asked = false;
+            if !copy && !chunks.is_empty() {
+                journal.ask(Vec::new(), Some(chunks[0]), Some(&start_entry));
+                claim_asked = true;
             }
-            if let Some(why) = report.stopped.clone() {
-                // Never claimed: these stay `held` untouched.
-                for m in chunk {
-                    for r in m.recipients.iter().filter(|r| r.action.sends()) {
-                        report.deferred += 1;
-                        report.problem(&m.id, &r.address, ProblemKind::Deferred, format!("not attempted: {why}"));
-                    }
+            let mut last_flush = Instant::now();
+            for (i, chunk) in chunks.iter().enumerate() {
+                if report.stopped.is_none() {
+                    report.stopped = shared.stopped();
                 }
-                progress.advance(chunk.len() as u64);
-                continue;
-            }
-            let claimed = if copy {
-                self.copy_targets(chunk, &mut report)
-            } else {
-                let start_entry = (!started).then(|| AuditEntry {
-                    actor: &opts.actor,
-                    action: AuditAction::ReleaseStart,
-                    selection: selection.clone(),
-                    counts: serde_json::to_value(plan.counts()).unwrap_or_default(),
-                    reason: opts.reason.as_deref(),
-                });
-                started = true;
-                self.claim(chunk, &tag_s, start_entry.as_ref(), &mut report, &mut retrying)?
-            };
-            let mut jobs: Vec<Job<'p>> = Vec::with_capacity(chunk.len());
-            for (m, rcpts) in chunk.iter().zip(claimed) {
-                if rcpts.is_empty() {
-                    progress.advance(1);
+                let claimed = if copy {
+                    report.stopped.is_none().then(|| copy_targets(chunk, &mut report))
+                } else if claim_asked {
+                    let Some(c) = journal.answer() else { break };
+                    let c = c?;
+                    report.skipped += c.notes.skipped;
+                    report.failed += c.notes.failed;
+                    report.problems.extend(c.notes.problems);
+                    retrying.extend(c.retrying);
+                    Some(c.mine)
                 } else {
-                    jobs.push(Job { m, rcpts });
-                }
-            }
-            if let Some(rescan) = &opts.rescan {
-                // Claimed first, so no other release sends them while they are scanned.
-                let blobs = &shared.blobs;
-                let verdicts = rescan.scan_all(&jobs, &|j: &Job| {
-                    crate::message::checked_hash(&j.m.hash)
-                        .and_then(|h| blobs.read_verified(h))
-                        .map_err(|e| format!("rescan: {e}"))
-                });
-                let mut clean = Vec::with_capacity(jobs.len());
-                for (job, v) in jobs.into_iter().zip(verdicts) {
-                    let outcome = match v {
-                        ScanVerdict::Clean => {
-                            clean.push(job);
-                            continue;
+                    None
+                };
+                let Some(claimed) = claimed else {
+                    // Never claimed: these stay `held` untouched.
+                    let why = report.stopped.clone().unwrap_or_else(|| "stopped".into());
+                    for m in chunk.iter() {
+                        for r in m.recipients.iter().filter(|r| r.action.sends()) {
+                            report.deferred += 1;
+                            report.problem(&m.id, &r.address, ProblemKind::Deferred, format!("not attempted: {why}"));
                         }
-                        ScanVerdict::Infected(what) => Outcome::Infected(format!("rescan: infected: {what}")),
-                        ScanVerdict::Error(e) => Outcome::Deferred(e),
-                    };
-                    for a in job.rcpts {
-                        report.tally(&job.m.id, &a, &outcome);
-                        if !copy {
-                            pending.push((job.m.id.clone(), a, outcome.clone()));
+                    }
+                    progress.advance(chunk.len() as u64);
+                    continue;
+                };
+                // Ask for the next claim (with the outcomes so far) before sending this batch, unless the run
+                // is stopping: what is claimed then is put back by the senders, which attempt nothing.
+                claim_asked = false;
+                if !copy {
+                    let next = chunks.get(i + 1).copied().filter(|_| shared.stopped().is_none());
+                    if next.is_some() || !pending.is_empty() {
+                        journal.ask(std::mem::take(&mut pending), next, None);
+                        last_flush = Instant::now();
+                        claim_asked = next.is_some();
+                    }
+                }
+                let mut jobs: Vec<Job<'p>> = Vec::with_capacity(chunk.len());
+                for (m, rcpts) in chunk.iter().zip(claimed) {
+                    if rcpts.is_empty() {
+                        progress.advance(1);
+                    } else {
+                        jobs.push(Job { m, rcpts });
+                    }
+                }
+                if let Some(rescan) = &opts.rescan {
+                    // Claimed first, so no other release sends them while they are scanned.
+                    let blobs = &shared.blobs;
+                    let verdicts = rescan.scan_all(&jobs, &|j: &Job| {
+                        crate::message::checked_hash(&j.m.hash)
+                            .and_then(|h| blobs.read_verified(h))
+                            .map_err(|e| format!("rescan: {e}"))
+                    });
+                    let mut clean = Vec::with_capacity(jobs.len());
+                    for (job, v) in jobs.into_iter().zip(verdicts) {
+                        let outcome = match v {
+                            ScanVerdict::Clean => {
+                                clean.push(job);
+                                continue;
+                            }
+                            ScanVerdict::Infected(what) => Outcome::Infected(format!("rescan: infected: {what}")),
+                            ScanVerdict::Error(e) => Outcome::Deferred(e),
+                        };
+                        for a in job.rcpts {
+                            report.tally(&job.m.id, &a, &outcome);
+                            if !copy {
+                                pending.push((job.m.id.clone(), a, outcome.clone()));
+                            }
+                        }
+                        progress.advance(1);
+                    }
+                    jobs = clean;
+                }
+                senders.run(jobs, &mut |done| {
+                    match done {
+                        Done::NotAttempted { m, rcpts, why } => {
+                            for a in rcpts {
+                                let o = Outcome::NotSent(format!("not attempted: {why}"));
+                                report.tally(&m.id, &a, &o);
+                                if !copy {
+                                    pending.push((m.id.clone(), a, o));
+                                }
+                            }
+                        }
+                        Done::Unreadable { m, rcpts, why } => {
+                            for a in rcpts {
+                                report.not_sent += 1;
+                                report.problem(&m.id, &a, ProblemKind::NotSent, why.clone());
+                                if !copy {
+                                    pending.push((m.id.clone(), a, Outcome::NotSent(why.clone())));
+                                }
+                            }
+                        }
+                        Done::Sent { m, rcpts, outcomes, down } => {
+                            report.messages += 1;
+                            for (a, o) in rcpts.into_iter().zip(outcomes) {
+                                if !down
+                                    && !matches!(o, Outcome::NotSent(_))
+                                    && retrying.contains(&(m.id.clone(), a.clone()))
+                                {
+                                    report.retried_in_doubt += 1;
+                                }
+                                report.tally(&m.id, &a, &o);
+                                if !copy {
+                                    pending.push((m.id.clone(), a, o));
+                                }
+                            }
                         }
                     }
                     progress.advance(1);
+                    // A slow relay still has its answers committed at least once a second.
+                    if !pending.is_empty() && last_flush.elapsed() >= Duration::from_secs(1) {
+                        journal.ask(std::mem::take(&mut pending), None, None);
+                        last_flush = Instant::now();
+                    }
+                    Ok(())
+                })?;
+                if report.stopped.is_none() {
+                    report.stopped = shared.stopped();
                 }
-                jobs = clean;
             }
-            senders.run(jobs, &mut |done| {
-                match done {
-                    Done::NotAttempted { m, rcpts, why } => {
-                        for a in rcpts {
-                            let o = Outcome::NotSent(format!("not attempted: {why}"));
-                            report.tally(&m.id, &a, &o);
-                            if !copy {
-                                pending.push((m.id.clone(), a, o));
-                            }
-                        }
-                    }
-                    Done::Unreadable { m, rcpts, why } => {
-                        for a in rcpts {
-                            report.not_sent += 1;
-                            report.problem(&m.id, &a, ProblemKind::NotSent, why.clone());
-                            if !copy {
-                                pending.push((m.id.clone(), a, Outcome::NotSent(why.clone())));
-                            }
-                        }
-                    }
-                    Done::Sent { m, rcpts, outcomes, down } => {
-                        report.messages += 1;
-                        for (a, o) in rcpts.into_iter().zip(outcomes) {
-                            if !down
-                                && !matches!(o, Outcome::NotSent(_))
-                                && retrying.contains(&(m.id.clone(), a.clone()))
-                            {
-                                report.retried_in_doubt += 1;
-                            }
-                            report.tally(&m.id, &a, &o);
-                            if !copy {
-                                pending.push((m.id.clone(), a, o));
-                            }
-                        }
-                    }
-                }
-                progress.advance(1);
-                if last_flush.elapsed() >= Duration::from_secs(1) {
-                    self.record_outcomes(&tag_s, &mut pending, None)?;
-                    last_flush = Instant::now();
-                }
-                Ok(())
-            })?;
-            self.record_outcomes(&tag_s, &mut pending, None)?;
-            last_flush = Instant::now();
-            if report.stopped.is_none() {
-                report.stopped = shared.stopped();
-            }
-        }
+            // Every outcome handed over is committed before the thread ends; its first error is the run's.
+            drop(journal.tx.take());
+            writer.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        sent?;
         progress.finish();
         let counts = report.counts_json();
         let entry = AuditEntry {
@@ -548,91 +624,158 @@ impl Store {
         self.record_outcomes(&tag_s, &mut pending, Some(&entry))?;
         Ok(report)
     }
+}
 
-    /// In one write transaction: claims the recipients of a batch, marks refused addresses failed, and (first
-    /// batch) writes the `release-start` audit row. Returns, per message, the addresses this run now owns.
-    fn claim(
-        &mut self,
-        chunk: &[&PlannedMessage],
-        tag: &str,
-        start: Option<&AuditEntry>,
-        report: &mut Report,
-        retrying: &mut std::collections::HashSet<(String, String)>,
-    ) -> Result<Vec<Vec<String>>> {
-        let e = crate::index::sql_err(&self.index_path);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        if let Some(entry) = start {
-            audit::record(&tx, entry).map_err(&e)?;
+/// A request to the journal thread: commit these outcomes and, in the same transaction, claim this batch (the
+/// first claim also writes the `release-start` audit row). Answered (with [`Claimed`]) only when it claims.
+struct Req<'a> {
+    outcomes: Pending,
+    claim: Option<&'a [&'a PlannedMessage]>,
+    start: Option<&'a AuditEntry<'a>>,
+}
+
+/// What a claim transaction decided: per message the addresses this run now owns, what the report must count
+/// (skips, refusals and their problems), and the in-doubt recipients taken over for `--retry-in-doubt`.
+struct Claimed {
+    mine: Vec<Vec<String>>,
+    notes: Report,
+    retrying: Vec<(String, String)>,
+}
+
+/// The sending side's end of the journal thread.
+struct Journal<'a> {
+    tx: Option<std::sync::mpsc::Sender<Req<'a>>>,
+    rx: std::sync::mpsc::Receiver<Result<Claimed>>,
+}
+
+impl<'a> Journal<'a> {
+    fn ask(&self, outcomes: Pending, claim: Option<&'a [&'a PlannedMessage]>, start: Option<&'a AuditEntry<'a>>) {
+        // A send fails only when the thread has stopped on an error, which `answer` or the join then reports.
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Req { outcomes, claim, start });
         }
-        let mut out = Vec::with_capacity(chunk.len());
-        for m in chunk {
-            let mut mine = Vec::new();
+    }
+
+    /// The answer to the oldest claim asked for; `None` when the thread stopped on an error (the join reports it).
+    fn answer(&self) -> Option<Result<Claimed>> {
+        self.rx.recv().ok()
+    }
+}
+
+/// The journal thread: one write transaction per request, in the order asked. Stops at the first error, which it
+/// returns (and answers a pending claim with): whatever was claimed and not recorded then stays in doubt.
+fn journal_thread(
+    conn: &mut rusqlite::Connection,
+    path: &std::path::Path,
+    tag: &str,
+    rx: std::sync::mpsc::Receiver<Req<'_>>,
+    answers: std::sync::mpsc::Sender<Result<Claimed>>,
+) -> Result<()> {
+    for req in rx {
+        let wants_answer = req.claim.is_some();
+        match commit_batch(conn, path, tag, &req) {
+            Ok(c) => {
+                if wants_answer {
+                    let _ = answers.send(Ok(c));
+                }
+            }
+            // A claim's error goes to the sender waiting for it; any other is the thread's result.
+            Err(e) if wants_answer => {
+                let _ = answers.send(Err(e));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// In one write transaction: records `req.outcomes`, then claims the recipients of `req.claim`, marks refused
+/// addresses failed, and (first batch) writes the `release-start` audit row.
+fn commit_batch(conn: &mut rusqlite::Connection, path: &std::path::Path, tag: &str, req: &Req) -> Result<Claimed> {
+    let e = crate::index::sql_err(path);
+    let mut out = Claimed { mine: Vec::new(), notes: Report::default(), retrying: Vec::new() };
+    if req.outcomes.is_empty() && req.claim.is_none() {
+        return Ok(out);
+    }
+    let now = now_us();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+    for (m, a, o) in &req.outcomes {
+        journal::record(&tx, m, a, tag, o, now).map_err(&e)?;
+    }
+    if let Some(entry) = req.start {
+        audit::record(&tx, entry).map_err(&e)?;
+    }
+    let report = &mut out.notes;
+    for m in req.claim.unwrap_or_default() {
+        let mut mine = Vec::new();
+        for r in &m.recipients {
+            match &r.action {
+                Action::Send => {
+                    if journal::claim_held(&tx, &m.id, &r.address, tag).map_err(&e)? {
+                        mine.push(r.address.clone());
+                    } else {
+                        // Changed since the plan: another release got there first, or a purge.
+                        report.skipped += 1;
+                        let st = journal::row_state(&tx, &m.id, &r.address).map_err(&e)?;
+                        if let Some(st) = st.filter(|s| s.state == RecipientState::Releasing) {
+                            let by = journal::describe(st.release_id.as_deref().unwrap_or(""));
+                            report.problem(&m.id, &r.address, ProblemKind::Busy, format!("being released by {by}"));
+                        }
+                    }
+                }
+                Action::RetryInDoubt { previous } => {
+                    if journal::claim_in_doubt(&tx, &m.id, &r.address, previous, tag).map_err(&e)? {
+                        // Counted once it is actually sent (run_release), not when claimed.
+                        out.retrying.push((m.id.clone(), r.address.clone()));
+                        mine.push(r.address.clone());
+                    } else {
+                        report.skipped += 1;
+                    }
+                }
+                Action::RetryFailed => {
+                    if journal::claim_failed(&tx, &m.id, &r.address, tag).map_err(&e)? {
+                        mine.push(r.address.clone());
+                    } else {
+                        report.skipped += 1;
+                    }
+                }
+                Action::Refuse { why } => {
+                    journal::refuse(&tx, &m.id, &r.address, why).map_err(&e)?;
+                    report.failed += 1;
+                    report.problem(&m.id, &r.address, ProblemKind::Failed, why.clone());
+                }
+                Action::Copy | Action::Skip { .. } => {}
+            }
+        }
+        out.mine.push(mine);
+    }
+    tx.commit().map_err(&e)?;
+    Ok(out)
+}
+
+/// `--to` copies: nothing is claimed; refusals are counted, not recorded.
+fn copy_targets(chunk: &[&PlannedMessage], report: &mut Report) -> Vec<Vec<String>> {
+    chunk
+        .iter()
+        .map(|m| {
+            let mut v = Vec::new();
             for r in &m.recipients {
                 match &r.action {
-                    Action::Send => {
-                        if journal::claim_held(&tx, &m.id, &r.address, tag).map_err(&e)? {
-                            mine.push(r.address.clone());
-                        } else {
-                            // Changed since the plan: another release got there first, or a purge.
-                            report.skipped += 1;
-                            let st = journal::row_state(&tx, &m.id, &r.address).map_err(&e)?;
-                            if let Some(st) = st.filter(|s| s.state == RecipientState::Releasing) {
-                                let by = journal::describe(st.release_id.as_deref().unwrap_or(""));
-                                report.problem(&m.id, &r.address, ProblemKind::Busy, format!("being released by {by}"));
-                            }
-                        }
-                    }
-                    Action::RetryInDoubt { previous } => {
-                        if journal::claim_in_doubt(&tx, &m.id, &r.address, previous, tag).map_err(&e)? {
-                            // Counted once it is actually sent (execute_release), not when claimed.
-                            retrying.insert((m.id.clone(), r.address.clone()));
-                            mine.push(r.address.clone());
-                        } else {
-                            report.skipped += 1;
-                        }
-                    }
-                    Action::RetryFailed => {
-                        if journal::claim_failed(&tx, &m.id, &r.address, tag).map_err(&e)? {
-                            mine.push(r.address.clone());
-                        } else {
-                            report.skipped += 1;
-                        }
-                    }
+                    Action::Copy => v.push(r.address.clone()),
                     Action::Refuse { why } => {
-                        journal::refuse(&tx, &m.id, &r.address, why).map_err(&e)?;
                         report.failed += 1;
                         report.problem(&m.id, &r.address, ProblemKind::Failed, why.clone());
                     }
-                    Action::Copy | Action::Skip { .. } => {}
+                    _ => {}
                 }
             }
-            out.push(mine);
-        }
-        tx.commit().map_err(&e)?;
-        Ok(out)
-    }
+            v
+        })
+        .collect()
+}
 
-    /// `--to` copies: nothing is claimed; refusals are counted, not recorded.
-    fn copy_targets(&self, chunk: &[&PlannedMessage], report: &mut Report) -> Vec<Vec<String>> {
-        chunk
-            .iter()
-            .map(|m| {
-                let mut v = Vec::new();
-                for r in &m.recipients {
-                    match &r.action {
-                        Action::Copy => v.push(r.address.clone()),
-                        Action::Refuse { why } => {
-                            report.failed += 1;
-                            report.problem(&m.id, &r.address, ProblemKind::Failed, why.clone());
-                        }
-                        _ => {}
-                    }
-                }
-                v
-            })
-            .collect()
-    }
-
+impl Store {
     /// Commits the pending outcomes (and the final audit row, if given) in one write transaction.
     fn record_outcomes(&mut self, tag: &str, pending: &mut Pending, entry: Option<&AuditEntry>) -> Result<()> {
         if pending.is_empty() && entry.is_none() {

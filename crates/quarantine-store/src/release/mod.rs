@@ -17,12 +17,18 @@
 //!
 //! # Performance
 //! Claims and outcomes are committed in batches (at most [`BATCH`] messages, and at least once a second), not
-//! per message: with `synchronous=FULL` each commit is an fsync. A crash can leave at most one batch in doubt,
-//! and every one of them is listed by the next run. Each SMTP connection is reused (RSET between messages) and
-//! reopened if it breaks. With `--connections N` ([`Store::execute_release_with`](crate::Store::execute_release_with)),
-//! N worker threads each own one transport and take the claimed messages of a batch from one queue; the claims
-//! and the outcomes stay transactions on the one index connection of the calling thread, so the journal, and
-//! "each recipient claimed once before it is sent", are unchanged.
+//! per message: with `synchronous=FULL` each commit is an fsync. The journal runs on its own thread, so its
+//! fsyncs overlap the sending: while batch *i* is on the wire, one transaction records what batch *i* − 1 got
+//! and claims batch *i* + 1 — one fsync per batch, and the senders never wait for it unless it takes longer than
+//! a batch's sending. Each recipient is still claimed by a committed transaction before any sender sees it, and
+//! recorded only after its reply. A crash can leave at most three batches in doubt (the one being sent, the one
+//! claimed next, the outcomes not yet committed), and every one of them is listed by the next run. Each SMTP
+//! connection is reused (RSET between messages) and reopened if it breaks. With one connection a loader thread
+//! reads, decompresses and re-hashes the next originals while the current one is on the wire. With
+//! `--connections N` ([`Store::execute_release_with`](crate::Store::execute_release_with)), N worker threads each
+//! own one transport and take the claimed messages of a batch from one queue; the claims and the outcomes stay
+//! transactions on the store's one index connection, so the journal, and "each recipient claimed once before it
+//! is sent", are unchanged.
 //!
 //! # Wire format
 //! See `quarantine_mail::encode`: every line ending becomes CRLF, dots are stuffed, and the message goes out in one write, so no
