@@ -683,11 +683,14 @@ fn files_created_as_root_belong_to_the_store_owner() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"From: slow@example.org\r\n").unwrap();
     let started = Instant::now();
+    // The temp file is created (as root) and then chowned: wait for the chown, not only for the file, or the check
+    // below races the microseconds between the two (seen under load). A hold killed inside that window leaves a
+    // root-owned empty temp file, which the owner's ingest can still remove (it owns the directory).
     let spool_tmp = || {
-        fs::read_dir(ts.root.join("spool"))
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        fs::read_dir(ts.root.join("spool")).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().ends_with(".tmp")
+                && fs::symlink_metadata(e.path()).is_ok_and(|m| m.uid() == NOBODY)
+        })
     };
     while !spool_tmp() && started.elapsed() < HANG {
         std::thread::sleep(Duration::from_millis(10));
