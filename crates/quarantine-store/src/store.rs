@@ -10,6 +10,7 @@ use crate::blob::BlobStore;
 use crate::durable::{self, Owner};
 use crate::error::{Error, Result};
 use crate::index;
+use crate::objects::{Backends, BlobLocation};
 
 pub const INDEX_FILE: &str = "index.sqlite";
 
@@ -73,6 +74,16 @@ impl Store {
         Store::open_at(root, busy, owner)
     }
 
+    /// [`Store::open`] with the given backends (DESIGN section 11): the blobs in an object store instead of
+    /// `blobs/` when `backends.blobs` says so. The spool and `tmp/` stay local either way.
+    pub fn open_with(root: &Path, busy: Duration, backends: &Backends) -> Result<Store> {
+        let mut store = Store::open(root, busy)?;
+        if let BlobLocation::Remote(remote) = &backends.blobs {
+            store.blobs = store.blobs.clone().with_remote(remote.clone());
+        }
+        Ok(store)
+    }
+
     fn open_at(root: &Path, busy: Duration, owner: Owner) -> Result<Store> {
         let index_path = root.join(INDEX_FILE);
         let conn = index::connect(&index_path, false, busy)?;
@@ -123,6 +134,12 @@ impl Store {
 
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// With an object store: objects uploaded within `grace` survive purge's GC (DESIGN section 11); purge sets
+    /// it to its orphan grace. No effect on `blobs/`, whose GC is protected by the index write lock alone.
+    pub fn set_upload_grace(&mut self, grace: Duration) {
+        self.blobs.set_upload_grace(grace);
     }
 
     /// The index connection, for this crate's unit tests.

@@ -16,6 +16,7 @@
 //! - [`sink`]: Postfix's smtp-sink recording each message to a file.
 //! - [`postfix`]: a private Postfix instance.
 //! - [`rspamd`]: a private rspamd (its metadata_exporter posting to `serve`) and `rspamc`.
+//! - [`s3`]: a real SeaweedFS server (`weed server -s3`) with a bucket per test.
 //!
 //! Nothing here skips: a missing peer, a hang or a failed set-up panics with a message that says what to do.
 
@@ -24,6 +25,7 @@ pub mod gen;
 pub mod postfix;
 pub mod rspamd;
 pub mod run;
+pub mod s3;
 pub mod sink;
 pub mod smtp;
 pub mod store;

@@ -184,7 +184,7 @@ impl Store {
                     batch_ids.insert(id.clone(), (i, hash.clone()));
                 }
                 let (dir, fixed) = self.blobs.publish_checked(staged)?;
-                dirs.insert(dir);
+                dirs.extend(dir);
                 repaired += fixed as u64;
             }
             let origin = if matches!(action, Action::New(_)) && !trace.is_empty() {
