@@ -141,7 +141,9 @@ impl Weed {
             .arg(format!("-filer.port={}", p + 2))
             .arg("-s3")
             .arg(format!("-s3.port={}", p + 3))
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64"])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            // Every bucket is a collection with volumes of its own: many small ones, so a bucket per test fits.
+            .args(["-master.volumeSizeLimitMB=16", "-volume.max=400"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
