@@ -208,3 +208,49 @@ fn spawn_quiet(c: &mut Command) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+#[test]
+fn config_check_says_what_is_wrong_with_the_object_store() {
+    let weed = Weed::shared();
+    let s = store();
+    let cases = [
+        (
+            format!("blobs = \"s3://no-such-bucket-here/p\"\n[s3]\nendpoint = \"{}\"\n", weed.endpoint()),
+            "no such bucket",
+        ),
+        // A port nothing listens on: connecting is refused at once.
+        ("blobs = \"s3://b-unreachable/p\"\n[s3]\nendpoint = \"http://127.0.0.1:9\"\n".to_string(), "unreachable"),
+        ("blobs = \"S3://Bad\"\n".to_string(), "expected s3://BUCKET"),
+    ];
+    for (config, want) in &cases {
+        std::fs::write(s.config(), config).unwrap();
+        let out = s.q(&["config", "check"]);
+        out.code_is(1, &format!("config check with {config:?}"));
+        assert!(out.stderr.contains(want), "{want:?} in {}", out.all());
+        if *want != "expected s3://BUCKET" {
+            let check = s.q(&["check"]);
+            check.code_is(75, "check");
+            assert!(check.stderr.contains("object store") && check.stderr.contains(want), "{}", check.all());
+        }
+    }
+
+    use std::os::unix::fs::PermissionsExt;
+    let creds = s.file("s3-credentials", "[default]\naws_access_key_id = AK\naws_secret_access_key = SK\n");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bucket = weed.bucket();
+    let config = format!("{}credentials_file = \"{}\"\n", bucket.config(PREFIX), creds.display());
+    std::fs::write(s.config(), &config).unwrap();
+    let out = s.q(&["config", "check"]);
+    out.code_is(1, "config check with a world-readable credentials file");
+    assert!(
+        out.stderr.contains("readable by group or others") && out.stderr.contains("s3-credentials"),
+        "{}",
+        out.all()
+    );
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // SeaweedFS with no identities configured accepts signed requests too: the keys are used, and work.
+    s.q(&["config", "check"]).code_is(0, "config check with a private credentials file");
+    let id = hold(&s, &message(60));
+    s.q(&["ingest"]).code_is(0, "ingest with signed requests");
+    assert_eq!(s.raw(&id), message(60));
+}
