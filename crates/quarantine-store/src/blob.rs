@@ -243,6 +243,32 @@ impl BlobStore {
         Ok((Some(dir), exists))
     }
 
+    /// [`BlobStore::publish_checked`] of many blobs at once, for an object store: the HEADs (and any re-upload)
+    /// run on up to 16 threads, so the write lock is held for a few round trips, not one per blob. Returns how
+    /// many existing objects were replaced.
+    pub fn publish_all(&self, staged: Vec<StagedBlob>) -> Result<u64> {
+        if staged.is_empty() {
+            return Ok(0);
+        }
+        let jobs = staged.len().clamp(1, 16);
+        let work = std::sync::Mutex::new(staged);
+        let results: Vec<Result<u64>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut replaced = 0;
+                        while let Some(b) = work.lock().expect("no poisoned queue").pop() {
+                            replaced += self.publish_checked(b)?.1 as u64;
+                        }
+                        Ok(replaced)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("a publishing thread panicked")).collect()
+        });
+        results.into_iter().sum()
+    }
+
     /// The staging threads' last step for a blob: locally, fsync it and create its fan-out directories
     /// ([`BlobStore::prepare_dirs`]); with an object store, upload it ([`BlobStore::publish_checked`] then only
     /// confirms it under the lock), so the uploads of a batch run in parallel and outside the lock.

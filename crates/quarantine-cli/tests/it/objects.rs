@@ -254,3 +254,22 @@ fn config_check_says_what_is_wrong_with_the_object_store() {
     s.q(&["ingest"]).code_is(0, "ingest with signed requests");
     assert_eq!(s.raw(&id), message(60));
 }
+
+#[test]
+fn release_sends_the_original_bytes_from_the_bucket() {
+    use quarantine_testkit::smtp::{Script, Server};
+    let bucket = Weed::shared().bucket();
+    let s = s3_store(&bucket);
+    let m =
+        b"From: a@example.org\r\nTo: u@example.net\r\nSubject: release me\r\n\r\n.a leading dot\r\n8-bit \xc3\xa9\r\n"
+            .to_vec();
+    let id = hold(&s, &m);
+    s.q(&["ingest"]).code_is(0, "ingest");
+    let relay = Server::start(Script::default().ehlo(&["8BITMIME"]));
+    let out = s.q(&["release", "--id", &id, "--relay", &relay.url(), "--no-trace-header", "--yes"]);
+    out.code_is(0, "release from the object store");
+    let t = relay.transactions();
+    assert_eq!(t.len(), 1, "one transaction: {t:?}");
+    assert_eq!(t[0].rcpt_addrs(), vec!["u@example.net".to_string()]);
+    assert_eq!(t[0].data, m, "the relay got the original bytes");
+}
