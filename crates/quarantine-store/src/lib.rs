@@ -13,7 +13,9 @@
 //!   rename, fsync the directory; an fsync error is returned, never retried): `durable`, the only module that
 //!   creates, renames or unlinks under the store.
 //! - **A row never references a blob that is not durably in place**: the blob is renamed and its directory
-//!   fsynced inside the write transaction, before the row is inserted (`hold`, `import::batch`).
+//!   fsynced inside the write transaction, before the row is inserted (`hold`, `import::batch`). With an object
+//!   store ([`Backends`], [`ObjectStore`]) the PUT is acknowledged before that transaction and the object is
+//!   confirmed with a HEAD inside it (`blob`).
 //! - **Blob bytes are checked against their name whenever they are read** for a person or a relay, and a corrupt
 //!   blob is never trusted for a new message: `blob` (`read_verified`, `stream_verified`, `exists`).
 //! - **Each recipient is delivered at most once by release**, and a crash between send and record leaves the
