@@ -103,9 +103,23 @@ pub struct RawConfig {
     min_free_space: Option<Spanned<String>>,
     spool_max_age: Option<Spanned<String>>,
     clamd: Option<Spanned<String>>,
+    blobs: Option<Spanned<String>>,
+    s3: Option<RawS3>,
     spike: Option<RawSpike>,
     retention: Option<RawRetention>,
     serve: Option<serve::RawServe>,
+}
+
+/// `[s3]`: the object store's endpoint, region and credentials, each falling back to the standard `AWS_*`
+/// variable (see `quarantine_objects`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    endpoint: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    access_key_id: Option<Spanned<String>>,
+    secret_access_key: Option<Spanned<String>>,
+    credentials_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -146,6 +160,8 @@ pub struct Config {
     pub spool_max_age: Duration,
     /// clamd's socket, asked for its `VERSION` by hold when `--scanner-version` is not given.
     pub clamd: Option<Clamd>,
+    /// `blobs = "s3://bucket/prefix"` with `[s3]`: the blobs in an object store instead of `STORE/blobs/`.
+    pub blobs: Option<RemoteBlobs>,
     /// `[spike]`: freeze purges when one verdict's last hour is far above its usual level.
     pub spike: Option<quarantine_store::SpikeRule>,
     /// `[retention]`: what a purge with no selector removes.
@@ -420,6 +436,24 @@ impl Config {
                 quarantine_store::IndexLocation::Postgres(v.to_string())
             }
         };
+        let blobs = raw.blobs.as_ref().and_then(|url| match quarantine_objects::S3Url::parse(url.get_ref()) {
+            Ok(_) => {
+                let s3 = raw.s3.clone().unwrap_or_default();
+                let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
+                let settings = quarantine_objects::Settings {
+                    endpoint: s(&s3.endpoint),
+                    region: s(&s3.region),
+                    access_key_id: s(&s3.access_key_id),
+                    secret_access_key: s(&s3.secret_access_key),
+                    credentials_file: s3.credentials_file.as_ref().map(|v| v.get_ref().clone()),
+                };
+                Some(RemoteBlobs { url: url.get_ref().clone(), settings })
+            }
+            Err(e) => {
+                c.bad(&["blobs"], url.span(), e.to_string());
+                None
+            }
+        });
         if !c.problems.is_empty() {
             c.problems.sort_by_key(|p| p.line);
             return Err(c.problems);
@@ -436,6 +470,7 @@ impl Config {
             min_free_space,
             spool_max_age: spool_max_age.unwrap_or(defaults::SPOOL_MAX_AGE),
             clamd,
+            blobs,
             spike,
             retention,
             serve,
@@ -481,6 +516,16 @@ impl Config {
             ["min_free_space"] => span(r.min_free_space.as_ref().map(Spanned::span)),
             ["spool_max_age"] => span(r.spool_max_age.as_ref().map(Spanned::span)),
             ["clamd"] => span(r.clamd.as_ref().map(Spanned::span)),
+            ["blobs"] => span(r.blobs.as_ref().map(Spanned::span)),
+            ["s3", "endpoint"] => span(r.s3.as_ref().and_then(|t| t.endpoint.as_ref().map(Spanned::span))),
+            ["s3", "region"] => span(r.s3.as_ref().and_then(|t| t.region.as_ref().map(Spanned::span))),
+            ["s3", "access_key_id"] => span(r.s3.as_ref().and_then(|t| t.access_key_id.as_ref().map(Spanned::span))),
+            ["s3", "secret_access_key"] => {
+                span(r.s3.as_ref().and_then(|t| t.secret_access_key.as_ref().map(Spanned::span)))
+            }
+            ["s3", "credentials_file"] => {
+                span(r.s3.as_ref().and_then(|t| t.credentials_file.as_ref().map(Spanned::span)))
+            }
             ["spike", "factor"] => span(r.spike.as_ref().and_then(|s| s.factor.as_ref().map(Spanned::span))),
             ["spike", "min"] => span(r.spike.as_ref().and_then(|s| s.min.as_ref().map(Spanned::span))),
             ["retention", "default"] => span(r.retention.as_ref().and_then(|t| t.default.as_ref().map(Spanned::span))),
@@ -539,6 +584,14 @@ impl Config {
         add("min_free_space", s(&r.min_free_space), Some(format_size(defaults::MIN_FREE_SPACE)));
         add("spool_max_age", s(&r.spool_max_age), Some(format_duration(defaults::SPOOL_MAX_AGE)));
         add("clamd", s(&r.clamd), None);
+        add("blobs", s(&r.blobs), Some("STORE/blobs/".into()));
+        let s3 = r.s3.clone().unwrap_or_default();
+        add("s3.endpoint", s(&s3.endpoint), None);
+        add("s3.region", s(&s3.region), None);
+        add("s3.access_key_id", s(&s3.access_key_id), None);
+        // Never printed: `config show` output ends up in tickets.
+        add("s3.secret_access_key", s3.secret_access_key.as_ref().map(|_| "(set)".to_string()), None);
+        add("s3.credentials_file", s3.credentials_file.as_ref().map(|v| v.get_ref().display().to_string()), None);
         let spike = r.spike.clone().unwrap_or_default();
         add("spike.factor", spike.factor.as_ref().map(|v| v.get_ref().to_string()), None);
         add("spike.min", spike.min.as_ref().map(|v| v.get_ref().to_string()), None);
@@ -550,6 +603,26 @@ impl Config {
             out.push(Setting { key, value: Some(age.get_ref().clone()), source });
         }
         out
+    }
+}
+
+/// `blobs = "s3://..."` and its `[s3]` settings, checked for form; [`RemoteBlobs::connect`] builds the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteBlobs {
+    pub url: String,
+    pub settings: quarantine_objects::Settings,
+}
+
+impl RemoteBlobs {
+    /// The client the store is opened with; no request is made yet.
+    pub fn connect(&self) -> Result<std::sync::Arc<dyn quarantine_store::ObjectStore>, quarantine_objects::Error> {
+        quarantine_objects::S3Store::shared(&self.url, &self.settings)
+    }
+
+    /// Connects and lists one key: the object store's problem in one line, or `Ok`.
+    pub fn probe(&self) -> Result<(), String> {
+        let store = self.connect().map_err(|e| e.to_string())?;
+        store.probe().map_err(|e| e.to_string())
     }
 }
 
@@ -702,6 +775,11 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
                     ),
                 });
             }
+        }
+    }
+    if let Some(b) = &cfg.blobs {
+        if let Err(message) = b.probe() {
+            problems.push(Problem { key: Some("blobs".into()), line: line_of(&["blobs"]), message });
         }
     }
     if let Some(Relay::Sendmail(argv)) = &cfg.sendmail {

@@ -3,15 +3,24 @@
 //! compression level never changes an identity. New blobs are staged in `tmp/` under a random name (two holds of
 //! the same bytes never share a temp file), fsynced, and renamed into place by [`BlobStore::publish`], which the
 //! caller runs inside its index write transaction.
+//!
+//! With a remote object store ([`crate::BlobLocation::Remote`]) the blobs are objects named the same way, staged
+//! in the same local `tmp/`: [`BlobStore::prepare`] uploads each one from a staging thread with a create-only PUT
+//! (an object already there is kept only if it decompresses to the right size and hash, else the good bytes
+//! replace it), and [`BlobStore::publish_checked`], under the index write lock, confirms with a HEAD that the
+//! object is still there (purge's GC deletes under that lock, so a confirmed object stays until the commit).
+//! The staging file needs no fsync then: durability is the object store's acknowledgement.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::Rng;
 
 use crate::durable::{self, Owner};
 use crate::error::{Error, Result};
+use crate::objects::{ObjectStore, PutOutcome};
 
 /// zstd level 3 is zstd's default: good ratio on mail at a few hundred MB/s, so compression is never the
 /// bottleneck of a hold that waits on two fsyncs anyway.
@@ -22,7 +31,14 @@ pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
     owner: Owner,
+    /// The object store holding the blobs instead of `blobs/`, when the store is configured so.
+    remote: Option<Arc<dyn ObjectStore>>,
+    /// How long after its last upload an object is safe from purge's GC ([`BlobStore::set_upload_grace`]).
+    upload_grace: std::time::Duration,
 }
+
+/// The default of [`BlobStore::upload_grace`]: the same 24 h as the orphan grace.
+const UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A blob written and fsynced under `tmp/`, not yet visible under `blobs/`.
 #[derive(Debug)]
@@ -34,6 +50,9 @@ pub struct StagedBlob {
     tmp_path: PathBuf,
     /// The temp file while it is not yet fsynced ([`BlobStore::stage_unsynced`]); `None` once it is durable.
     unsynced: Option<File>,
+    /// Uploaded by [`BlobStore::prepare`] to the object store: `Some(replaced)`, where `replaced` says an existing
+    /// object did not check and the good bytes replaced it.
+    uploaded: Option<bool>,
 }
 
 impl StagedBlob {
@@ -57,7 +76,36 @@ impl Drop for StagedBlob {
 
 impl BlobStore {
     pub fn new(root: &Path, owner: Owner) -> BlobStore {
-        BlobStore { blobs: root.join("blobs"), tmp: root.join("tmp"), owner }
+        BlobStore { blobs: root.join("blobs"), tmp: root.join("tmp"), owner, remote: None, upload_grace: UPLOAD_GRACE }
+    }
+
+    /// The same store with its blobs in `remote` instead of `blobs/`.
+    pub fn with_remote(mut self, remote: Arc<dyn ObjectStore>) -> BlobStore {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The object store holding the blobs, if they are not under `blobs/`.
+    pub fn remote(&self) -> Option<&Arc<dyn ObjectStore>> {
+        self.remote.as_ref()
+    }
+
+    /// Objects uploaded more recently than this are never deleted by purge's GC: an ingest on another gateway
+    /// may have found the object there (a create-only PUT that changed nothing) and be about to commit a row.
+    pub fn set_upload_grace(&mut self, grace: std::time::Duration) {
+        self.upload_grace = grace;
+    }
+
+    pub fn upload_grace(&self) -> std::time::Duration {
+        self.upload_grace
+    }
+
+    /// Where the blob named `hash` lives, for messages: its path, or its object's URL.
+    pub fn location_of(&self, hash: &str) -> PathBuf {
+        match &self.remote {
+            Some(r) => PathBuf::from(r.url_of(hash)),
+            None => self.path_of(hash),
+        }
     }
 
     pub fn owner(&self) -> Owner {
@@ -77,6 +125,9 @@ impl BlobStore {
     }
 
     pub fn exists(&self, hash: &str) -> Result<bool> {
+        if let Some(r) = &self.remote {
+            return Ok(r.head(hash)?.is_some());
+        }
         let p = self.path_of(hash);
         match fs::symlink_metadata(&p) {
             Ok(m) => Ok(m.is_file()),
@@ -101,7 +152,8 @@ impl BlobStore {
         let name: u64 = rand::thread_rng().gen();
         let tmp_path = self.tmp.join(format!("{name:016x}.{}.tmp", std::process::id()));
         let file = durable::create_new(&tmp_path, &self.owner)?;
-        let mut staged = StagedBlob { hash: String::new(), size: 0, prefix: Vec::new(), tmp_path, unsynced: None };
+        let mut staged =
+            StagedBlob { hash: String::new(), size: 0, prefix: Vec::new(), tmp_path, unsynced: None, uploaded: None };
 
         let mut enc = zstd::stream::Encoder::new(BufWriter::with_capacity(128 * 1024, file), ZSTD_LEVEL)
             .map_err(Error::io("start compressing", &staged.tmp_path))?;
@@ -139,15 +191,10 @@ impl BlobStore {
     /// before its own directory fsync is made durable before anyone acknowledges it. Must run while the caller
     /// holds the index write lock, so that purge's GC cannot unlink the blob between this check and the commit.
     pub fn publish(&self, staged: StagedBlob) -> Result<()> {
-        let dir = self.publish_deferred(staged)?;
-        durable::fsync_dir(&dir)
-    }
-
-    /// [`BlobStore::publish`] without the final directory fsync, for a batch writer that renames many blobs and
-    /// then fsyncs each distinct directory once ([`durable::fsync_dir`] on every returned directory, before its
-    /// commit). Returns the blob's directory. The temp file is fsynced first if it is not yet.
-    pub fn publish_deferred(&self, staged: StagedBlob) -> Result<PathBuf> {
-        self.publish_checked(staged).map(|(dir, _)| dir)
+        match self.publish_checked(staged)? {
+            (Some(dir), _) => durable::fsync_dir(&dir),
+            (None, _) => Ok(()),
+        }
     }
 
     /// Whether the blob already stored under `hash` decompresses to `size` bytes that hash to its name, so a new
@@ -161,14 +208,31 @@ impl BlobStore {
         }
     }
 
-    /// [`BlobStore::publish_deferred`], also saying whether an existing blob was replaced: one already in place is
-    /// kept only if it checks; a corrupt one is replaced by the staged good bytes, never trusted.
-    pub fn publish_checked(&self, mut staged: StagedBlob) -> Result<(PathBuf, bool)> {
+    /// Makes a staged blob visible under its hash name without the final directory fsync, for a batch writer
+    /// that renames many blobs and then fsyncs each distinct returned directory once, before its commit (`None`:
+    /// nothing to fsync, the blob is in the object store). Also says whether an existing blob was replaced: one
+    /// already in place is kept only if it checks; a corrupt one is replaced by the staged good bytes, never
+    /// trusted. The temp file is fsynced first if it is not yet. Must run under the index write lock.
+    pub fn publish_checked(&self, mut staged: StagedBlob) -> Result<(Option<PathBuf>, bool)> {
+        if let Some(remote) = &self.remote {
+            let replaced = match staged.uploaded {
+                Some(replaced) => {
+                    // Uploaded outside the lock: a purge's GC may have deleted a same-content object we found
+                    // there since. It deletes only under this lock, so what this HEAD sees stays until our commit.
+                    if remote.head(&staged.hash)?.is_none() {
+                        self.upload(&mut staged)?;
+                    }
+                    replaced
+                }
+                None => self.upload(&mut staged)?,
+            };
+            return Ok((None, replaced));
+        }
         let final_path = self.path_of(&staged.hash);
         let dir = final_path.parent().expect("blob path has a parent").to_path_buf();
         let exists = self.exists(&staged.hash)?;
         if exists && self.existing_is_intact(&staged.hash, staged.size)? {
-            return Ok((dir, false)); // StagedBlob's Drop removes the temp file
+            return Ok((Some(dir), false)); // StagedBlob's Drop removes the temp file
         }
         // Missing, or present but corrupt: the good bytes take the name (rename replaces a corrupt file atomically).
         staged.sync()?;
@@ -176,7 +240,67 @@ impl BlobStore {
         durable::ensure_dir(&dir, &self.owner)?;
         durable::rename(&staged.tmp_path, &final_path)?;
         staged.tmp_path = PathBuf::new();
-        Ok((dir, exists))
+        Ok((Some(dir), exists))
+    }
+
+    /// [`BlobStore::publish_checked`] of many blobs at once, for an object store: the HEADs (and any re-upload)
+    /// run on up to 16 threads, so the write lock is held for a few round trips, not one per blob. Returns how
+    /// many existing objects were replaced.
+    pub fn publish_all(&self, staged: Vec<StagedBlob>) -> Result<u64> {
+        if staged.is_empty() {
+            return Ok(0);
+        }
+        let jobs = staged.len().clamp(1, 16);
+        let work = std::sync::Mutex::new(staged);
+        let results: Vec<Result<u64>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut replaced = 0;
+                        while let Some(b) = work.lock().expect("no poisoned queue").pop() {
+                            replaced += self.publish_checked(b)?.1 as u64;
+                        }
+                        Ok(replaced)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("a publishing thread panicked")).collect()
+        });
+        results.into_iter().sum()
+    }
+
+    /// The staging threads' last step for a blob: locally, fsync it and create its fan-out directories
+    /// ([`BlobStore::prepare_dirs`]); with an object store, upload it ([`BlobStore::publish_checked`] then only
+    /// confirms it under the lock), so the uploads of a batch run in parallel and outside the lock.
+    pub fn prepare(&self, staged: &mut StagedBlob) -> Result<()> {
+        if self.remote.is_some() {
+            self.upload(staged).map(|_| ())
+        } else {
+            staged.sync()?;
+            self.prepare_dirs(&staged.hash)
+        }
+    }
+
+    /// Create-only PUT of a staged blob; an object already under its name is kept only if it decompresses to
+    /// the staged size and hash, else the staged bytes replace it (they are, by their name, the right ones).
+    /// The check is on content, not on the stored bytes' size or ETag: another gateway's zstd may compress the
+    /// same message differently, and that object is as good as ours. Returns whether it replaced one.
+    fn upload(&self, staged: &mut StagedBlob) -> Result<bool> {
+        let remote = self.remote.as_ref().expect("upload only with an object store");
+        let bytes = fs::read(&staged.tmp_path).map_err(Error::io("read", &staged.tmp_path))?;
+        let replaced = match remote.put_create_only(&staged.hash, &bytes)? {
+            PutOutcome::Created => false,
+            PutOutcome::AlreadyThere => {
+                if self.existing_is_intact(&staged.hash, staged.size)? {
+                    false
+                } else {
+                    remote.put_overwrite(&staged.hash, &bytes)?;
+                    true
+                }
+            }
+        };
+        staged.uploaded = Some(replaced);
+        Ok(replaced)
     }
 
     /// Creates the fan-out directories `blobs/ab/` and `blobs/ab/cd/` of `hash` if missing, durably (each new
@@ -230,6 +354,12 @@ impl BlobStore {
     /// Decompresses a blob into `out` while hashing it; returns the original size. The caller must not trust
     /// what reached `out` unless this returns Ok (use [`BlobStore::read_verified`] when bytes go to a person).
     pub fn stream_verified(&self, hash: &str, out: &mut dyn Write) -> Result<u64> {
+        if let Some(r) = &self.remote {
+            let Some(bytes) = r.get(hash)? else {
+                return Err(Error::MissingBlob { hash: hash.to_string(), path: self.location_of(hash) });
+            };
+            return verify_into(&bytes[..], hash, out);
+        }
         let path = self.path_of(hash);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -238,28 +368,34 @@ impl BlobStore {
             }
             Err(e) => return Err(Error::io("open", path)(e)),
         };
-        let corrupt = |detail: String| Error::CorruptBlob { hash: hash.to_string(), detail };
-        let mut dec = zstd::stream::Decoder::new(file).map_err(|e| corrupt(e.to_string()))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut size = 0u64;
-        loop {
-            let n = match dec.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(corrupt(format!("decompression failed: {e}"))),
-            };
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(Error::Output)?;
-            size += n as u64;
-        }
-        let got = hasher.finalize().to_hex();
-        if got.as_str() != hash {
-            return Err(corrupt(format!("content hashes to {got}")));
-        }
-        Ok(size)
+        verify_into(file, hash, out)
     }
+}
+
+/// Decompresses one stored blob from `stored` into `out` while hashing it; returns the original size, or
+/// [`Error::CorruptBlob`] when it does not decompress to bytes that hash to `hash`.
+fn verify_into(stored: impl Read, hash: &str, out: &mut dyn Write) -> Result<u64> {
+    let corrupt = |detail: String| Error::CorruptBlob { hash: hash.to_string(), detail };
+    let mut dec = zstd::stream::Decoder::new(stored).map_err(|e| corrupt(e.to_string()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(format!("decompression failed: {e}"))),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(Error::Output)?;
+        size += n as u64;
+    }
+    let got = hasher.finalize().to_hex();
+    if got.as_str() != hash {
+        return Err(corrupt(format!("content hashes to {got}")));
+    }
+    Ok(size)
 }
 
 /// True for a 64-character lowercase hex string, the only names allowed under `blobs/`.

@@ -45,6 +45,9 @@ pub enum Error {
     BadAddress(#[from] quarantine_mail::BadAddress),
     #[error("{0}")]
     Invalid(String),
+    /// The remote blob store failed or refused; `detail` says which (unreachable, no such bucket, access denied).
+    #[error("object store {store}: {op} {name}: {detail}")]
+    ObjectStore { store: String, op: &'static str, name: String, detail: String },
     #[error("the deadline passed before the message was committed")]
     DeadlinePassed,
 }

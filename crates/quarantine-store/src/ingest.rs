@@ -355,7 +355,8 @@ fn record_hold(tx: &crate::db::Conn, actor: &str, c: &BatchCounts, bad: u64) -> 
     )
 }
 
-/// Checks one spool file and stages its blob (fsynced, fan-out directories made).
+/// Checks one spool file and stages its blob ([`BlobStore::prepare`]: fsynced with its fan-out directories
+/// made, or uploaded to the object store).
 fn stage(blobs: &BlobStore, path: &Path) -> Staged {
     let (file, checked) = match spool::open_checked(path) {
         Ok(Ok(x)) => x,
@@ -395,7 +396,7 @@ fn stage(blobs: &BlobStore, path: &Path) -> Staged {
     let prefix = std::mem::take(&mut staged.prefix);
     let fields = headers::extract(&prefix, staged.size);
     let trace = crate::trace::trace_values(&prefix);
-    if let Err(e) = staged.sync().and_then(|()| blobs.prepare_dirs(&staged.hash)) {
+    if let Err(e) = blobs.prepare(&mut staged) {
         return Staged::Fatal(e);
     }
     let ready = Ready {

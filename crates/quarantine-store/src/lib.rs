@@ -13,7 +13,9 @@
 //!   rename, fsync the directory; an fsync error is returned, never retried): `durable`, the only module that
 //!   creates, renames or unlinks under the store.
 //! - **A row never references a blob that is not durably in place**: the blob is renamed and its directory
-//!   fsynced inside the write transaction, before the row is inserted (`hold`, `import::batch`).
+//!   fsynced inside the write transaction, before the row is inserted (`hold`, `import::batch`). With an object
+//!   store ([`Backends`], [`ObjectStore`]) the PUT is acknowledged before that transaction and the object is
+//!   confirmed with a HEAD inside it (`blob`).
 //! - **Blob bytes are checked against their name whenever they are read** for a person or a relay, and a corrupt
 //!   blob is never trusted for a new message: `blob` (`read_verified`, `stream_verified`, `exists`).
 //! - **Each recipient is delivered at most once by release**, and a crash between send and record leaves the
@@ -37,6 +39,7 @@ mod import;
 mod index;
 mod ingest;
 mod message;
+mod objects;
 mod probe;
 mod progress;
 mod purge;
@@ -64,6 +67,7 @@ pub use ids::new_id;
 pub use import::{ImportOptions, ImportReport, DEFAULT_JOBS};
 pub use ingest::{IngestOptions, IngestReport, SpoolWatcher};
 pub use message::{header_block, rfc3339_us, MessageRecord, Recipient};
+pub use objects::{BlobLocation, ObjectInfo, ObjectStore, PutOutcome};
 pub use probe::{cached as probe_cached, remember as probe_remember};
 pub use progress::{Progress, Silent};
 pub use purge::{PurgePlan, PurgeRule, RetentionPolicy};

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::audit::{self, AuditEntry};
 use crate::blob::is_hash;
 use crate::error::{Error, Result};
+use crate::objects::ObjectStore;
 use crate::progress::Progress;
 use crate::select::Selector;
 use crate::state::AuditAction;
@@ -122,6 +123,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Queued hashes that a hold referenced again before they could be removed.
     pub blobs_kept: u64,
+    /// Queued objects uploaded within the upload grace (object store only): left queued for a later purge.
+    pub blobs_young: u64,
     pub orphans_removed: u64,
     pub orphans_young: u64,
     pub tmp_removed: u64,
@@ -437,6 +440,24 @@ impl Store {
                     .map_err(&e)?;
                 if live {
                     report.blobs_kept += 1;
+                } else if let (Some(remote), true) = (self.blobs.remote(), is_hash(h)) {
+                    match remove_object(remote.as_ref(), h, self.blobs.upload_grace()) {
+                        Ok(Removed::Gone) => {}
+                        Ok(Removed::Freed(bytes)) => {
+                            report.blobs_removed += 1;
+                            report.bytes_freed += bytes;
+                        }
+                        Ok(Removed::Young) => {
+                            report.blobs_young += 1;
+                            progress.advance(1);
+                            continue;
+                        }
+                        Err(err) => {
+                            report.failed(err);
+                            progress.advance(1);
+                            continue;
+                        }
+                    }
                 } else if is_hash(h) {
                     let path = self.blobs.path_of(h);
                     let removed = match fs::metadata(&path) {
@@ -489,7 +510,8 @@ impl Store {
     /// Removes orphan blobs (on disk, no live row) whose file is older than `grace`, and temp files older than
     /// `grace`. An orphan younger than the grace may belong to a hold about to commit, so it stays.
     pub fn sweep_orphans(&mut self, grace: Duration) -> Result<GcReport> {
-        let e = crate::index::sql_err(&self.index_path);
+        let index_path = self.index_path.clone();
+        let e = crate::index::sql_err(&index_path);
         let mut report = GcReport::default();
         let live: BTreeSet<String> = self
             .conn
@@ -499,6 +521,62 @@ impl Store {
             .map_err(&e)?
             .collect::<rusqlite::Result<_>>()
             .map_err(&e)?;
+        if let Some(remote) = self.blobs.remote().cloned() {
+            self.sweep_objects(remote.as_ref(), &live, grace, &mut report)?;
+        } else {
+            self.sweep_files(&live, grace, &mut report)?;
+        }
+        for t in self.stale_tmp_files(grace)? {
+            match crate::durable::unlink(&t) {
+                Ok(()) => report.tmp_removed += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => report.failed(Error::io("unlink", t)(err)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// The orphan sweep over an object store: an object no live row references, last uploaded before `grace`.
+    fn sweep_objects(
+        &mut self,
+        remote: &dyn ObjectStore,
+        live: &BTreeSet<String>,
+        grace: Duration,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let e = crate::index::sql_err(&self.index_path);
+        let now = SystemTime::now();
+        let candidates: Vec<_> = remote.list()?.into_iter().filter(|o| !live.contains(&o.name)).collect();
+        for chunk in candidates.chunks(GC_BATCH_MAX) {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+            for o in chunk {
+                // Re-checked under the write lock: an ingest may have committed a row for it since the listing.
+                let live: bool = is_hash(&o.name)
+                    && tx
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE hash = ?1 AND purged_us IS NULL)")
+                        .map_err(&e)?
+                        .query_row([&o.name], |r| r.get(0))
+                        .map_err(&e)?;
+                if live {
+                    continue;
+                }
+                if now.duration_since(o.last_modified).unwrap_or_default() < grace {
+                    report.orphans_young += 1;
+                    continue;
+                }
+                match remote.delete(&o.name) {
+                    Ok(()) => report.orphans_removed += 1,
+                    Err(err) => report.failed(err),
+                }
+            }
+            tx.commit().map_err(&e)?;
+        }
+        Ok(())
+    }
+
+    /// The orphan sweep over `blobs/`.
+    fn sweep_files(&mut self, live: &BTreeSet<String>, grace: Duration, report: &mut GcReport) -> Result<()> {
+        let e = crate::index::sql_err(&self.index_path);
         let live_refs: std::collections::HashSet<&str> = live.iter().map(String::as_str).collect();
         let candidates: Vec<PathBuf> = self.orphan_blobs(&live_refs)?;
         let now = SystemTime::now();
@@ -539,15 +617,28 @@ impl Store {
             tx.commit().map_err(&e)?;
             crate::durable::fsync_dirs_parallel(&dirs)?;
         }
-        for t in self.stale_tmp_files(grace)? {
-            match crate::durable::unlink(&t) {
-                Ok(()) => report.tmp_removed += 1,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => report.failed(Error::io("unlink", t)(err)),
-            }
-        }
-        Ok(report)
+        Ok(())
     }
+}
+
+/// What [`remove_object`] did with one queued object.
+enum Removed {
+    /// It was not there (a GC that crashed after the delete and before its commit).
+    Gone,
+    /// Deleted; its stored size.
+    Freed(u64),
+    /// Uploaded within the grace: kept, and stays queued.
+    Young,
+}
+
+/// Deletes a queued, unreferenced object unless it was uploaded within `grace`. Runs under the index write lock.
+fn remove_object(remote: &dyn ObjectStore, name: &str, grace: Duration) -> Result<Removed> {
+    let Some(info) = remote.head(name)? else { return Ok(Removed::Gone) };
+    if SystemTime::now().duration_since(info.last_modified).unwrap_or_default() < grace {
+        return Ok(Removed::Young);
+    }
+    remote.delete(name)?;
+    Ok(Removed::Freed(info.size))
 }
 
 impl Store {

@@ -141,7 +141,15 @@ impl Store {
             c.query_row("SELECT value FROM settings WHERE key = 'frozen'", [], |r| r.get(0)).optional().map_err(&e)?;
         let frozen = frozen.map(|v| serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v)));
 
-        let tree = walk(self.blobs.blobs_dir())?;
+        let tree = match self.blobs.remote() {
+            // Objects take no local disk; their stored bytes are what the listing says.
+            Some(remote) => remote.list()?.iter().fold(Tree::default(), |mut t, o| {
+                t.files += 1;
+                t.bytes += o.size;
+                t
+            }),
+            None => walk(self.blobs.blobs_dir())?,
+        };
         let tmp = walk(self.blobs.tmp_dir())?;
         let mut index_bytes = 0;
         for suffix in ["", "-wal", "-shm"] {

@@ -11,6 +11,7 @@ use crate::db::Conn;
 use crate::durable::{self, Owner};
 use crate::error::{Error, Result};
 use crate::index;
+use crate::objects::BlobLocation;
 
 pub const INDEX_FILE: &str = "index.sqlite";
 
@@ -30,6 +31,7 @@ pub enum IndexLocation {
 #[derive(Debug, Clone, Default)]
 pub struct Backends {
     pub index: IndexLocation,
+    pub blobs: BlobLocation,
 }
 
 /// The settings key that marks a local index as a marker only: its data is in a shared database, and opening it
@@ -82,7 +84,7 @@ impl Store {
         if outcome == InitOutcome::Created {
             durable::create_new(&index_path, &owner)?;
         }
-        let store = Store::open_at(root, Duration::from_secs(60), owner, backends)?;
+        let store = Store::open_at(root, Duration::from_secs(60), owner, backends)?.with_blobs(backends);
         durable::ensure_dir(store.blobs.blobs_dir(), &owner)?;
         durable::ensure_dir(store.blobs.tmp_dir(), &owner)?;
         durable::fsync_dir(root)?;
@@ -106,7 +108,16 @@ impl Store {
             Err(e) => return Err(permission_hint(e, &index_path)),
         }
         let owner = Owner::of(root)?;
-        Store::open_at(root, busy, owner, backends)
+        Store::open_at(root, busy, owner, backends).map(|s| s.with_blobs(backends))
+    }
+
+    /// The blobs in an object store instead of `blobs/` when `backends.blobs` says so (DESIGN section 11). The
+    /// spool and `tmp/` stay local either way.
+    fn with_blobs(mut self, backends: &Backends) -> Store {
+        if let BlobLocation::Remote(remote) = &backends.blobs {
+            self.blobs = self.blobs.clone().with_remote(remote.clone());
+        }
+        self
     }
 
     fn open_at(root: &Path, busy: Duration, owner: Owner, backends: &Backends) -> Result<Store> {
@@ -215,6 +226,12 @@ impl Store {
 
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// With an object store: objects uploaded within `grace` survive purge's GC (DESIGN section 11); purge sets
+    /// it to its orphan grace. No effect on `blobs/`, whose GC is protected by the index write lock alone.
+    pub fn set_upload_grace(&mut self, grace: Duration) {
+        self.blobs.set_upload_grace(grace);
     }
 
     /// The index connection, for this crate's unit tests.

@@ -111,6 +111,16 @@ impl Store {
     /// Exists, is a regular file, opens, and starts with a zstd frame header: catches a missing or emptied blob
     /// without reading every byte.
     fn check_shallow(&self, hash: &str) -> Result<u64> {
+        if let Some(remote) = self.blobs.remote() {
+            // A HEAD, not a read: the object is there and not empty (a zstd frame is never under 4 bytes).
+            return match remote.head(hash)? {
+                None => Err(Error::MissingBlob { hash: hash.to_string(), path: self.blobs.location_of(hash) }),
+                Some(o) if o.size < 4 => {
+                    Err(Error::CorruptBlob { hash: hash.to_string(), detail: format!("{} bytes", o.size) })
+                }
+                Some(o) => Ok(o.size),
+            };
+        }
         let path = self.blobs.path_of(hash);
         let mut f = match fs::File::open(&path) {
             Ok(f) => f,
@@ -131,8 +141,18 @@ impl Store {
     }
 
     /// Files under `blobs/` that no live row references (including names that are not hashes at all).
+    /// With an object store: objects under its prefix that no live row references, as URLs.
     pub fn orphan_blobs(&self, live: &HashSet<&str>) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
+        if let Some(remote) = self.blobs.remote() {
+            for o in remote.list()? {
+                if !is_hash(&o.name) || !live.contains(o.name.as_str()) {
+                    out.push(PathBuf::from(remote.url_of(&o.name)));
+                }
+            }
+            out.sort();
+            return Ok(out);
+        }
         for entry in walk_files(self.blobs.blobs_dir())? {
             let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if !is_hash(name) || !live.contains(name) {

@@ -17,6 +17,7 @@
 //! - [`postfix`]: a private Postfix instance.
 //! - [`rspamd`]: a private rspamd (its metadata_exporter posting to `serve`) and `rspamc`.
 //! - [`doc`]: fenced snippets read out of `docs/`, for tests that run what a doc shows.
+//! - [`s3`]: a real SeaweedFS server (`weed server -s3`) with a bucket per test.
 //!
 //! Nothing here skips: a missing peer, a hang or a failed set-up panics with a message that says what to do.
 
@@ -27,6 +28,7 @@ pub mod postfix;
 pub mod postgres;
 pub mod rspamd;
 pub mod run;
+pub mod s3;
 pub mod sink;
 pub mod smtp;
 pub mod store;

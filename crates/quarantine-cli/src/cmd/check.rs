@@ -30,13 +30,23 @@ fn incident(ctx: &Context) -> Result<(), String> {
     }
 }
 
+/// With the blobs in an object store, ingest needs it: while it is down, mail waits in the spool (holds still
+/// succeed), and monitoring should hear about it before the spool's age does.
+fn objects(ctx: &Context) -> Result<(), String> {
+    match &ctx.config.blobs {
+        Some(b) => b.probe(),
+        None => Ok(()),
+    }
+}
+
 pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     let busy: Duration = crate::config::duration(&a.timeout).map_err(CmdError::Usage)?;
     let min_free = a.min_free.or(ctx.config.min_free_space).unwrap_or(crate::config::defaults::MIN_FREE_SPACE);
-    let result = check_with(&ctx.store_path, min_free, busy, &ctx.backends())
+    let result = check_with(&ctx.store_path, min_free, busy, &ctx.backends()?)
         .map_err(|e| e.0)
         .and_then(|r| quarantine_store::check_spool(&ctx.store_path, ctx.config.spool_max_age).map(|_| r))
-        .and_then(|r| incident(ctx).map(|_| r));
+        .and_then(|r| incident(ctx).map(|_| r))
+        .and_then(|r| objects(ctx).map(|_| r));
     match result {
         Ok(r) => {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();

@@ -6,7 +6,7 @@ use super::{CmdResult, Context};
 use crate::exit::Status;
 
 pub fn run(ctx: &Context) -> CmdResult {
-    let (_, outcome) = Store::init_with(&ctx.store_path, &ctx.backends())?;
+    let (_, outcome) = Store::init_with(&ctx.store_path, &ctx.backends()?)?;
     match outcome {
         InitOutcome::Created => {
             out!("created a quarantine store in {}", crate::output::escape(&ctx.store_path.display().to_string()))

@@ -86,14 +86,17 @@ impl Context {
 
     /// Opens the store without ingesting the spool first.
     pub fn open_without_ingest(&self) -> Result<Store, CmdError> {
-        Ok(Store::open_with(&self.store_path, Duration::from_secs(60), &self.backends())?)
+        Ok(Store::open_with(&self.store_path, Duration::from_secs(60), &self.backends()?)?)
     }
 
-    /// The backends the config names.
-    // The rest stays default so that a backend added later (blobs) merges without touching this line.
-    #[allow(clippy::needless_update)]
-    pub fn backends(&self) -> quarantine_store::Backends {
-        quarantine_store::Backends { index: self.config.index.clone(), ..Default::default() }
+    /// The backends the config names (DESIGN section 11); the embedded store when it names none.
+    pub fn backends(&self) -> Result<quarantine_store::Backends, CmdError> {
+        let mut b = quarantine_store::Backends { index: self.config.index.clone(), ..Default::default() };
+        if let Some(remote) = &self.config.blobs {
+            let client = remote.connect().map_err(|e| CmdError::Usage(e.to_string()))?;
+            b.blobs = quarantine_store::BlobLocation::Remote(client);
+        }
+        Ok(b)
     }
 }
 

@@ -84,6 +84,7 @@ pub fn run(ctx: &Context, a: PurgeArgs) -> CmdResult {
     }
 
     let mut store = ctx.open()?;
+    store.set_upload_grace(grace);
     selectors::require_known_ids(&store, &ids)?;
     let plan = store.purge_plan(rules)?;
     print_plan(&plan, a.json);

@@ -12,6 +12,7 @@ mod hardening;
 mod hold;
 mod import;
 mod incident;
+mod objects;
 mod ownership;
 mod packaging;
 mod postfix;
@@ -33,7 +34,6 @@ pub fn store() -> Store {
     Store::new(BIN)
 }
 
-/// A fresh scratch directory with the hermetic environment, no store.
 /// Opens `s` through the library with the backends its config names (QUARANTINE_TEST_INDEX=postgres: the shared
 /// index), as the binary would.
 pub fn open_store(s: &Store, busy: std::time::Duration) -> quarantine_store::Store {
@@ -42,6 +42,7 @@ pub fn open_store(s: &Store, busy: std::time::Duration) -> quarantine_store::Sto
             Some(url) => quarantine_store::IndexLocation::Postgres(url),
             None => quarantine_store::IndexLocation::Sqlite,
         },
+        ..Default::default()
     };
     quarantine_store::Store::open_with(&s.root, busy, &backends).expect("open the store")
 }
@@ -51,6 +52,7 @@ pub fn index_line(s: &Store) -> String {
     s.shared_index().map(|u| format!("index = \"{u}\"\n")).unwrap_or_default()
 }
 
+/// A fresh scratch directory with the hermetic environment, no store.
 pub fn scratch() -> Scratch {
     Scratch::new(BIN)
 }

@@ -151,6 +151,7 @@ impl Store {
         let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut metas = Vec::with_capacity(items.len());
         let mut repaired = 0u64;
+        let mut uploaded = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let Item { ready, verdict, scanner, queue_id, key } = item;
             let Ready { staged, env, fields, reason, received_us, scanner_version, trace } = ready;
@@ -183,9 +184,13 @@ impl Store {
                 if let Some(id) = id {
                     batch_ids.insert(id.clone(), (i, hash.clone()));
                 }
-                let (dir, fixed) = self.blobs.publish_checked(staged)?;
-                dirs.insert(dir);
-                repaired += fixed as u64;
+                if self.blobs.remote().is_some() {
+                    uploaded.push(staged);
+                } else {
+                    let (dir, fixed) = self.blobs.publish_checked(staged)?;
+                    dirs.extend(dir);
+                    repaired += fixed as u64;
+                }
             }
             let origin = if matches!(action, Action::New(_)) && !trace.is_empty() {
                 crate::trace::origin_on(&tx, &trace, chrono::Utc::now()).map_err(&e)?
@@ -197,6 +202,7 @@ impl Store {
             metas.push((hash, size, env, fields, req, received_us, origin));
         }
         durable::fsync_dirs_parallel(&dirs)?;
+        repaired += self.blobs.publish_all(uploaded)?;
 
         let mut counts = BatchCounts { blobs_repaired: repaired, ..Default::default() };
         let mut ids: Vec<Option<String>> = vec![None; metas.len()];

@@ -406,8 +406,7 @@ impl Stager<'_> {
             notes.extend(guessed.notes);
             fields.note = Some(notes.join("; "));
         }
-        staged.sync()?;
-        self.blobs.prepare_dirs(&staged.hash)?;
+        self.blobs.prepare(&mut staged)?;
         let received_us = if self.opts.keep_dates { unit.source_time_us.unwrap_or_else(now_us) } else { now_us() };
         let scanner_version = self.opts.scanner_version.clone();
         let ready = Ready { staged, env, fields, reason, received_us, scanner_version, trace };

@@ -665,7 +665,7 @@ impl<'a> Journal<'a> {
 /// The journal thread: one write transaction per request, in the order asked. Stops at the first error, which it
 /// returns (and answers a pending claim with): whatever was claimed and not recorded then stays in doubt.
 fn journal_thread(
-    conn: &mut rusqlite::Connection,
+    conn: &mut crate::db::Conn,
     path: &std::path::Path,
     tag: &str,
     rx: std::sync::mpsc::Receiver<Req<'_>>,
@@ -692,7 +692,7 @@ fn journal_thread(
 
 /// In one write transaction: records `req.outcomes`, then claims the recipients of `req.claim`, marks refused
 /// addresses failed, and (first batch) writes the `release-start` audit row.
-fn commit_batch(conn: &mut rusqlite::Connection, path: &std::path::Path, tag: &str, req: &Req) -> Result<Claimed> {
+fn commit_batch(conn: &mut crate::db::Conn, path: &std::path::Path, tag: &str, req: &Req) -> Result<Claimed> {
     let e = crate::index::sql_err(path);
     let mut out = Claimed { mine: Vec::new(), notes: Report::default(), retrying: Vec::new() };
     if req.outcomes.is_empty() && req.claim.is_none() {
