@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_search.sql", include_str!("../../../migrations/0002_search.sql")),
     ("0003_incident.sql", include_str!("../../../migrations/0003_incident.sql")),
     ("0004_scan.sql", include_str!("../../../migrations/0004_scan.sql")),
+    ("0005_search_cover.sql", include_str!("../../../migrations/0005_search_cover.sql")),
 ];
 
 /// A line `-- @rust NAME` in a migration marks a step SQL cannot do (hashing): the SQL before it runs, then the
