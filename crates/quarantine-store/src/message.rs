@@ -63,6 +63,15 @@ pub struct MessageRecord {
 /// [`Store::fill_details_many`]; well under SQLite's limit of 32,766 parameters.
 pub const DETAIL_BATCH: usize = 256;
 
+/// The recipients of `n` messages (bound as `?1` ... `?n`), in index order.
+pub(crate) fn recipients_query(n: usize) -> String {
+    format!(
+        "SELECT message, rowid, address, state, attempts, released_us, reply, last_error FROM recipients
+         WHERE message IN ({})",
+        placeholders(n)
+    )
+}
+
 /// `?1, ?2, ..., ?n`.
 fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 5);
@@ -190,55 +199,49 @@ impl Store {
         for (i, r) in recs.iter().enumerate() {
             at.entry(r.id.as_str()).or_default().push(i);
         }
-        let ids: Vec<&str> = at.keys().copied().collect();
-        let list = placeholders(ids.len());
-        let mut recipients: Vec<Vec<Recipient>> = vec![Vec::new(); recs.len()];
-        let mut attachments: Vec<Vec<String>> = vec![Vec::new(); recs.len()];
+        let mut ids: Vec<Option<&str>> = at.keys().copied().map(Some).collect();
+        // Every full batch has the same SQL text, so each statement is prepared once per command (a list of 256
+        // placeholders took ~600,000 instructions to prepare); a short batch is padded with NULL, which no
+        // `message` equals.
+        let width = if ids.len() <= DETAIL_BATCH { DETAIL_BATCH } else { ids.len() };
+        ids.resize(width, None);
+        let list = placeholders(width);
+        // (rowid, value) per record: rowid order is envelope order, restored per record after reading the batch in
+        // index order (a sort of the whole batch in SQL cost more than the few entries of each record here).
+        let mut recipients: Vec<Vec<(i64, Recipient)>> = vec![Vec::new(); recs.len()];
+        let mut attachments: Vec<Vec<(i64, String)>> = vec![Vec::new(); recs.len()];
         {
-            // rowid order over the whole batch is envelope order within each message.
-            let mut stmt = self
-                .conn
-                .prepare_cached(&format!(
-                    "SELECT message, address, state, attempts, released_us, reply, last_error FROM recipients
-                     WHERE message IN ({list}) ORDER BY rowid"
-                ))
-                .map_err(&e)?;
+            // Answered from the covering index recipients_by_message (migration 0005): no table row is read.
+            let mut stmt = self.conn.prepare_cached(&recipients_query(width)).map_err(&e)?;
             let mut rows = stmt.query(crate::db::params_from_iter(ids.iter())).map_err(&e)?;
             while let Some(r) = rows.next().map_err(&e)? {
-                let rcpt = Recipient {
-                    address: r.get(1).map_err(&e)?,
-                    state: r.get(2).map_err(&e)?,
-                    attempts: r.get(3).map_err(&e)?,
-                    released_at: r.get::<_, Option<i64>>(4).map_err(&e)?.map(rfc3339_us),
-                    reply: r.get(5).map_err(&e)?,
-                    last_error: r.get(6).map_err(&e)?,
-                };
                 let message = r.get_ref(0).map_err(&e)?.as_str().map_err(|x| e(x.into()))?;
-                if let Some(is) = at.get(message) {
-                    for &i in is {
-                        recipients[i].push(rcpt.clone());
-                    }
-                }
+                let Some(is) = at.get(message) else { continue };
+                let rowid: i64 = r.get(1).map_err(&e)?;
+                let rcpt = Recipient {
+                    address: r.get(2).map_err(&e)?,
+                    state: r.get(3).map_err(&e)?,
+                    attempts: r.get(4).map_err(&e)?,
+                    released_at: r.get::<_, Option<i64>>(5).map_err(&e)?.map(rfc3339_us),
+                    reply: r.get(6).map_err(&e)?,
+                    last_error: r.get(7).map_err(&e)?,
+                };
+                push_each(&mut recipients, is, rowid, rcpt);
             }
             let mut stmt = self
                 .conn
-                .prepare_cached(&format!(
-                    "SELECT message, name FROM attachments WHERE message IN ({list}) ORDER BY rowid"
-                ))
+                .prepare_cached(&format!("SELECT message, rowid, name FROM attachments WHERE message IN ({list})"))
                 .map_err(&e)?;
             let mut rows = stmt.query(crate::db::params_from_iter(ids.iter())).map_err(&e)?;
             while let Some(r) = rows.next().map_err(&e)? {
-                let name: String = r.get(1).map_err(&e)?;
                 let message = r.get_ref(0).map_err(&e)?.as_str().map_err(|x| e(x.into()))?;
-                if let Some(is) = at.get(message) {
-                    for &i in is {
-                        attachments[i].push(name.clone());
-                    }
-                }
+                let Some(is) = at.get(message) else { continue };
+                let rowid: i64 = r.get(1).map_err(&e)?;
+                push_each(&mut attachments, is, rowid, r.get(2).map_err(&e)?);
             }
         }
         let mut scans: Vec<Option<crate::spool::ScanMeta>> = vec![None; recs.len()];
-        {
+        if self.has_scans()? {
             // The filter's action, score and symbols (serve's rspamd intake): rare, so one query for the batch.
             let mut stmt = self
                 .conn
@@ -263,14 +266,25 @@ impl Store {
             }
         }
         for (((rec, rcpts), names), scan) in recs.iter_mut().zip(recipients).zip(attachments).zip(scans) {
-            rec.recipients = rcpts;
-            rec.attachments = names;
+            rec.recipients = in_rowid_order(rcpts);
+            rec.attachments = in_rowid_order(names);
             rec.scan = scan;
             if rec.purged_at.is_none() {
                 rec.state = summarise_states(&rec.recipients);
             }
         }
         Ok(())
+    }
+
+    /// Whether any message has the filter's findings (`message_scan`): most stores have none (only `serve`'s rspamd
+    /// intake writes them), and then a batch needs no third query.
+    fn has_scans(&self) -> Result<bool> {
+        let e = self.sql_err();
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM message_scan)")
+            .map_err(&e)?
+            .query_row([], |r| r.get(0))
+            .map_err(&e)
     }
 
     /// The original bytes of a live message, checked against the blob's hash.
@@ -284,6 +298,21 @@ impl Store {
         }
         self.blobs.read_verified(checked_hash(&rec.hash)?)
     }
+}
+
+/// Adds `value` (with its rowid) to the lists of every position in `at`: a record given twice gets its own copy.
+fn push_each<T: Clone>(lists: &mut [Vec<(i64, T)>], at: &[usize], rowid: i64, value: T) {
+    if let Some((&last, rest)) = at.split_last() {
+        for &i in rest {
+            lists[i].push((rowid, value.clone()));
+        }
+        lists[last].push((rowid, value));
+    }
+}
+
+fn in_rowid_order<T>(mut list: Vec<(i64, T)>) -> Vec<T> {
+    list.sort_unstable_by_key(|&(rowid, _)| rowid);
+    list.into_iter().map(|(_, v)| v).collect()
 }
 
 /// `hash` if it is a well-formed blob name (64 lowercase hex digits), else the error every reader reports: a row

@@ -192,7 +192,7 @@ impl Selector {
             ));
         }
         if state_ors.is_empty() {
-            parts.push("m.purged_us IS NULL".into());
+            parts.push(crate::search::LIVE.into());
         } else {
             parts.push(format!("({})", state_ors.join(" OR ")));
         }
@@ -262,6 +262,7 @@ impl crate::store::Store {
         let sql = sel.to_sql();
         let e = self.sql_err();
         let q = select_query(&sql, limit);
+        self.read_cache()?;
         let mut stmt = self.conn.prepare(&q).map_err(&e)?;
         let mut out: Vec<crate::MessageRecord> = stmt
             .query_map(crate::db::params_from_iter(sql.params.iter()), crate::message::message_from_row)
@@ -275,6 +276,9 @@ impl crate::store::Store {
     /// How many messages match `sel`.
     pub fn count(&self, sel: &Selector) -> Result<u64> {
         let sql = sel.to_sql();
+        if sql.clause == crate::search::LIVE {
+            return self.live_count();
+        }
         let e = self.sql_err();
         let n: i64 = self
             .conn

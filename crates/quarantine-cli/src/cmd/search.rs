@@ -53,9 +53,13 @@ pub fn run(ctx: &Context, a: SearchArgs) -> CmdResult {
             w.flush()?;
             n
         } else {
+            // Each line is written into memory and then whole, not in the ~100 pieces a JSON line is made of.
+            let mut line = Vec::with_capacity(4096);
             store.select_each(&sel, a.limit, &mut |rec| {
-                serde_json::to_writer(&mut out, &rec).map_err(|e| output(e.into()))?;
-                out.write_all(b"\n").map_err(output)
+                line.clear();
+                crate::output::json_line(&rec, &mut line);
+                line.push(b'\n');
+                out.write_all(&line).map_err(output)
             })?
         };
         out.flush()?;
