@@ -117,7 +117,7 @@ impl Selector {
         any(
             &mut parts,
             &self.rcpts,
-            &|i| format!("m.id IN (SELECT message FROM recipients WHERE address_lc = ?{i})"),
+            &|i| rcpt_lookup_form(i),
             &|s| address::fold(strip_brackets(s)),
         );
         any(&mut parts, &self.froms, &|i| format!("m.env_from_lc = ?{i}"), &|s| address::fold(strip_brackets(s)));
@@ -290,6 +290,18 @@ impl crate::store::Store {
             .map_err(&e)?;
         Ok(n as u64)
     }
+}
+
+/// A recipient selection as a lookup: every message of the address, from the (address_lc, message) index, then
+/// sorted. Right when the address has few messages; see [`rcpt_walk_form`].
+pub(crate) fn rcpt_lookup_form(i: usize) -> String {
+    format!("m.id IN (SELECT message FROM recipients WHERE address_lc = ?{i})")
+}
+
+/// The same selection as a per-row check, so a query can walk messages newest first and stop after the first
+/// matches (`search` on a busy address with `--limit`): one probe of the same index per message walked.
+pub(crate) fn rcpt_walk_form(i: usize) -> String {
+    format!("EXISTS (SELECT 1 FROM recipients r WHERE r.address_lc = ?{i} AND r.message = m.id)")
 }
 
 #[cfg(test)]
