@@ -135,6 +135,12 @@ fn held_released_purged_mail_and_the_audit_trail_migrate_byte_exact() {
     old.code_is(1, "search with the old config");
     assert!(old.all().contains("in the config"), "{}", old.all());
 
+    // The index alone is not enough: new mail in blobs/ would be invisible to the other gateways.
+    std::fs::write(s.config(), format!("index = \"{db}\"\n")).unwrap();
+    let half = s.q(&["search", "--verdict", "SPAM"]);
+    half.code_is(1, "search with the index but not the blobs");
+    assert!(half.all().contains("set `blobs`"), "{}", half.all());
+
     new_config(&s, &db, &bucket);
     let after = view(&s, &ids, "export-after");
     assert_same(&before, &after);
@@ -257,4 +263,28 @@ fn migrate_refuses_a_destination_holding_another_stores_mail() {
     assert!(out.all().contains("another quarantine"), "{}", out.all());
     // The refused store still opens as it was.
     b.q(&["search", "--verdict", "SPAM"]).code_is(0, "the refused store is untouched");
+}
+
+#[test]
+fn index_only_migration_keeps_blobs_local_and_holds_after_the_switch_are_kept() {
+    let db = postgres::database();
+    let (s, ids) = populated(4);
+    let out = s.q(&["migrate", "--to-index", &db, "--json"]);
+    out.code_is(0, "migrate --to-index");
+    let r = report(&out);
+    assert_eq!(r["uploaded"].as_u64(), Some(0), "no object store: nothing uploaded: {r}");
+    // Intake with the old config still exits 0 after the switch: hold only writes the spool.
+    let late = hold(&s, 200);
+    late.code_is(0, "hold with the old config after the switch");
+    let late = late.id();
+    s.q(&["search", "--verdict", "SPAM"]).code_is(1, "search with the old config");
+
+    std::fs::write(s.config(), format!("index = \"{db}\"\n")).unwrap();
+    s.ingest();
+    assert!(s.spool_files().is_empty(), "the spool drained into PostgreSQL");
+    assert_eq!(s.raw(&late), message(200));
+    assert_eq!(s.raw(&ids[2]), message(2));
+    assert_eq!(pg_count(&db, "SELECT count(*) FROM messages"), 5);
+    s.q(&["log", "--verify"]).code_is(0, "log --verify");
+    s.q(&["verify", "--deep"]).code_is(0, "verify --deep with local blobs");
 }
