@@ -21,6 +21,7 @@
 //!
 //! `gc_queue` is not copied: it lists blobs of purged messages awaiting deletion, and those are not uploaded.
 
+use std::collections::HashSet;
 use std::fs;
 use std::sync::Arc;
 
@@ -101,6 +102,12 @@ struct Dest {
     id: String,
     blobs: Option<BlobStore>,
     remote: Option<Arc<dyn ObjectStore>>,
+    /// Objects this run uploaded or checked: the final pass, under the locks, does not fetch them again (the
+    /// verification HEADs each one).
+    done: HashSet<String>,
+    /// In the final pass nothing else writes the local store, so a live message's missing blob is an error;
+    /// before it, a purge running beside the first pass may have removed it (the final pass sees the purge).
+    final_pass: bool,
 }
 
 impl Store {
@@ -129,8 +136,14 @@ impl Store {
         };
         self.check_destination(&dest)?;
 
-        // First pass: no lock, intake and the other commands go on.
-        self.copy_all(&mut dest, &mut report, progress)?;
+        // First pass: no lock, intake and the other commands go on. One read transaction, so every table is read
+        // from the same snapshot: a recipient ingested after the messages were copied would otherwise arrive
+        // before its message.
+        self.conn.execute_batch("BEGIN DEFERRED").map_err(index::sql_err(&self.index_path))?;
+        let first = self.copy_all(&mut dest, &mut report, progress);
+        let _ = self.conn.execute_batch("COMMIT");
+        first?;
+        dest.final_pass = true;
 
         // Final pass: new holds stay in the spool, other writers wait for the local write lock.
         let spool = self.spool();
@@ -177,7 +190,7 @@ impl Store {
             BlobLocation::Remote(r) => Some(r.clone()),
         };
         let blobs = remote.as_ref().map(|r| self.blobs.clone().with_remote(r.clone()));
-        Ok(Dest { conn, url: url.to_string(), id, blobs, remote })
+        Ok(Dest { conn, url: url.to_string(), id, blobs, remote, done: HashSet::new(), final_pass: false })
     }
 
     /// A destination that holds another store's mail or audit trail is refused: its genesis value is not ours.
@@ -287,7 +300,8 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<()> {
         let local = index::sql_err(&self.index_path);
-        let pe = |source| Error::Postgres { target: redact(&dest.url), source };
+        let target = redact(&dest.url);
+        let pe = |source| Error::Postgres { target: target.clone(), source };
         let cols = self.columns(t.name)?;
         let total: i64 =
             self.conn.query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| r.get(0)).map_err(&local)?;
@@ -336,7 +350,10 @@ impl Store {
                     if let (true, Some(Value::Text(h)), Some(Value::Integer(size))) =
                         (live, hash_at.map(|i| &r[i]), size_at.map(|i| &r[i]))
                     {
-                        self.upload(dest, h, *size as u64, report)?;
+                        match self.upload(dest, h, *size as u64, report) {
+                            Err(Error::MissingBlob { .. }) if !dest.final_pass => {}
+                            other => other?,
+                        }
                     }
                 }
             }
@@ -356,8 +373,11 @@ impl Store {
 
     /// One live blob into the object store: the local copy is checked first (a corrupt blob is never copied), an
     /// object already there is kept only if it checks.
-    fn upload(&self, dest: &Dest, hash: &str, size: u64, report: &mut MigrateReport) -> Result<()> {
+    fn upload(&self, dest: &mut Dest, hash: &str, size: u64, report: &mut MigrateReport) -> Result<()> {
         let (Some(remote), Some(dblobs)) = (&dest.remote, &dest.blobs) else { return Ok(()) };
+        if dest.done.contains(hash) {
+            return Ok(());
+        }
         let n = self.blobs.stream_verified(hash, &mut std::io::sink())?;
         if n != size {
             return Err(Error::CorruptBlob {
@@ -378,6 +398,7 @@ impl Store {
                 }
             }
         }
+        dest.done.insert(hash.to_string());
         Ok(())
     }
 

@@ -284,7 +284,7 @@ fn shared_id_mark(conn: &Conn) -> rusqlite::Result<Option<String>> {
 }
 
 /// The shared index this local marker names, if it is one.
-fn shared_index_mark(conn: &Conn) -> rusqlite::Result<Option<String>> {
+pub(crate) fn shared_index_mark(conn: &Conn) -> rusqlite::Result<Option<String>> {
     use rusqlite::OptionalExtension;
     conn.query_row("SELECT value FROM settings WHERE key = ?1", [SHARED_INDEX_KEY], |r| r.get(0)).optional()
 }

@@ -213,7 +213,7 @@ fn sigkill_during_migrate_and_a_rerun_give_a_complete_verified_copy() {
 }
 
 #[test]
-fn holds_during_migrate_exit_0_and_reach_the_destination_with_the_new_config() {
+fn holds_and_ingests_during_migrate_lose_nothing_and_reach_the_destination() {
     let weed = Weed::shared();
     let (s, _) = populated(60);
     with_s3_settings(&s, weed);
@@ -230,6 +230,13 @@ fn holds_during_migrate_exit_0_and_reach_the_destination_with_the_new_config() {
         out.code_is(0, "hold during migrate");
         held.push((n, out.id()));
         n += 1;
+        // An ingest with the old config beside it: into the local index before the switch (the final pass
+        // copies it), refused after it; never into the abandoned local index once switched.
+        let ing = s.q(&["ingest"]);
+        if !ing.success() {
+            ing.code_is(1, "ingest with the old config during migrate");
+            assert!(ing.all().contains("in the config"), "{}", ing.all());
+        }
     }
     let out = wait(child, "migrate", Some(quarantine_testkit::HANG), None, started);
     out.code_is(0, "migrate");
