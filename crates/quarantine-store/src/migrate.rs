@@ -487,6 +487,30 @@ impl Store {
         }
         progress.finish();
 
+        // Every audit row's links, not only the head: a row that differs would break `log --verify` there.
+        let q = format!("SELECT seq, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT {BATCH}");
+        type Link = (i64, Option<String>, Option<String>);
+        let links = |c: &Conn, after: i64| -> rusqlite::Result<Vec<Link>> {
+            c.prepare_cached(&q)?.query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+        };
+        let mut after = i64::MIN;
+        loop {
+            let a = links(&self.conn, after).map_err(&local)?;
+            let b = links(&dest.conn, after).map_err(pe)?;
+            if let Some((x, y)) = a.iter().zip(&b).find(|(x, y)| x != y) {
+                report.mismatch = Some(format!(
+                    "audit row #{}: hash {} here, #{} hash {} in the destination",
+                    x.0,
+                    x.2.as_deref().unwrap_or("-"),
+                    y.0,
+                    y.2.as_deref().unwrap_or("-")
+                ));
+                return Ok(());
+            }
+            let Some(last) = a.last() else { break };
+            after = last.0;
+        }
+
         let head = |c: &Conn| -> rusqlite::Result<Option<crate::audit::Head>> {
             c.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
                 Ok(crate::audit::Head { seq: r.get(0)?, hash: r.get::<_, Option<String>>(1)?.unwrap_or_default() })

@@ -295,3 +295,35 @@ fn index_only_migration_keeps_blobs_local_and_holds_after_the_switch_are_kept() 
     s.q(&["log", "--verify"]).code_is(0, "log --verify");
     s.q(&["verify", "--deep"]).code_is(0, "verify --deep with local blobs");
 }
+
+#[test]
+fn an_object_already_in_the_bucket_is_trusted_only_if_it_checks_and_a_differing_audit_row_is_named() {
+    let weed = Weed::shared();
+    let db = postgres::database();
+    let bucket = weed.bucket();
+    let blobs = format!("s3://{}/{PREFIX}", bucket.name);
+    let (template, ids) = populated(4);
+    let hash = template.show_json(&ids[2])["hash"].as_str().unwrap().to_string();
+    // Garbage under a live blob's name: a create-only PUT finds it, the check replaces it.
+    bucket.put(&format!("{PREFIX}/{hash}"), b"not a zstd frame");
+    let a = Store::copy_of(&template);
+    with_s3_settings(&a, weed);
+    let r = report(a.q(&migrate_args(&db, &blobs)).code_is(0, "migrate"));
+    assert_eq!(r["uploaded"].as_u64(), Some(3), "{r}");
+    new_config(&a, &db, &bucket);
+    assert_eq!(a.raw(&ids[2]), message(2), "the bad object was replaced by the blob's bytes");
+
+    // The same store again (a copy: the same genesis) into a database whose first audit row was altered.
+    postgres::server().psql(
+        &db,
+        "ALTER TABLE audit DISABLE TRIGGER audit_no_update; UPDATE audit SET hash = repeat('0', 64) WHERE seq = 1; \
+         ALTER TABLE audit ENABLE TRIGGER audit_no_update",
+    );
+    let b = Store::copy_of(&template);
+    with_s3_settings(&b, weed);
+    let out = b.q(&migrate_args(&db, &blobs));
+    out.code_is(1, "migrate into an altered copy");
+    let r = report(&out);
+    assert!(r["mismatch"].as_str().unwrap_or("").starts_with("audit row #1:"), "{r}");
+    b.q(&["search", "--verdict", "SPAM"]).code_is(0, "not switched: the old config still opens it");
+}
