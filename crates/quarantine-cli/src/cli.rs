@@ -155,6 +155,22 @@ pub enum Command {
         Exit status: 0 when everything found was imported or already held, 1 when anything was skipped or the \
         store failed part way.")]
     Import(crate::cmd::import::ImportArgs),
+    /// Copy this embedded store into a PostgreSQL index (and an S3 bucket) while intake goes on, then switch over.
+    #[command(after_help = "Examples:\n  \
+        quarantine migrate --to-index postgresql://quarantine@db.example.edu/quarantine \\\n      \
+        --to-blobs s3://quarantine-blobs/gw1\n  \
+        quarantine migrate --to-index 'host=/run/postgresql dbname=quarantine'   # blobs stay in STORE/blobs/\n\n\
+        Run it with the old config, as the store's owner. hold keeps exiting 0 throughout: it only writes the \
+        spool. A first pass copies every row and uploads every live blob; a final pass takes the ingest lock and \
+        the index's write lock (release, purge and freeze wait for it), copies what changed, verifies (row counts \
+        per table, every message's id and hash, every object's presence and size, with --deep its content, the \
+        audit chain's head) and then marks the local index as moved: from then on the store opens only with \
+        `index` (and `blobs`) set to the destination, and `quarantine ingest` with that config moves the spool \
+        there. Killed at any point, run it again: it resumes and converges without duplicates. The destination \
+        must be empty or filled by an earlier run for this store. The local index and blobs/ are kept.\n\
+        Exit status: 0 when the copy verified and the store was switched, 1 on a mismatch (named) or a failure, \
+        2 for a usage error.")]
+    Migrate(crate::cmd::migrate::MigrateArgs),
     /// Exit 0 when a hold would succeed now; 75 with the reason when it would not (for monitoring and filters).
     #[command(after_help = "Checks: the store is a store, its index opens and its write lock can be taken, a \
         file can be created, fsynced and removed in tmp/, and the filesystem has --min-free bytes available. \

@@ -162,6 +162,8 @@ pub struct Config {
     pub clamd: Option<Clamd>,
     /// `blobs = "s3://bucket/prefix"` with `[s3]`: the blobs in an object store instead of `STORE/blobs/`.
     pub blobs: Option<RemoteBlobs>,
+    /// `[s3]` (endpoint, region, credentials) even without `blobs`: `migrate --to-blobs` connects with it.
+    pub s3: quarantine_objects::Settings,
     /// `[spike]`: freeze purges when one verdict's last hour is far above its usual level.
     pub spike: Option<quarantine_store::SpikeRule>,
     /// `[retention]`: what a purge with no selector removes.
@@ -436,19 +438,19 @@ impl Config {
                 quarantine_store::IndexLocation::Postgres(v.to_string())
             }
         };
-        let blobs = raw.blobs.as_ref().and_then(|url| match quarantine_objects::S3Url::parse(url.get_ref()) {
-            Ok(_) => {
-                let s3 = raw.s3.clone().unwrap_or_default();
-                let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
-                let settings = quarantine_objects::Settings {
-                    endpoint: s(&s3.endpoint),
-                    region: s(&s3.region),
-                    access_key_id: s(&s3.access_key_id),
-                    secret_access_key: s(&s3.secret_access_key),
-                    credentials_file: s3.credentials_file.as_ref().map(|v| v.get_ref().clone()),
-                };
-                Some(RemoteBlobs { url: url.get_ref().clone(), settings })
+        let s3 = {
+            let s3 = raw.s3.clone().unwrap_or_default();
+            let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
+            quarantine_objects::Settings {
+                endpoint: s(&s3.endpoint),
+                region: s(&s3.region),
+                access_key_id: s(&s3.access_key_id),
+                secret_access_key: s(&s3.secret_access_key),
+                credentials_file: s3.credentials_file.as_ref().map(|v| v.get_ref().clone()),
             }
+        };
+        let blobs = raw.blobs.as_ref().and_then(|url| match quarantine_objects::S3Url::parse(url.get_ref()) {
+            Ok(_) => Some(RemoteBlobs { url: url.get_ref().clone(), settings: s3.clone() }),
             Err(e) => {
                 c.bad(&["blobs"], url.span(), e.to_string());
                 None
@@ -471,6 +473,7 @@ impl Config {
             spool_max_age: spool_max_age.unwrap_or(defaults::SPOOL_MAX_AGE),
             clamd,
             blobs,
+            s3,
             spike,
             retention,
             serve,

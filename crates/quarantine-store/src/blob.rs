@@ -200,7 +200,7 @@ impl BlobStore {
     /// Whether the blob already stored under `hash` decompresses to `size` bytes that hash to its name, so a new
     /// row may reference it (DESIGN section 4: a corrupt existing blob is never trusted, it is replaced by the good
     /// bytes). An I/O error other than corruption is returned: it says nothing about the content.
-    fn existing_is_intact(&self, hash: &str, size: u64) -> Result<bool> {
+    pub(crate) fn existing_is_intact(&self, hash: &str, size: u64) -> Result<bool> {
         match self.stream_verified(hash, &mut io::sink()) {
             Ok(n) => Ok(n == size),
             Err(Error::CorruptBlob { .. } | Error::MissingBlob { .. }) => Ok(false),

@@ -140,6 +140,17 @@ impl Store {
             report.locked = true;
             return Ok(report);
         };
+        // An ingest that opened the store before `migrate` switched it, and waited for the lock migrate held,
+        // would move the spool into the abandoned local index: only a store opened with the new config may.
+        if !self.conn.is_postgres() {
+            if let Some(to) = crate::store::shared_index_mark(&self.conn).map_err(self.sql_err())? {
+                return Err(Error::Invalid(format!(
+                    "{}: `quarantine migrate` moved this store's index to {to} while this ingest waited; set `index` \
+                     in the config and run ingest again (the spool is untouched)",
+                    self.root.display()
+                )));
+            }
+        }
         for t in spool.stale_tmp(STALE_SPOOL_TMP)? {
             durable::remove_file(&t)?;
         }

@@ -36,9 +36,9 @@ pub struct Backends {
 
 /// The settings key that marks a local index as a marker only: its data is in a shared database, and opening it
 /// as the index would show an empty store.
-const SHARED_INDEX_KEY: &str = "shared_index";
+pub(crate) const SHARED_INDEX_KEY: &str = "shared_index";
 /// Beside it, the shared database's id (its settings `index_id`).
-const SHARED_ID_KEY: &str = "shared_index_id";
+pub(crate) const SHARED_ID_KEY: &str = "shared_index_id";
 
 /// An open store: its directory, blob tree and index connection.
 pub struct Store {
@@ -141,6 +141,23 @@ impl Store {
         // A store made before the spool existed gets `spool/` and `spool/bad/` here (DESIGN section 4).
         crate::spool::Spool::new(root, owner).ensure_dirs()?;
         let marked = shared_index_mark(&conn).map_err(index::sql_err(&index_path))?;
+        if let BlobLocation::Local = backends.blobs {
+            use rusqlite::OptionalExtension;
+            let moved: Option<String> = conn
+                .query_row("SELECT value FROM settings WHERE key = ?1", [crate::migrate::MIGRATED_BLOBS_KEY], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(index::sql_err(&index_path))?;
+            // New mail in `blobs/` would be invisible to every other gateway reading the object store.
+            if let Some(to) = moved {
+                return Err(Error::Invalid(format!(
+                    "{}: `quarantine migrate` moved this store's blobs to {to}; set `blobs` (and `[s3]`) in the \
+                     config",
+                    root.display()
+                )));
+            }
+        }
         let conn = match &backends.index {
             IndexLocation::Sqlite => {
                 if let Some(url) = marked {
@@ -252,7 +269,7 @@ impl Store {
 
 /// The shared database's own id (settings `index_id`, random, made by the first gateway that opens it), so a
 /// store can tell its database from another one however the URL is spelt.
-fn shared_index_id(pg: &Conn) -> rusqlite::Result<String> {
+pub(crate) fn shared_index_id(pg: &Conn) -> rusqlite::Result<String> {
     let mut seed = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
     let fresh: String = seed.iter().map(|b| format!("{b:02x}")).collect();
@@ -267,7 +284,7 @@ fn shared_id_mark(conn: &Conn) -> rusqlite::Result<Option<String>> {
 }
 
 /// The shared index this local marker names, if it is one.
-fn shared_index_mark(conn: &Conn) -> rusqlite::Result<Option<String>> {
+pub(crate) fn shared_index_mark(conn: &Conn) -> rusqlite::Result<Option<String>> {
     use rusqlite::OptionalExtension;
     conn.query_row("SELECT value FROM settings WHERE key = ?1", [SHARED_INDEX_KEY], |r| r.get(0)).optional()
 }
@@ -284,14 +301,14 @@ pub fn redact(url: &str) -> String {
 }
 
 #[cfg(feature = "postgres")]
-fn open_postgres(url: &str) -> Result<Conn> {
+pub(crate) fn open_postgres(url: &str) -> Result<Conn> {
     crate::db::pg::PgConn::connect(url)
         .map(|c| Conn::Pg(Box::new(c)))
         .map_err(|e| Error::Postgres { target: redact(url), source: crate::db::pg_error(e) })
 }
 
 #[cfg(not(feature = "postgres"))]
-fn open_postgres(url: &str) -> Result<Conn> {
+pub(crate) fn open_postgres(url: &str) -> Result<Conn> {
     Err(Error::Invalid(format!(
         "index {}: this quarantine was built without PostgreSQL support (cargo feature `postgres`)",
         redact(url)
@@ -334,7 +351,7 @@ pub fn probe_shared_index(url: &str) -> Result<String> {
 }
 
 /// A migration failure on the shared index names the database, not the local marker file.
-fn pg_context(e: Error, url: &str) -> Error {
+pub(crate) fn pg_context(e: Error, url: &str) -> Error {
     match e {
         Error::Sqlite { source, .. } => Error::Postgres { target: redact(url), source },
         other => other,

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod init;
 pub mod log;
 pub mod manpages;
+pub mod migrate;
 pub mod purge;
 pub mod release;
 pub mod search;
@@ -125,6 +126,7 @@ pub fn dispatch(cli: Cli) -> CmdResult {
         Command::Import(a) => import::run(&ctx, a),
         Command::Ingest(a) => ingest::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Migrate(a) => migrate::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a, cli.config),
         Command::Config(_) | Command::Completions(_) | Command::Manpages(_) => unreachable!("dispatched above"),
     }

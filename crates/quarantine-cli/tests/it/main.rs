@@ -12,6 +12,7 @@ mod hardening;
 mod hold;
 mod import;
 mod incident;
+mod migrate;
 mod objects;
 mod ownership;
 mod packaging;
