@@ -169,6 +169,7 @@ impl Store {
                         )
                         .map_err(mark)?;
                 }
+                self.conn.execute_batch(&stale_writer_guards(&report.index)).map_err(mark)?;
                 self.conn.execute_batch("COMMIT").map_err(mark)?;
             }
             other => {
@@ -525,4 +526,38 @@ impl Store {
         report.audit_head = a;
         Ok(())
     }
+}
+
+/// Triggers that make the old local index refuse every write to mail, recipients and the audit trail once the
+/// store has moved, committed with the marker.
+///
+/// # Why
+/// A `release` or `purge` that opened the store before the switch and waited for the write lock would otherwise
+/// claim recipients in the old index (which the shared index still shows as held: a later release there would
+/// deliver them twice) or purge rows nobody reads. Only ingest re-checks the marker; a trigger catches every
+/// writer, whatever it is, at its first statement, and its transaction rolls back with this message. Migrations
+/// of the marker index never write these tables' rows (they only add columns and indexes), so they are not hit.
+fn stale_writer_guards(index: &str) -> String {
+    let why = format!(
+        "this store moved to the shared index {index} (quarantine migrate); run the command with that `index` (and \
+         `blobs`) in the config"
+    )
+    .replace('\'', "''");
+    let mut sql = String::new();
+    for (table, ops) in [
+        ("messages", &["INSERT", "UPDATE", "DELETE"][..]),
+        ("recipients", &["INSERT", "UPDATE", "DELETE"][..]),
+        ("attachments", &["INSERT"][..]),
+        ("message_scan", &["INSERT"][..]),
+        ("audit", &["INSERT"][..]),
+        ("gc_queue", &["INSERT", "DELETE"][..]),
+    ] {
+        for op in ops {
+            let name = format!("moved_no_{}_{}", op.to_lowercase(), table);
+            sql.push_str(&format!(
+                "CREATE TRIGGER IF NOT EXISTS {name} BEFORE {op} ON {table} BEGIN SELECT RAISE(ABORT, '{why}'); END;\n"
+            ));
+        }
+    }
+    sql
 }

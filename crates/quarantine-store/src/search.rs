@@ -633,7 +633,11 @@ mod tests {
         let rare = Selector { rcpts: vec!["rare@x".into()], ..Default::default() };
         let both = Selector { rcpts: vec!["busy@x".into(), "rare@x".into()], ..Default::default() };
         let walked = s.tuned_sql(&busy, Some(5)).unwrap();
-        assert!(walked.clause.contains("EXISTS (SELECT 1 FROM recipients r"), "180 of 200, 5 wanted: {}", walked.clause);
+        assert!(
+            walked.clause.contains("EXISTS (SELECT 1 FROM recipients r"),
+            "180 of 200, 5 wanted: {}",
+            walked.clause
+        );
         assert!(!s.tuned_sql(&busy, None).unwrap().clause.contains("EXISTS ("), "all wanted: look up");
         assert!(!s.tuned_sql(&rare, Some(5)).unwrap().clause.contains("EXISTS ("), "20 of 200: look up");
         let mixed = s.tuned_sql(&both, Some(5)).unwrap().clause;

@@ -114,12 +114,7 @@ impl Selector {
         let same = |s: &str| s.to_string();
         let lower = |s: &str| s.to_lowercase();
         any(&mut parts, &self.ids, &|i| format!("m.id = ?{i}"), &|s| ids::normalise(s));
-        any(
-            &mut parts,
-            &self.rcpts,
-            &|i| rcpt_lookup_form(i),
-            &|s| address::fold(strip_brackets(s)),
-        );
+        any(&mut parts, &self.rcpts, &|i| rcpt_lookup_form(i), &|s| address::fold(strip_brackets(s)));
         any(&mut parts, &self.froms, &|i| format!("m.env_from_lc = ?{i}"), &|s| address::fold(strip_brackets(s)));
         any(&mut parts, &self.message_ids, &|i| format!("m.message_id = ?{i}"), &|s| strip_brackets(s).to_string());
         for (column, values) in [("m.verdict", &self.verdicts), ("m.scanner_version", &self.scanner_versions)] {

@@ -285,6 +285,22 @@ fn index_only_migration_keeps_blobs_local_and_holds_after_the_switch_are_kept() 
     late.code_is(0, "hold with the old config after the switch");
     let late = late.id();
     s.q(&["search", "--verdict", "SPAM"]).code_is(1, "search with the old config");
+    // A writer that opened the store before the switch (a release or purge waiting for the write lock) meets the
+    // old index's guards at its first write: its transaction rolls back, naming where the store went.
+    let state = "SELECT count(*), sum(state = 'held'), (SELECT count(*) FROM messages WHERE purged_us IS NULL) \
+                 FROM recipients";
+    let before = s.sqlite(state).stdout;
+    for stale in [
+        "UPDATE recipients SET state = 'releasing' WHERE state = 'held'",
+        "UPDATE messages SET purged_us = 1",
+        "DELETE FROM recipients",
+        "INSERT INTO gc_queue (hash, queued_us) VALUES ('x', 1)",
+    ] {
+        let out = s.sqlite(stale);
+        assert_ne!(out.code, 0, "{stale}: written into the old index: {}", out.all());
+        assert!(out.all().contains("moved to the shared index"), "{stale}: {}", out.all());
+    }
+    assert_eq!(s.sqlite(state).stdout, before, "the old index is as the switch left it");
 
     std::fs::write(s.config(), format!("index = \"{db}\"\n")).unwrap();
     s.ingest();
