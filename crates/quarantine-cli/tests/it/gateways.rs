@@ -1,0 +1,305 @@
+//! Several gateways on both shared backends at once (DESIGN section 11, issue 16 "Tests"): two store directories,
+//! each with its own spool and config, whose `index` is one PostgreSQL database and whose `blobs` are one SeaweedFS
+//! bucket (the same prefix, so the same bytes are one object). Everything is a real server the testkit starts:
+//! concurrent intake, reads of one node's mail on the other, releases and purges racing across nodes, and outages
+//! of each backend in the middle of ingest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Stdio};
+use std::time::Instant;
+
+use quarantine_testkit::postgres::{self, Server};
+use quarantine_testkit::run::finish;
+use quarantine_testkit::s3::{Bucket, Weed};
+use quarantine_testkit::sink::Sink;
+use quarantine_testkit::{Out, Scratch, Store};
+
+use crate::BIN;
+
+/// The key prefix every gateway of a test shares: one namespace of objects for one quarantine.
+const PREFIX: &str = "site";
+
+/// A gateway: a store directory of its own on the shared database `conninfo` and bucket.
+fn gateway(conninfo: &str, bucket: &Bucket) -> Store {
+    let scratch = Scratch::new(BIN);
+    std::fs::write(scratch.config(), format!("index = \"{conninfo}\"\n{}", bucket.config(PREFIX))).unwrap();
+    let root = scratch.path().join("store");
+    let s = Store { scratch, root };
+    s.q(&["init"]).code_is(0, "init");
+    s
+}
+
+/// Message `i` of `node`: distinct bytes per (node, i), binary content a text path would mangle, a dot line.
+fn message(node: &str, i: usize) -> Vec<u8> {
+    let mut m =
+        format!("From: {node}@example.org\r\nSubject: {node} {i}\r\nMessage-ID: <{node}.{i}@x>\r\n\r\n").into_bytes();
+    m.extend((0..3000u32).map(|k| (k.wrapping_mul(37).wrapping_add(i as u32 * 7) % 256) as u8));
+    m.extend_from_slice(b"\r\n.\r\nend\r\n");
+    m
+}
+
+fn hold(s: &Store, msg: &[u8], verdict: &str) -> String {
+    s.hold_ok(msg, &["--verdict", verdict, "--from", "a@example.org", "--", "r1@example.net", "r2@example.net"])
+}
+
+fn spawn(s: &Store, args: &[&str]) -> Child {
+    let mut c = s.cmd(args);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
+/// Every message `search --json` lists (live ones): id → subject.
+fn listing(s: &Store) -> BTreeMap<String, String> {
+    let out = s.q(&["search", "--json"]);
+    out.code_is(0, "search --json");
+    out.text()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_str().unwrap().to_string(), v["subject"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Holds 24 messages of its own and then `same` on `s`, with an ingest running in the background every 8 holds;
+/// the ids and bytes acknowledged.
+fn hold_while_ingesting(s: &Store, name: &str, same: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut ids = Vec::new();
+    let mut ingest = None;
+    for i in 0..24 {
+        ids.push((hold(s, &message(name, i), "SPAM"), message(name, i)));
+        if i % 8 == 0 {
+            if let Some(c) = ingest.take() {
+                finish(c, "ingest", Instant::now()).code_is(0, &format!("ingest on {name}"));
+            }
+            ingest = Some(spawn(s, &["ingest"]));
+        }
+    }
+    ids.push((hold(s, same, "SPAM"), same.to_vec()));
+    if let Some(c) = ingest {
+        finish(c, "ingest", Instant::now()).code_is(0, &format!("ingest on {name}"));
+    }
+    ids
+}
+
+fn hash_of(s: &Store, id: &str) -> String {
+    s.show_json(id)["hash"].as_str().expect("show --json has the hash").to_string()
+}
+
+/// Both gateways hold and ingest at the same time; either one's search finds both nodes' mail; a message held on
+/// A reads back byte-exact on B (`show --raw` and `export`: the bytes come from the bucket, B never had them); the
+/// same bytes held on both gateways are one object.
+#[test]
+fn gateways_ingest_at_once_and_read_each_others_mail_from_the_bucket() {
+    let db = postgres::database();
+    let bucket = Weed::shared().bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    let same = message("both", 0);
+
+    // Each gateway holds its own mail while both ingest, twice over, so ingests of one node race the other's.
+    let (ids_a, ids_b) = std::thread::scope(|t| {
+        let ta = t.spawn(|| hold_while_ingesting(&a, "a", &same));
+        let tb = t.spawn(|| hold_while_ingesting(&b, "b", &same));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    let (ia, ib) = (spawn(&a, &["ingest"]), spawn(&b, &["ingest"]));
+    finish(ia, "ingest a", Instant::now()).code_is(0, "final ingest on a");
+    finish(ib, "ingest b", Instant::now()).code_is(0, "final ingest on b");
+    assert!(a.spool_files().is_empty() && b.spool_files().is_empty(), "both spools drained");
+    assert!(a.blob_files().is_empty() && b.blob_files().is_empty(), "no blob under either STORE/blobs/");
+
+    let all = listing(&a);
+    assert_eq!(all.len(), 50, "a sees both nodes' mail, each message once: {all:?}");
+    assert_eq!(listing(&b), all, "b sees the same");
+    for (id, _) in ids_a.iter().chain(&ids_b) {
+        assert!(all.contains_key(id), "{id} (acknowledged by hold) is listed");
+    }
+
+    // A's mail read on B, and B's on A: byte-exact, from the bucket.
+    let dir = b.work().join("export");
+    let dir_arg = dir.display().to_string();
+    for (id, m) in ids_a.iter().step_by(5) {
+        assert_eq!(b.raw(id), *m, "show --raw on b of a's {id}");
+        b.q(&["export", "--id", id, "--to", &dir_arg]).code_is(0, "export on b of a's message");
+        assert_eq!(std::fs::read(dir.join(format!("{id}.eml"))).unwrap(), *m, "export on b of a's {id}");
+    }
+    for (id, m) in ids_b.iter().step_by(5) {
+        assert_eq!(a.raw(id), *m, "show --raw on a of b's {id}");
+    }
+
+    // The message both gateways held: two ids (two deliveries), one hash, one object.
+    let (sa, sb) = (&ids_a.last().unwrap().0, &ids_b.last().unwrap().0);
+    assert_ne!(sa, sb, "two deliveries are two messages");
+    let h = hash_of(&a, sa);
+    assert_eq!(hash_of(&b, sb), h, "the same bytes, the same name");
+    let keys = bucket.keys(&format!("{PREFIX}/"));
+    assert_eq!(keys.iter().filter(|k| k.ends_with(&h)).count(), 1, "one object for both: {keys:?}");
+    assert_eq!(keys.len(), 49, "one object per distinct message (48 + the shared one): {keys:?}");
+    a.verify_deep_clean("gateway a");
+    b.verify_deep_clean("gateway b");
+}
+
+/// `release` started on both gateways at once over one selection that spans both nodes' mail delivers each
+/// recipient exactly once (each node sends the other's mail too: its bytes come from the bucket), and the audit
+/// chain that both append to does not fork.
+#[test]
+fn gateways_release_one_selection_at_once_delivering_each_recipient_once() {
+    let db = postgres::database();
+    let bucket = Weed::shared().bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    for i in 0..30 {
+        hold(&a, &message("a", i), "PMX:VIRUS");
+        hold(&b, &message("b", i), "PMX:VIRUS");
+    }
+    // Held under another verdict on both: outside the selection, must stay held.
+    hold(&a, &message("a", 99), "SPAM");
+    hold(&b, &message("b", 99), "SPAM");
+    let (ia, ib) = (spawn(&a, &["ingest"]), spawn(&b, &["ingest"]));
+    finish(ia, "ingest a", Instant::now()).code_is(0, "ingest a");
+    finish(ib, "ingest b", Instant::now()).code_is(0, "ingest b");
+
+    let sink = Sink::start(&[]);
+    let args = ["release", "--verdict", "PMX:VIRUS", "--relay", &sink.url(), "--yes"];
+    let runs = [spawn(&a, &args), spawn(&b, &args), spawn(&a, &args), spawn(&b, &args)];
+    let outs: Vec<Out> = runs.into_iter().map(|c| finish(c, "release", Instant::now())).collect();
+    let report = outs.iter().map(Out::all).collect::<Vec<_>>().join("\n---\n");
+    for r in &outs {
+        // 1: a run that found recipients another run had claimed reports them as not sent by it.
+        assert!(r.code == 0 || r.code == 1, "release exited {}: {report}", r.code);
+    }
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.body);
+        let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_string)).unwrap();
+        for r in m.rcpt_addrs() {
+            *seen.entry((subject.clone(), r)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 120, "every recipient of all 60 messages delivered\n{report}");
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}\n{report}");
+    assert!(!seen.keys().any(|(s, _)| s.ends_with(" 99")), "nothing outside the selection was sent");
+    for s in [&a, &b] {
+        s.q(&["log", "--verify"]).code_is(0, "log --verify: the audit chain did not fork");
+    }
+    let again = b.q(&["release", "--verdict", "PMX:VIRUS", "--relay", &sink.url(), "--yes"]);
+    assert!(again.text().contains("skipped 120"), "a third release finds every recipient released: {}", again.all());
+}
+
+/// `purge` on one gateway while the other holds and ingests, where the new mail shares bytes with what is purged
+/// (the GC's delete races the other node's create-only upload of the same object) and with no grace at all:
+/// afterwards every live row's object is there (`verify --deep` clean on both), and every message held is either
+/// live or purged by the rule, counted.
+#[test]
+fn gateways_purge_on_one_while_the_other_ingests_loses_nothing() {
+    let db = postgres::database();
+    let bucket = Weed::shared().bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    let old: Vec<String> = (0..40).map(|i| hold(&a, &message("m", i), "OLD")).collect();
+    a.ingest();
+
+    let new = std::thread::scope(|t| {
+        let purge = t.spawn(|| a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]));
+        // The same 40 messages again on b (so their objects are wanted again), and 20 of its own.
+        let mut new = Vec::new();
+        for i in 0..60 {
+            let m = if i < 40 { message("m", i) } else { message("b", i) };
+            new.push((hold(&b, &m, "NEW"), m));
+            if i % 10 == 9 {
+                b.ingest();
+            }
+        }
+        let p = purge.join().unwrap();
+        p.code_is(0, "purge on a while b ingests");
+        new
+    });
+    b.ingest();
+    // A second purge with no grace now sees every queued object: it must still keep those b's rows reference.
+    a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]).code_is(0, "purge again");
+
+    let live = listing(&b);
+    assert_eq!(listing(&a), live, "both gateways see one index");
+    let want: std::collections::BTreeSet<&String> = new.iter().map(|(id, _)| id).collect();
+    assert_eq!(live.keys().collect::<std::collections::BTreeSet<_>>(), want, "live: exactly what b held");
+    for id in &old {
+        let v = a.show_json(id);
+        assert!(!v["purged_at"].is_null(), "{id} purged by the rule: {v}");
+    }
+    assert_eq!(a.sql_count("SELECT count(*) FROM messages"), 100, "40 purged tombstones + 60 live rows");
+    assert_eq!(a.sql_count("SELECT count(*) FROM messages WHERE purged_us IS NOT NULL AND verdict = 'OLD'"), 40);
+    a.verify_deep_clean("gateway a after the race");
+    b.verify_deep_clean("gateway b after the race");
+    for (id, m) in new.iter().step_by(3) {
+        assert_eq!(a.raw(id), *m, "{id} byte-exact after the purge");
+    }
+}
+
+/// PostgreSQL stops in the middle of ingest, then (once it is back) the object store does: holds keep exiting 0
+/// throughout, `check` exits 75 naming the part that is down, ingest resumes when each returns, and every
+/// acknowledged message ends up held exactly once, byte-exact.
+#[test]
+fn gateways_survive_a_database_then_an_object_store_outage_during_ingest() {
+    let pg = Server::private();
+    let db = pg.create_database();
+    let weed = Weed::private();
+    let bucket = weed.bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    let mut held: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut n = 0;
+    let mut hold_some = |count: usize, held: &mut Vec<(String, Vec<u8>)>| {
+        for _ in 0..count {
+            for (s, node) in [(&a, "a"), (&b, "b")] {
+                let m = message(node, n);
+                held.push((hold(s, &m, "SPAM"), m)); // hold_ok asserts exit 0 and an id
+            }
+            n += 1;
+        }
+    };
+
+    hold_some(15, &mut held);
+    let (ia, ib) = (spawn(&a, &["ingest"]), spawn(&b, &["ingest"]));
+    pg.stop_server();
+    // Either ingest may have finished before the stop or failed after it: nothing is lost either way.
+    let _ = (finish(ia, "ingest a", Instant::now()), finish(ib, "ingest b", Instant::now()));
+    hold_some(5, &mut held);
+    for s in [&a, &b] {
+        assert_ne!(s.q(&["ingest"]).code, 0, "ingest without the database fails");
+        assert!(!s.spool_files().is_empty(), "the mail waits in the spool");
+        let c = s.q(&["check"]);
+        c.code_is(75, "check with the database down");
+        assert!(c.all().contains("shared index is unreachable"), "{}", c.all());
+    }
+    pg.start_server();
+    for s in [&a, &b] {
+        s.q(&["ingest"]).code_is(0, "ingest once the database is back");
+        assert!(s.spool_files().is_empty(), "the spool drained");
+    }
+
+    hold_some(15, &mut held);
+    let (ia, ib) = (spawn(&a, &["ingest"]), spawn(&b, &["ingest"]));
+    weed.kill();
+    let _ = (finish(ia, "ingest a", Instant::now()), finish(ib, "ingest b", Instant::now()));
+    hold_some(5, &mut held);
+    for s in [&a, &b] {
+        assert_ne!(s.q(&["ingest"]).code, 0, "ingest without the object store fails");
+        assert!(!s.spool_files().is_empty(), "the mail waits in the spool");
+        let c = s.q(&["check"]);
+        c.code_is(75, "check with the object store down");
+        assert!(c.stderr.contains("object store") && c.stderr.contains("unreachable"), "{}", c.all());
+    }
+    weed.start();
+    for s in [&a, &b] {
+        s.q(&["ingest"]).code_is(0, "ingest once the object store is back");
+        assert!(s.spool_files().is_empty(), "the spool drained");
+        s.q(&["check"]).code_is(0, "check with both backends back");
+    }
+
+    let listed = listing(&a);
+    assert_eq!(listed.len(), held.len(), "every acknowledged message held exactly once");
+    for (id, m) in &held {
+        assert!(listed.contains_key(id), "{id} is held");
+        assert_eq!(b.raw(id), *m, "{id} byte-exact");
+    }
+    a.verify_deep_clean("gateway a after both outages");
+    b.verify_deep_clean("gateway b after both outages");
+}
