@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::Instant;
 
 use quarantine_testkit::postgres::{self, Server};
-use quarantine_testkit::run::finish;
+use quarantine_testkit::run::{finish, wait_for};
 use quarantine_testkit::s3::{Bucket, Weed};
 use quarantine_testkit::sink::Sink;
 use quarantine_testkit::{Out, Scratch, Store};
@@ -186,35 +186,36 @@ fn gateways_release_one_selection_at_once_delivering_each_recipient_once() {
     assert!(again.text().contains("skipped 120"), "a third release finds every recipient released: {}", again.all());
 }
 
-/// `purge` on one gateway while the other holds and ingests, where the new mail shares bytes with what is purged
-/// (the GC's delete races the other node's create-only upload of the same object) and with no grace at all:
-/// afterwards every live row's object is there (`verify --deep` clean on both), and every message held is either
-/// live or purged by the rule, counted.
+/// `purge` on one gateway while the other holds and ingests, where the other's new mail has the same bytes as what
+/// is purged (the GC's deletes race that node's create-only uploads of the same objects) and with no grace at all,
+/// over several rounds: afterwards every live row's object is there (`verify --deep` clean on both), and every
+/// message held is either live or purged by the rule, counted.
 #[test]
 fn gateways_purge_on_one_while_the_other_ingests_loses_nothing() {
     let db = postgres::database();
     let bucket = Weed::shared().bucket();
     let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
-    let old: Vec<String> = (0..40).map(|i| hold(&a, &message("m", i), "OLD")).collect();
-    a.ingest();
-
-    let new = std::thread::scope(|t| {
-        let purge = t.spawn(|| a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]));
-        // The same 40 messages again on b (so their objects are wanted again), and 20 of its own.
-        let mut new = Vec::new();
-        for i in 0..60 {
-            let m = if i < 40 { message("m", i) } else { message("b", i) };
-            new.push((hold(&b, &m, "NEW"), m));
-            if i % 10 == 9 {
-                b.ingest();
-            }
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let (first, last) = (round * 30, round * 30 + 30);
+        old.extend((first..last).map(|i| hold(&a, &message("m", i), "OLD")));
+        a.ingest();
+        // b's spool: the same 30 messages again (so their objects are wanted again) and 10 of its own.
+        for i in first..last {
+            new.push((hold(&b, &message("m", i), "NEW"), message("m", i)));
         }
-        let p = purge.join().unwrap();
-        p.code_is(0, "purge on a while b ingests");
-        new
-    });
+        std::thread::scope(|t| {
+            let purge = t.spawn(|| a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]));
+            let ingest = spawn(&b, &["ingest"]);
+            for i in first..first + 10 {
+                new.push((hold(&b, &message("b", i), "NEW"), message("b", i)));
+            }
+            finish(ingest, "ingest on b", Instant::now()).code_is(0, "ingest on b while a purges");
+            purge.join().unwrap().code_is(0, "purge on a while b ingests");
+        });
+    }
     b.ingest();
-    // A second purge with no grace now sees every queued object: it must still keep those b's rows reference.
+    // One more purge with no grace: every object is old enough now, and those b's rows reference must stay.
     a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]).code_is(0, "purge again");
 
     let live = listing(&b);
@@ -225,12 +226,114 @@ fn gateways_purge_on_one_while_the_other_ingests_loses_nothing() {
         let v = a.show_json(id);
         assert!(!v["purged_at"].is_null(), "{id} purged by the rule: {v}");
     }
-    assert_eq!(a.sql_count("SELECT count(*) FROM messages"), 100, "40 purged tombstones + 60 live rows");
-    assert_eq!(a.sql_count("SELECT count(*) FROM messages WHERE purged_us IS NOT NULL AND verdict = 'OLD'"), 40);
+    assert_eq!(a.sql_count("SELECT count(*) FROM messages"), 210, "90 purged tombstones + 120 live rows");
+    assert_eq!(a.sql_count("SELECT count(*) FROM messages WHERE purged_us IS NOT NULL AND verdict = 'OLD'"), 90);
     a.verify_deep_clean("gateway a after the race");
     b.verify_deep_clean("gateway b after the race");
-    for (id, m) in new.iter().step_by(3) {
-        assert_eq!(a.raw(id), *m, "{id} byte-exact after the purge");
+    for (id, m) in &new {
+        assert_eq!(a.raw(id), *m, "{id} byte-exact after the purges");
+    }
+}
+
+/// The writers' advisory lock every write transaction takes on PostgreSQL (`store/src/db/pg.rs`, 'QRNT').
+const WRITE_LOCK: i64 = 0x5152_4e54;
+
+/// How many sessions wait for [`WRITE_LOCK`] on the database `conninfo` (a single-key advisory lock shows its key
+/// in `objid`).
+fn lock_waiters(conninfo: &str) -> usize {
+    let sql =
+        format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {WRITE_LOCK} AND NOT granted");
+    postgres::server().psql(conninfo, &sql).trim().parse().unwrap()
+}
+
+/// A psql session, named `name`, that takes [`WRITE_LOCK`] and keeps it until [`Holder::release`]: where it stands in
+/// the lock's queue decides which of the other writers goes first.
+struct Holder {
+    name: &'static str,
+    conninfo: String,
+    child: Child,
+}
+
+impl Holder {
+    /// Starts the session and asks for the lock (it may queue behind others).
+    fn ask(conninfo: &str, name: &'static str) -> Holder {
+        use std::io::Write;
+        let mut child = std::process::Command::new(std::path::Path::new(postgres::BIN).join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &format!("{conninfo} application_name={name}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sql = child.stdin.as_mut().unwrap();
+        writeln!(sql, "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK});").unwrap();
+        sql.flush().unwrap();
+        Holder { name, conninfo: conninfo.to_string(), child }
+    }
+
+    fn holds(&self) -> bool {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' \
+             AND l.objid = {WRITE_LOCK} AND l.granted AND a.application_name = '{}'",
+            self.name
+        );
+        postgres::server().psql(&self.conninfo, &sql).trim() == "1"
+    }
+
+    fn release(mut self) {
+        use std::io::Write;
+        let mut sql = self.child.stdin.take().unwrap();
+        writeln!(sql, "COMMIT;").unwrap();
+        drop(sql);
+        assert!(self.child.wait().unwrap().success(), "psql {} committed", self.name);
+    }
+}
+
+/// The worst interleaving of purge's GC with another node's ingest, forced rather than hoped for: B's ingest has
+/// found the objects already in the bucket (create-only PUT: "already there", and they check) and waits for the
+/// writers' lock, while A's GC, queued on that lock first, deletes those same unreferenced objects. B's commit
+/// must not reference objects that are gone: its rows' objects are there afterwards (`verify --deep` clean on
+/// both), byte-exact.
+#[test]
+fn gateways_gc_deleting_objects_another_node_just_found_keeps_that_nodes_rows_whole() {
+    let db = postgres::database();
+    let bucket = Weed::shared().bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    let msgs: Vec<Vec<u8>> = (0..10).map(|i| message("gc", i)).collect();
+    for m in &msgs {
+        hold(&a, m, "OLD");
+    }
+    a.ingest();
+    // Tombstoned, their objects queued for GC and kept for now (uploaded within the default grace).
+    a.q(&["purge", "--verdict", "OLD", "--yes"]).code_is(0, "purge with the default grace");
+    assert_eq!(a.sql_count("SELECT count(*) FROM gc_queue"), 10, "the objects wait in the GC queue");
+    assert_eq!(bucket.keys(&format!("{PREFIX}/")).len(), 10, "and are still in the bucket");
+    let ids: Vec<String> = msgs.iter().map(|m| hold(&b, m, "NEW")).collect();
+
+    // The queue for the lock, built one step at a time: purge writes its audit row in a first write transaction
+    // and runs its GC in the next, so a second holder lets the first one through and keeps the GC waiting.
+    let limit = std::time::Duration::from_secs(120);
+    let first = Holder::ask(&db, "first");
+    wait_for(limit, "psql to hold the writers' lock", || first.holds());
+    let gc = spawn(&a, &["purge", "--verdict", "NOTHING", "--orphan-grace", "0s", "--yes"]);
+    wait_for(limit, "the purge to wait for the lock", || lock_waiters(&db) == 1);
+    let second = Holder::ask(&db, "second");
+    wait_for(limit, "the second holder to queue", || lock_waiters(&db) == 2);
+    first.release();
+    // The purge's audit row went through; now its GC waits behind the second holder.
+    wait_for(limit, "the GC to queue behind the second holder", || second.holds() && lock_waiters(&db) == 1);
+    // Last in the queue: b's ingest, whose create-only uploads found the objects in place, waiting to commit.
+    let ingest = spawn(&b, &["ingest"]);
+    wait_for(limit, "b's ingest to wait for the lock", || lock_waiters(&db) == 2);
+    second.release();
+    let gc = finish(gc, "purge", Instant::now());
+    gc.code_is(0, "the GC");
+    finish(ingest, "ingest on b", Instant::now()).code_is(0, "ingest on b after the GC");
+
+    assert!(gc.text().contains("removed 10 blob(s)"), "the GC deleted the queued objects first: {}", gc.all());
+    a.verify_deep_clean("a after the GC deleted objects b's ingest had found");
+    b.verify_deep_clean("b after the GC deleted objects its ingest had found");
+    for (id, m) in ids.iter().zip(&msgs) {
+        assert_eq!(a.raw(id), *m, "{id} byte-exact");
     }
 }
 
