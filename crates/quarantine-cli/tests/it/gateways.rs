@@ -240,23 +240,24 @@ const WRITE_LOCK: i64 = 0x5152_4e54;
 
 /// How many sessions wait for [`WRITE_LOCK`] on the database `conninfo` (a single-key advisory lock shows its key
 /// in `objid`).
-fn lock_waiters(conninfo: &str) -> usize {
+fn lock_waiters(pg: &Server, conninfo: &str) -> usize {
     let sql =
         format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {WRITE_LOCK} AND NOT granted");
-    postgres::server().psql(conninfo, &sql).trim().parse().unwrap()
+    pg.psql(conninfo, &sql).trim().parse().unwrap()
 }
 
 /// A psql session, named `name`, that takes [`WRITE_LOCK`] and keeps it until [`Holder::release`]: where it stands in
 /// the lock's queue decides which of the other writers goes first.
-struct Holder {
+struct Holder<'s> {
+    pg: &'s Server,
     name: &'static str,
     conninfo: String,
     child: Child,
 }
 
-impl Holder {
+impl<'s> Holder<'s> {
     /// Starts the session and asks for the lock (it may queue behind others).
-    fn ask(conninfo: &str, name: &'static str) -> Holder {
+    fn ask(pg: &'s Server, conninfo: &str, name: &'static str) -> Holder<'s> {
         use std::io::Write;
         let mut child = std::process::Command::new(std::path::Path::new(postgres::BIN).join("psql"))
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &format!("{conninfo} application_name={name}")])
@@ -267,7 +268,7 @@ impl Holder {
         let sql = child.stdin.as_mut().unwrap();
         writeln!(sql, "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK});").unwrap();
         sql.flush().unwrap();
-        Holder { name, conninfo: conninfo.to_string(), child }
+        Holder { pg, name, conninfo: conninfo.to_string(), child }
     }
 
     fn holds(&self) -> bool {
@@ -276,7 +277,7 @@ impl Holder {
              AND l.objid = {WRITE_LOCK} AND l.granted AND a.application_name = '{}'",
             self.name
         );
-        postgres::server().psql(&self.conninfo, &sql).trim() == "1"
+        self.pg.psql(&self.conninfo, &sql).trim() == "1"
     }
 
     fn release(mut self) {
@@ -285,6 +286,12 @@ impl Holder {
         writeln!(sql, "COMMIT;").unwrap();
         drop(sql);
         assert!(self.child.wait().unwrap().success(), "psql {} committed", self.name);
+    }
+
+    /// For a holder whose server went away under it.
+    fn abandon(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -312,18 +319,19 @@ fn gateways_gc_deleting_objects_another_node_just_found_keeps_that_nodes_rows_wh
     // The queue for the lock, built one step at a time: purge writes its audit row in a first write transaction
     // and runs its GC in the next, so a second holder lets the first one through and keeps the GC waiting.
     let limit = std::time::Duration::from_secs(120);
-    let first = Holder::ask(&db, "first");
+    let pg = postgres::server();
+    let first = Holder::ask(pg, &db, "first");
     wait_for(limit, "psql to hold the writers' lock", || first.holds());
     let gc = spawn(&a, &["purge", "--verdict", "NOTHING", "--orphan-grace", "0s", "--yes"]);
-    wait_for(limit, "the purge to wait for the lock", || lock_waiters(&db) == 1);
-    let second = Holder::ask(&db, "second");
-    wait_for(limit, "the second holder to queue", || lock_waiters(&db) == 2);
+    wait_for(limit, "the purge to wait for the lock", || lock_waiters(pg, &db) == 1);
+    let second = Holder::ask(pg, &db, "second");
+    wait_for(limit, "the second holder to queue", || lock_waiters(pg, &db) == 2);
     first.release();
     // The purge's audit row went through; now its GC waits behind the second holder.
-    wait_for(limit, "the GC to queue behind the second holder", || second.holds() && lock_waiters(&db) == 1);
+    wait_for(limit, "the GC to queue behind the second holder", || second.holds() && lock_waiters(pg, &db) == 1);
     // Last in the queue: b's ingest, whose create-only uploads found the objects in place, waiting to commit.
     let ingest = spawn(&b, &["ingest"]);
-    wait_for(limit, "b's ingest to wait for the lock", || lock_waiters(&db) == 2);
+    wait_for(limit, "b's ingest to wait for the lock", || lock_waiters(pg, &db) == 2);
     second.release();
     let gc = finish(gc, "purge", Instant::now());
     gc.code_is(0, "the GC");
@@ -359,11 +367,20 @@ fn gateways_survive_a_database_then_an_object_store_outage_during_ingest() {
         }
     };
 
+    let limit = std::time::Duration::from_secs(120);
     hold_some(15, &mut held);
+    // In the middle of ingest, for sure: both ingests have uploaded their batches and wait for the writers' lock
+    // to commit the rows when the database goes away.
+    let holder = Holder::ask(&pg, &db, "holder");
+    wait_for(limit, "psql to hold the writers' lock", || holder.holds());
     let (ia, ib) = (spawn(&a, &["ingest"]), spawn(&b, &["ingest"]));
+    wait_for(limit, "both ingests to wait for the lock", || lock_waiters(&pg, &db) == 2);
     pg.stop_server();
-    // Either ingest may have finished before the stop or failed after it: nothing is lost either way.
-    let _ = (finish(ia, "ingest a", Instant::now()), finish(ib, "ingest b", Instant::now()));
+    holder.abandon();
+    for (c, name) in [(ia, "a"), (ib, "b")] {
+        let out = finish(c, "ingest", Instant::now());
+        assert_ne!(out.code, 0, "ingest on {name} lost its database before committing: {}", out.all());
+    }
     hold_some(5, &mut held);
     for s in [&a, &b] {
         assert_ne!(s.q(&["ingest"]).code, 0, "ingest without the database fails");
@@ -379,9 +396,18 @@ fn gateways_survive_a_database_then_an_object_store_outage_during_ingest() {
     }
 
     hold_some(15, &mut held);
+    // In the middle of ingest again: the uploads are done, and under the lock each commit re-checks its objects
+    // (HEAD) with the object store gone.
+    let holder = Holder::ask(&pg, &db, "holder");
+    wait_for(limit, "psql to hold the writers' lock", || holder.holds());
     let (ia, ib) = (spawn(&a, &["ingest"]), spawn(&b, &["ingest"]));
+    wait_for(limit, "both ingests to wait for the lock", || lock_waiters(&pg, &db) == 2);
     weed.kill();
-    let _ = (finish(ia, "ingest a", Instant::now()), finish(ib, "ingest b", Instant::now()));
+    holder.release();
+    for (c, name) in [(ia, "a"), (ib, "b")] {
+        let out = finish(c, "ingest", Instant::now());
+        assert_ne!(out.code, 0, "ingest on {name} lost its object store before committing: {}", out.all());
+    }
     hold_some(5, &mut held);
     for s in [&a, &b] {
         assert_ne!(s.q(&["ingest"]).code, 0, "ingest without the object store fails");
