@@ -432,3 +432,54 @@ fn gateways_survive_a_database_then_an_object_store_outage_during_ingest() {
     a.verify_deep_clean("gateway a after both outages");
     b.verify_deep_clean("gateway b after both outages");
 }
+
+/// The object store down while a release and a purge run (not an ingest): the release sends nothing and keeps
+/// every recipient held for a later run, which delivers each exactly once; the purge tombstones its rows (row
+/// first, object second) and leaves the objects queued, and a purge once the store is back deletes them.
+#[test]
+fn gateways_release_and_purge_with_the_object_store_down_finish_when_it_is_back() {
+    let db = postgres::database();
+    let weed = Weed::private();
+    let bucket = weed.bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    for i in 0..5 {
+        hold(&a, &message("rel", i), "PMX:VIRUS");
+        hold(&a, &message("old", i), "OLD");
+    }
+    a.ingest();
+    let sink = Sink::start(&[]);
+    weed.kill();
+
+    let r = b.q(&["release", "--verdict", "PMX:VIRUS", "--relay", &sink.url(), "--yes"]);
+    assert_ne!(r.code, 0, "a release that could read no original says so: {}", r.all());
+    assert!(sink.messages().is_empty(), "nothing was sent without the originals");
+    let held = "SELECT count(*) FROM recipients r JOIN messages m ON m.id = r.message \
+                WHERE m.verdict = 'PMX:VIRUS' AND r.state = 'held'";
+    assert_eq!(b.sql_count(held), 10, "every recipient still held, for the next run: {}", r.all());
+
+    let p = a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]);
+    assert_eq!(p.code, 1, "objects it could not delete are per-item errors, reported: {}", p.all());
+    let tombstones = "SELECT count(*) FROM messages WHERE verdict = 'OLD' AND purged_us IS NOT NULL";
+    assert_eq!(a.sql_count(tombstones), 5, "the rows are purged even with the objects out of reach: {}", p.all());
+    assert_eq!(a.sql_count("SELECT count(*) FROM gc_queue"), 5, "their objects wait in the GC queue: {}", p.all());
+
+    weed.start();
+    let r = b.q(&["release", "--verdict", "PMX:VIRUS", "--relay", &sink.url(), "--yes"]);
+    r.code_is(0, "the release once the object store is back");
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.body);
+        let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_string)).unwrap();
+        for r in m.rcpt_addrs() {
+            *seen.entry((subject.clone(), r)).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 10, "every recipient delivered: {seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "each once: {seen:?}");
+
+    a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]).code_is(0, "purge once the store is back");
+    assert_eq!(a.sql_count("SELECT count(*) FROM gc_queue"), 0, "the queue drained");
+    assert_eq!(bucket.keys(&format!("{PREFIX}/")).len(), 5, "only the released messages' objects are left");
+    a.verify_deep_clean("a after the outage");
+    a.q(&["log", "--verify"]).code_is(0, "log --verify");
+}
