@@ -483,3 +483,78 @@ fn gateways_release_and_purge_with_the_object_store_down_finish_when_it_is_back(
     a.verify_deep_clean("a after the outage");
     a.q(&["log", "--verify"]).code_is(0, "log --verify");
 }
+
+/// A release still running on one gateway is someone else's work to every other gateway, never "in doubt": a
+/// `release --retry-in-doubt` started on another host (its own UTS namespace and hostname) while the first
+/// release waits in the middle of a transaction re-sends nothing, and every recipient is delivered once.
+#[test]
+fn gateways_a_release_running_on_another_host_is_busy_not_in_doubt() {
+    use quarantine_testkit::smtp::{Script, Server as Smtp};
+    use std::sync::{mpsc, Arc, Condvar, Mutex};
+    let db = postgres::database();
+    let bucket = Weed::shared().bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    for i in 0..3 {
+        hold(&a, &message("busy", i), "PMX:VIRUS");
+    }
+    a.ingest();
+
+    // The relay stops the first transaction at its first RCPT until the test opens the gate.
+    let (arrived_tx, arrived) = mpsc::channel::<()>();
+    let arrived_tx = Mutex::new(Some(arrived_tx));
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let g = gate.clone();
+    let relay = Smtp::start(Script::default().rcpt(move |_| {
+        if let Some(tx) = arrived_tx.lock().unwrap().take() {
+            tx.send(()).unwrap();
+            let (open, cv) = &*g;
+            let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
+        }
+        "250 2.1.5 Ok".to_string()
+    }));
+    let first = spawn(&a, &["release", "--verdict", "PMX:VIRUS", "--relay", &relay.url(), "--yes"]);
+    arrived.recv_timeout(std::time::Duration::from_secs(120)).expect("the first release reaches the relay");
+
+    // The other host's release goes to a relay of its own: the gated one serves one session at a time.
+    let sink = Sink::start(&[]);
+    let mut other = b.program(quarantine_testkit::require("unshare", "util-linux"));
+    other.args(["--uts", "sh", "-c", "hostname gw-elsewhere && exec \"$0\" \"$@\"", BIN]).args(b.args(&[
+        "release",
+        "--verdict",
+        "PMX:VIRUS",
+        "--retry-in-doubt",
+        "--relay",
+        &sink.url(),
+        "--yes",
+    ]));
+    let second = quarantine_testkit::run::run(other, quarantine_testkit::Input::Null, quarantine_testkit::HANG);
+    let (open, cv) = &*gate;
+    *open.lock().unwrap() = true;
+    cv.notify_all();
+    let first = finish(first, "the first release", Instant::now());
+    first.code_is(0, "the first release");
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for t in relay.transactions() {
+        let subject = String::from_utf8_lossy(&t.data)
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            .unwrap();
+        for r in t.rcpt_addrs() {
+            *seen.entry(format!("{subject} {r}")).or_default() += 1;
+        }
+    }
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.body);
+        let subject = text.lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_string)).unwrap();
+        for r in m.rcpt_addrs() {
+            *seen.entry(format!("{subject} {r}")).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), 6, "every recipient delivered: {seen:?}\n{}\n{}", first.all(), second.all());
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a recipient was delivered twice: {seen:?}\nthe release on the other host: {}",
+        second.all()
+    );
+}
