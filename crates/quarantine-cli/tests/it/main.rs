@@ -8,6 +8,7 @@
 
 mod cli_output;
 mod config;
+mod gateways;
 mod hardening;
 mod hold;
 mod import;

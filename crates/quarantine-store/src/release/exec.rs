@@ -412,6 +412,7 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<Report> {
         let tag = Tag::current(&opts.actor);
+        journal::announce_running(&self.conn, &tag.release).map_err(crate::index::sql_err(&self.index_path))?;
         let tag_s = tag.encode();
         let copy = plan.copy_to.is_some();
         let mut report = Report { release: tag.release.clone(), copy, ..Report::default() };

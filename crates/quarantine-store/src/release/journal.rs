@@ -94,6 +94,46 @@ impl Tag {
     }
 }
 
+/// The class of the session-level advisory lock a release holds on a shared (PostgreSQL) index for as long as its
+/// connection lives, keyed by the `hashtext` of its release id ('QRNU'; the writers' lock is the single key 'QRNT').
+/// [`Tag::is_alive`] can only see processes on this machine: a release running on another gateway would look dead
+/// there, its claims "in doubt", and `--retry-in-doubt` would send them a second time while it is still sending.
+const RUNNING_CLASS: i32 = 0x5152_4e55;
+
+/// On a shared index, holds this release's running lock until the connection closes (the process exits, however it
+/// ends, or the server drops the session). Nothing to do on SQLite: every release is on this machine.
+pub(crate) fn announce_running(conn: &Conn, release: &str) -> rusqlite::Result<()> {
+    if conn.is_postgres() {
+        conn.query_row(
+            &format!("SELECT 1 FROM (SELECT pg_advisory_lock({RUNNING_CLASS}, hashtext(?1))) AS l"),
+            [release],
+            |_| Ok(()),
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether `release` still runs on some gateway's connection to the shared index: its running lock is held. A
+/// hash collision can only make a finished release look busy (its claims wait), never a running one look done.
+pub(crate) fn running_elsewhere(conn: &Conn, release: &str) -> rusqlite::Result<bool> {
+    if !conn.is_postgres() {
+        return Ok(false);
+    }
+    let free: i64 = conn.query_row(
+        &format!("SELECT CASE WHEN pg_try_advisory_lock({RUNNING_CLASS}, hashtext(?1)) THEN 1 ELSE 0 END"),
+        [release],
+        |r| r.get(0),
+    )?;
+    if free == 1 {
+        conn.query_row(
+            &format!("SELECT CASE WHEN pg_advisory_unlock({RUNNING_CLASS}, hashtext(?1)) THEN 1 ELSE 0 END"),
+            [release],
+            |r| r.get::<_, i64>(0),
+        )?;
+    }
+    Ok(free == 0)
+}
+
 /// Describes a stored tag, readable or not.
 pub fn describe(stored: &str) -> String {
     Tag::parse(stored).map(|t| t.describe()).unwrap_or_else(|| format!("release {stored}"))

@@ -204,9 +204,21 @@ impl Store {
                                 .map_err(self.sql_err())?
                                 .and_then(|s| s.release_id)
                                 .unwrap_or_default();
-                            let live = *alive
-                                .entry(stored.clone())
-                                .or_insert_with(|| Tag::parse(&stored).is_some_and(|t| t.is_alive()));
+                            let live = match alive.get(&stored) {
+                                Some(&live) => live,
+                                None => {
+                                    let live = match Tag::parse(&stored) {
+                                        Some(t) => {
+                                            t.is_alive()
+                                                || journal::running_elsewhere(&self.conn, &t.release)
+                                                    .map_err(self.sql_err())?
+                                        }
+                                        None => false,
+                                    };
+                                    alive.insert(stored.clone(), live);
+                                    live
+                                }
+                            };
                             if live {
                                 Action::Skip { skip: Skip::Busy { by: stored } }
                             } else if req.retry_in_doubt {
