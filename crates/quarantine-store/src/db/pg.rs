@@ -14,8 +14,21 @@ use rusqlite::types::Value;
 
 use super::pg_error;
 
-/// Every write transaction takes this advisory lock (module docs of `db`, *Locking*): 'QRNT' as a key.
+/// Every write transaction takes this advisory lock (module docs of `db`, *Locking*): 'QRNT' as a key. Release
+/// claims take it shared, every other writer exclusive.
 pub(crate) const WRITE_LOCK: i64 = 0x5152_4e54;
+
+/// How a transaction holds [`WRITE_LOCK`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteLock {
+    /// A read transaction: no lock.
+    None,
+    /// A release's claims and outcomes: compatible with each other (row locks keep them apart), excluded from
+    /// every exclusive writer.
+    Shared,
+    /// Ingest, purge and its GC, audit appends, migrations: one at a time across every gateway.
+    Exclusive,
+}
 
 /// The first shared database this process connected to, for error messages (db::shared_target).
 pub(crate) static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -113,8 +126,12 @@ impl PgConn {
         self.client()?.batch_execute(sql).map_err(pg_error)
     }
 
-    pub fn begin(&self, write: bool) -> rusqlite::Result<()> {
-        let sql = if write { format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})") } else { "BEGIN".into() };
+    pub(crate) fn begin(&self, lock: WriteLock) -> rusqlite::Result<()> {
+        let sql = match lock {
+            WriteLock::None => "BEGIN".into(),
+            WriteLock::Shared => format!("BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"),
+            WriteLock::Exclusive => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
+        };
         let begun = self.client()?.batch_execute(&sql);
         if let Err(e) = begun {
             // BEGIN may have run and the lock failed: leave no aborted transaction behind for the next statement.
