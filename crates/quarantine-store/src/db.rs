@@ -10,7 +10,7 @@
 //! Most SQL is written in the subset both engines accept (`ON CONFLICT DO NOTHING`, `RETURNING`, `FILTER`,
 //! `string_agg`). What differs is handled in one place each: placeholders, `GLOB` and the FTS5 `MATCH` are
 //! rewritten for PostgreSQL by [`pg::translate`] onto functions the PostgreSQL migrations define (`instr`, a glob
-//! operator, `quarantine_fts` over the trigram-indexed `message_text` table); `PRAGMA`s are SQLite's only, and
+//! operator, a `LIKE` that the trigram indexes on `message_text` answer); `PRAGMA`s are SQLite's only, and
 //! callers that need them check [`Conn::is_postgres`].
 //!
 //! # Locking
