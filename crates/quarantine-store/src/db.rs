@@ -10,14 +10,19 @@
 //! Most SQL is written in the subset both engines accept (`ON CONFLICT DO NOTHING`, `RETURNING`, `FILTER`,
 //! `string_agg`). What differs is handled in one place each: placeholders, `GLOB` and the FTS5 `MATCH` are
 //! rewritten for PostgreSQL by [`pg::translate`] onto functions the PostgreSQL migrations define (`instr`, a glob
-//! operator, `quarantine_fts` over the trigram-indexed `message_text` table); `PRAGMA`s are SQLite's only, and
+//! operator, a `LIKE` that the trigram indexes on `message_text` answer); `PRAGMA`s are SQLite's only, and
 //! callers that need them check [`Conn::is_postgres`].
 //!
 //! # Locking
 //! SQLite's `BEGIN IMMEDIATE` makes every write transaction exclusive; the store's protocols (ingest vs purge's
 //! GC, the audit chain, release claims) were designed on that. On PostgreSQL a write transaction takes one
 //! transaction-scoped advisory lock, so writers from every gateway are serialised the same way and each protocol
-//! keeps its proof; readers never wait for it.
+//! keeps its proof; readers never wait for it. The one exception is a release's claims and outcomes
+//! ([`Conn::begin_claims`]): they take that lock *shared*, so releases on several gateways claim at the same
+//! time, and keep apart by locking the recipient rows they claim (`FOR UPDATE SKIP LOCKED`). Shared still
+//! excludes every exclusive writer, which purge needs: its "no recipient is `releasing`" test must not race an
+//! uncommitted claim. A claim transaction never appends to the audit chain (the release-start row is written in an
+//! exclusive one), so no transaction ever asks to upgrade the lock.
 
 use rusqlite::types::{FromSql, Value, ValueRef};
 use rusqlite::ToSql;
@@ -378,7 +383,23 @@ impl Conn {
                 _ => "BEGIN DEFERRED",
             })?,
             #[cfg(feature = "postgres")]
-            Conn::Pg(c) => c.begin(!matches!(behavior, TransactionBehavior::Deferred))?,
+            Conn::Pg(c) => c.begin(match behavior {
+                TransactionBehavior::Deferred => pg::WriteLock::None,
+                _ => pg::WriteLock::Exclusive,
+            })?,
+        }
+        Ok(Tx { conn: self, done: false })
+    }
+
+    /// A write transaction for a release's claims and outcomes, which keep apart by row locks
+    /// ([`crate::release`]'s journal): on SQLite `BEGIN IMMEDIATE` like any writer; on PostgreSQL the writers' lock
+    /// taken shared, so releases on several gateways claim at once while ingest, purge and audit appends still
+    /// exclude them (module docs, *Locking*). Nothing in it may append to the audit chain.
+    pub fn begin_claims(&self) -> rusqlite::Result<Tx<'_>> {
+        match self {
+            Conn::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
+            #[cfg(feature = "postgres")]
+            Conn::Pg(c) => c.begin(pg::WriteLock::Shared)?,
         }
         Ok(Tx { conn: self, done: false })
     }

@@ -266,14 +266,17 @@ impl Store {
         }
     }
 
-    /// SQLite's plan for the query `select` runs for `sel`, one line per step (`EXPLAIN QUERY PLAN`), e.g.
-    /// `SEARCH recipients USING INDEX recipients_address (address_lc=?)`.
+    /// The engine's plan for the query `select` runs for `sel`, one line per step: SQLite's `EXPLAIN QUERY PLAN`
+    /// (`SEARCH recipients USING INDEX recipients_address (address_lc=?)`), or PostgreSQL's `EXPLAIN (COSTS OFF)`
+    /// (`Bitmap Index Scan on message_text_subject`).
     pub fn query_plan(&self, sel: &Selector) -> Result<Vec<String>> {
         let sql = sel.to_sql();
         let e = self.sql_err();
-        let mut stmt = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {}", select_query(&sql, None))).map_err(&e)?;
+        let (explain, col) =
+            if self.conn.is_postgres() { ("EXPLAIN (COSTS OFF)", 0) } else { ("EXPLAIN QUERY PLAN", 3) };
+        let mut stmt = self.conn.prepare(&format!("{explain} {}", select_query(&sql, None))).map_err(&e)?;
         let lines = stmt
-            .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(3))
+            .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(col))
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;

@@ -30,6 +30,11 @@ pub struct Server {
     lock: Mutex<()>,
 }
 
+/// The path of PostgreSQL's program `name` (psql, pg_ctl, ...), for a test that drives one itself.
+pub fn tool_path(name: &str) -> PathBuf {
+    tool(name)
+}
+
 fn tool(name: &str) -> PathBuf {
     let p = Path::new(BIN).join(name);
     assert!(

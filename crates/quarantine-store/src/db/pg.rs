@@ -14,8 +14,21 @@ use rusqlite::types::Value;
 
 use super::pg_error;
 
-/// Every write transaction takes this advisory lock (module docs of `db`, *Locking*): 'QRNT' as a key.
+/// Every write transaction takes this advisory lock (module docs of `db`, *Locking*): 'QRNT' as a key. Release
+/// claims take it shared, every other writer exclusive.
 pub(crate) const WRITE_LOCK: i64 = 0x5152_4e54;
+
+/// How a transaction holds [`WRITE_LOCK`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteLock {
+    /// A read transaction: no lock.
+    None,
+    /// A release's claims and outcomes: compatible with each other (row locks keep them apart), excluded from
+    /// every exclusive writer.
+    Shared,
+    /// Ingest, purge and its GC, audit appends, migrations: one at a time across every gateway.
+    Exclusive,
+}
 
 /// The first shared database this process connected to, for error messages (db::shared_target).
 pub(crate) static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -113,8 +126,12 @@ impl PgConn {
         self.client()?.batch_execute(sql).map_err(pg_error)
     }
 
-    pub fn begin(&self, write: bool) -> rusqlite::Result<()> {
-        let sql = if write { format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})") } else { "BEGIN".into() };
+    pub(crate) fn begin(&self, lock: WriteLock) -> rusqlite::Result<()> {
+        let sql = match lock {
+            WriteLock::None => "BEGIN".into(),
+            WriteLock::Shared => format!("BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"),
+            WriteLock::Exclusive => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
+        };
         let begun = self.client()?.batch_execute(&sql);
         if let Err(e) = begun {
             // BEGIN may have run and the lock failed: leave no aborted transaction behind for the next statement.
@@ -212,7 +229,7 @@ fn is_pragma(sql: &str) -> bool {
 }
 
 /// SQLite SQL → PostgreSQL: `?N` and `?` become `$N`, `GLOB` the glob operator `#~#`, and an FTS5
-/// `message_text MATCH ?N` a call of `quarantine_fts` on the trigram-indexed table (migrations/postgres/0002).
+/// `message_text MATCH ?N` an index-driven `LIKE` on the trigram-indexed table ([`fts_like`]).
 /// String literals and quoted identifiers are copied as they are.
 pub(crate) fn translate(sql: &str) -> String {
     let fts_row = if sql.contains("message_text f") { "f" } else { "message_text" };
@@ -255,7 +272,7 @@ pub(crate) fn translate(sql: &str) -> String {
                 if word.eq_ignore_ascii_case("GLOB") {
                     out.push_str("#~#");
                 } else if word == "message_text" && sql[word_end..].starts_with(" MATCH ") {
-                    out.push_str(&format!("quarantine_fts({fts_row}.subject, {fts_row}.hdr_from, "));
+                    let mut call = String::new();
                     // Skip " MATCH " and copy the placeholder, then close the call.
                     let skip = word_end + " MATCH ".len();
                     while chars.peek().is_some_and(|&(j, _)| j < skip) {
@@ -276,7 +293,8 @@ pub(crate) fn translate(sql: &str) -> String {
                         next += 1;
                         digits = next.to_string();
                     }
-                    out.push_str(&format!("${digits})"));
+                    call.push_str(&fts_like(fts_row, &digits));
+                    out.push_str(&call);
                     continue;
                 } else {
                     out.push_str(word);
@@ -289,6 +307,23 @@ pub(crate) fn translate(sql: &str) -> String {
         }
     }
     out
+}
+
+/// The FTS5 phrase `COLUMN : "TEXT"` in parameter `$n` (text.rs) as `lower(col) LIKE '%text%'` on the column
+/// it names, which the trigram GIN index on `lower(col)` (migrations/postgres/0002) answers. Each column gets its
+/// own arm, whose pattern is NULL (no row, and an empty index scan) unless the phrase names that column: the
+/// column is only known when the parameter is, and a generic plan must still name each index. `%`, `_` and `\`
+/// in the text are escaped, so the match is the same case-insensitive substring test as SQLite's trigram phrase.
+fn fts_like(row: &str, n: &str) -> String {
+    let p = format!("${n}");
+    let text =
+        format!("replace(substr({p}, strpos({p}, ' : \"') + 4, length({p}) - strpos({p}, ' : \"') - 4), '\"\"', '\"')");
+    let pattern =
+        format!("'%' || replace(replace(replace(lower({text}), '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'");
+    let arm = |col: &str| {
+        format!("lower({row}.{col}) LIKE (CASE WHEN split_part({p}, ' : ', 1) = '{col}' THEN {pattern} END)")
+    };
+    format!("({} OR {})", arm("subject"), arm("hdr_from"))
 }
 
 /// The values as parameters; each is encoded as the type the server inferred for its placeholder.
@@ -438,13 +473,15 @@ mod tests {
         assert_eq!(translate("SELECT ?1, ?, '?x' FROM t WHERE a = ?3"), "SELECT $1, $2, '?x' FROM t WHERE a = $3");
         assert_eq!(translate("SELECT ? , ?"), "SELECT $1 , $2");
         assert_eq!(translate("m.verdict GLOB ?2 OR x_glob = 1"), "m.verdict #~# $2 OR x_glob = 1");
-        assert_eq!(
-            translate("SELECT 1 FROM message_text f WHERE message_text MATCH ?4)"),
-            "SELECT 1 FROM message_text f WHERE quarantine_fts(f.subject, f.hdr_from, $4))"
+        let f = translate("SELECT 1 FROM message_text f WHERE message_text MATCH ?4)");
+        assert!(
+            f.starts_with("SELECT 1 FROM message_text f WHERE (lower(f.subject) LIKE (CASE WHEN split_part($4, "),
+            "{f}"
         );
-        assert_eq!(
-            translate("SELECT 1 FROM message_text WHERE message_text MATCH ?1 LIMIT ?2"),
-            "SELECT 1 FROM message_text WHERE quarantine_fts(message_text.subject, message_text.hdr_from, $1) LIMIT $2"
-        );
+        assert!(f.contains(" OR lower(f.hdr_from) LIKE "), "{f}");
+        assert!(f.ends_with(" END)))"), "{f}");
+        let t = translate("SELECT 1 FROM message_text WHERE message_text MATCH ?1 LIMIT ?2");
+        assert!(t.starts_with("SELECT 1 FROM message_text WHERE (lower(message_text.subject) LIKE "), "{t}");
+        assert!(t.ends_with(" END)) LIMIT $2"), "{t}");
     }
 }

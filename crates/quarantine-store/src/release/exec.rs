@@ -700,7 +700,14 @@ fn commit_batch(conn: &mut crate::db::Conn, path: &std::path::Path, tag: &str, r
         return Ok(out);
     }
     let now = now_us();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+    // The release-start row appends to the audit chain, which needs the exclusive lock; every other batch only
+    // touches recipient rows, which the row locks below keep apart from another gateway's release.
+    let tx = if req.start.is_some() {
+        conn.transaction_with_behavior(TransactionBehavior::Immediate)
+    } else {
+        conn.begin_claims()
+    }
+    .map_err(&e)?;
     for (m, a, o) in &req.outcomes {
         journal::record(&tx, m, a, tag, o, now).map_err(&e)?;
     }
@@ -719,9 +726,19 @@ fn commit_batch(conn: &mut crate::db::Conn, path: &std::path::Path, tag: &str, r
                         // Changed since the plan: another release got there first, or a purge.
                         report.skipped += 1;
                         let st = journal::row_state(&tx, &m.id, &r.address).map_err(&e)?;
-                        if let Some(st) = st.filter(|s| s.state == RecipientState::Releasing) {
-                            let by = journal::describe(st.release_id.as_deref().unwrap_or(""));
-                            report.problem(&m.id, &r.address, ProblemKind::Busy, format!("being released by {by}"));
+                        match st {
+                            Some(st) if st.state == RecipientState::Releasing => {
+                                let by = journal::describe(st.release_id.as_deref().unwrap_or(""));
+                                let why = format!("being released by {by}");
+                                report.problem(&m.id, &r.address, ProblemKind::Busy, why);
+                            }
+                            // Still `held` as last committed: another gateway's claim has its row locked right
+                            // now (PostgreSQL); that release sends it, or a later run does if it rolls back.
+                            Some(st) if st.state == RecipientState::Held => {
+                                let why = "being claimed by another release right now";
+                                report.problem(&m.id, &r.address, ProblemKind::Busy, why);
+                            }
+                            _ => {}
                         }
                     }
                 }

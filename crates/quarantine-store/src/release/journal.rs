@@ -11,6 +11,14 @@
 //!
 //! Every write here is guarded by the state it expects (`held` to claim, `releasing` with our tag to record), so a
 //! row that changed under us is left alone rather than overwritten.
+//!
+//! # Several gateways
+//! On PostgreSQL claim transactions of different releases run at the same time (`db` module docs, *Locking*). A
+//! claim selects the one row it changes `FOR UPDATE SKIP LOCKED` ([`guarded`]) and changes it only if it got the
+//! lock: two claims never wait for each other, and a row another node's claim holds is skipped (reported busy),
+//! never claimed twice. Once that claim commits the row is `releasing` under its tag; if it rolled back, the row is
+//! still `held`, skipped by this run and claimed by the next. Only rows in the state a claim moves them from are
+//! locked, never another run's `releasing` rows, so recording outcomes never waits for a claim either.
 
 use crate::db::Conn;
 use rusqlite::{params, OptionalExtension};
@@ -189,14 +197,24 @@ pub(crate) fn claim_failed(conn: &Conn, message: &str, address: &str, tag: &str)
 
 /// `from` → `releasing` under `tag`, guarded by the state the plan saw, for a message that is still live.
 fn claim_from(conn: &Conn, from: RecipientState, message: &str, address: &str, tag: &str) -> rusqlite::Result<bool> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE recipients SET state = 'releasing', release_id = ?3
-             WHERE message = ?1 AND address_lc = ?2 AND state = ?4
-               AND EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND purged_us IS NULL)",
-        )?
-        .execute(params![message, address::fold(address), tag, from])?;
+    let sql = guarded(
+        conn,
+        "UPDATE recipients SET state = 'releasing', release_id = ?3",
+        "message = ?1 AND address_lc = ?2 AND state = ?4
+           AND EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND purged_us IS NULL)",
+    );
+    let n = conn.prepare_cached(&sql)?.execute(params![message, address::fold(address), tag, from])?;
     Ok(n == 1)
+}
+
+/// `update WHERE guard`, and on PostgreSQL the row chosen by `guard` only if no other transaction has it locked
+/// (module docs, *Several gateways*): a claim skips a row another gateway is claiming instead of waiting for it.
+fn guarded(conn: &Conn, update: &str, guard: &str) -> String {
+    if conn.is_postgres() {
+        format!("{update} WHERE rowid = (SELECT rowid FROM recipients WHERE {guard} FOR UPDATE SKIP LOCKED)")
+    } else {
+        format!("{update} WHERE {guard}")
+    }
 }
 
 /// Takes over an in-doubt recipient (still `releasing` under `old`) for `tag`, for `--retry-in-doubt`.
@@ -207,23 +225,23 @@ pub(crate) fn claim_in_doubt(
     old: &str,
     tag: &str,
 ) -> rusqlite::Result<bool> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE recipients SET release_id = ?4
-             WHERE message = ?1 AND address_lc = ?2 AND state = 'releasing' AND release_id = ?3",
-        )?
-        .execute(params![message, address::fold(address), old, tag])?;
+    let sql = guarded(
+        conn,
+        "UPDATE recipients SET release_id = ?4",
+        "message = ?1 AND address_lc = ?2 AND state = 'releasing' AND release_id = ?3",
+    );
+    let n = conn.prepare_cached(&sql)?.execute(params![message, address::fold(address), old, tag])?;
     Ok(n == 1)
 }
 
 /// Marks a `held` recipient `failed` without sending (an address that can never go on an SMTP line).
 pub(crate) fn refuse(conn: &Conn, message: &str, address: &str, why: &str) -> rusqlite::Result<bool> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE recipients SET state = 'failed', reply = ?3, last_error = ?3
-             WHERE message = ?1 AND address_lc = ?2 AND state = 'held'",
-        )?
-        .execute(params![message, address::fold(address), why])?;
+    let sql = guarded(
+        conn,
+        "UPDATE recipients SET state = 'failed', reply = ?3, last_error = ?3",
+        "message = ?1 AND address_lc = ?2 AND state = 'held'",
+    );
+    let n = conn.prepare_cached(&sql)?.execute(params![message, address::fold(address), why])?;
     Ok(n == 1)
 }
 
