@@ -83,6 +83,21 @@ impl Sink {
         }
         out
     }
+
+    /// How many times each (Subject, recipient) arrived: the exactly-once check of the concurrent-release tests.
+    pub fn deliveries(&self) -> std::collections::HashMap<(String, String), usize> {
+        let mut seen = std::collections::HashMap::new();
+        for m in self.messages() {
+            let subject = String::from_utf8_lossy(&m.body)
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+                .expect("a delivered message has a Subject");
+            for r in m.rcpt_addrs() {
+                *seen.entry((subject.clone(), r)).or_default() += 1;
+            }
+        }
+        seen
+    }
 }
 
 impl Drop for Sink {

@@ -3,7 +3,6 @@
 //! (The selector/search and release-journal suites also run on PostgreSQL as a whole: scripts/test runs them again
 //! with QUARANTINE_TEST_INDEX=postgres.)
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -92,7 +91,7 @@ fn postgres_two_gateways_share_the_index_and_release_each_recipient_once() {
         assert!(r.code == 0 || r.code == 1, "{}", r.all());
     }
     let (ra, rb) = (&outs[0], &outs[1]);
-    let seen = deliveries(&sink);
+    let seen = sink.deliveries();
     assert_eq!(seen.len(), 160, "every recipient of every message delivered\n{}\n{}", ra.all(), rb.all());
     assert!(seen.values().all(|&n| n == 1), "a recipient was delivered twice");
     for s in [&a, &b] {
@@ -101,21 +100,6 @@ fn postgres_two_gateways_share_the_index_and_release_each_recipient_once() {
     }
     let r = a.q(&["release", "--verdict", "V-a", "--relay", &sink.url(), "--yes"]);
     assert!(r.text().contains("skipped 80"), "{}", r.all());
-}
-
-/// Delivery counts per (Subject, recipient) at `sink`.
-fn deliveries(sink: &Sink) -> HashMap<(String, String), usize> {
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for m in sink.messages() {
-        let subject = String::from_utf8_lossy(&m.body)
-            .lines()
-            .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
-            .unwrap();
-        for r in m.rcpt_addrs() {
-            *seen.entry((subject.clone(), r)).or_default() += 1;
-        }
-    }
-    seen
 }
 
 /// A relay in front of `to` that accepts connections but passes nothing until `open` is set: a release sent
@@ -180,12 +164,12 @@ fn postgres_two_releases_of_one_selection_both_deliver_and_each_recipient_once()
     wait_for(quarantine_testkit::HANG, "the first release to claim", || count_state(&db, "releasing") > 0);
     let second = finish(release(&sink.url()).spawn().unwrap(), "second release", Instant::now());
     assert!(second.code == 0 || second.code == 1, "{}", second.all());
-    let by_second = deliveries(&sink).len();
+    let by_second = sink.deliveries().len();
     assert!(by_second > 0, "the second release delivered nothing\n{}", second.all());
     open.store(true, std::sync::atomic::Ordering::SeqCst);
     let first = finish(first, "first release", Instant::now());
     assert!(first.code == 0 || first.code == 1, "{}", first.all());
-    let seen = deliveries(&sink);
+    let seen = sink.deliveries();
     assert!(seen.len() > by_second, "the first release delivered nothing\n{}", first.all());
     assert_eq!(seen.len(), 2 * n, "every recipient delivered\n{}\n{}", first.all(), second.all());
     assert!(seen.values().all(|&k| k == 1), "a recipient was delivered twice\n{}\n{}", first.all(), second.all());
@@ -236,7 +220,7 @@ fn postgres_a_release_skips_a_recipient_another_claim_has_locked() {
         "release beside a locked row",
         Instant::now(),
     );
-    let seen = deliveries(&sink);
+    let seen = sink.deliveries();
     assert_eq!(seen.len(), 5, "all but the locked recipient\n{}", r.all());
     assert!(!seen.contains_key(&("d 1".to_string(), "r2@example.net".to_string())), "{}", r.all());
     assert!(r.all().contains("being claimed by another release"), "{}", r.all());
@@ -244,7 +228,7 @@ fn postgres_a_release_skips_a_recipient_another_claim_has_locked() {
     assert!(locker.wait().unwrap().success());
     let again = s.q(&["release", "--verdict", "V-d", "--relay", &sink.url(), "--yes"]);
     again.code_is(0, "the second run");
-    let seen = deliveries(&sink);
+    let seen = sink.deliveries();
     assert_eq!(seen.len(), 6, "{}", again.all());
     assert!(seen.values().all(|&k| k == 1), "a recipient was delivered twice");
 }
