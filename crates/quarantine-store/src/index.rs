@@ -150,6 +150,15 @@ pub fn migrate(conn: &mut Conn, path: &Path) -> Result<()> {
 fn migrate_pg(conn: &mut Conn, path: &Path) -> Result<()> {
     let e = sql_err(path);
     let known = PG_MIGRATIONS.len() as i64;
+    // Outside a transaction a failed statement costs nothing, so the version is read straight away (one round
+    // trip on every open); only when that fails does the catalog say whether the table is missing.
+    let current = match conn.query_row("SELECT version FROM quarantine_schema", [], |r| r.get::<_, i64>(0)) {
+        Ok(v) => Some(v),
+        Err(_) => None,
+    };
+    if current == Some(known) {
+        return Ok(());
+    }
     let read = |c: &Conn| -> rusqlite::Result<i64> {
         let exists: i64 = c.query_row(
             "SELECT count(*) FROM pg_tables WHERE tablename = 'quarantine_schema' AND schemaname = current_schema()",
@@ -161,7 +170,10 @@ fn migrate_pg(conn: &mut Conn, path: &Path) -> Result<()> {
         }
         c.query_row("SELECT version FROM quarantine_schema", [], |r| r.get(0))
     };
-    let current = read(conn).map_err(&e)?;
+    let current = match current {
+        Some(v) => v,
+        None => read(conn).map_err(&e)?,
+    };
     if current == known {
         return Ok(());
     }

@@ -270,11 +270,17 @@ impl Store {
 /// The shared database's own id (settings `index_id`, random, made by the first gateway that opens it), so a
 /// store can tell its database from another one however the URL is spelt.
 pub(crate) fn shared_index_id(pg: &Conn) -> rusqlite::Result<String> {
+    use rusqlite::OptionalExtension;
+    // Read first: every command opens the store, and only the first gateway ever needs the insert.
+    let select = "SELECT value FROM settings WHERE key = 'index_id'";
+    if let Some(id) = pg.query_row(select, [], |r| r.get(0)).optional()? {
+        return Ok(id);
+    }
     let mut seed = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut seed);
     let fresh: String = seed.iter().map(|b| format!("{b:02x}")).collect();
     pg.execute("INSERT INTO settings (key, value) VALUES ('index_id', ?1) ON CONFLICT DO NOTHING", [&fresh])?;
-    pg.query_row("SELECT value FROM settings WHERE key = 'index_id'", [], |r| r.get(0))
+    pg.query_row(select, [], |r| r.get(0))
 }
 
 /// The id of the shared database this marker belongs to.

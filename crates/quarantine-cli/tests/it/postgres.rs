@@ -395,3 +395,25 @@ fn postgres_a_store_refuses_a_database_that_is_not_its_own() {
     std::fs::write(s.scratch.config(), format!("index = \"postgresql://postgres@{socket}/{dbname}\"\n")).unwrap();
     assert_eq!(subjects(&s), vec!["x 0".to_string(), "x 1".to_string()]);
 }
+
+/// `stats --by hour` on the shared index buckets by the client's `TZ` (sent with the connection's startup
+/// packet), and a `TZ` the server does not know, or a file path, never stops a command: it falls back to UTC.
+#[test]
+fn postgres_local_time_follows_tz_and_an_unknown_zone_stops_nothing() {
+    let s = gateway(&postgres::database());
+    hold(&s, 0, "tz").code_is(0, "hold");
+    s.q(&["ingest"]).code_is(0, "ingest");
+    let first_hour = |tz: &str| -> String {
+        let mut c = s.cmd(&["stats", "--by", "hour", "--since", "2d", "--json"]);
+        c.env("TZ", tz);
+        let out = quarantine_testkit::run::run(c, quarantine_testkit::run::Input::Null, quarantine_testkit::run::HANG);
+        let v: serde_json::Value = serde_json::from_str(&out.ok()).unwrap();
+        v["buckets"][0]["key"].as_str().unwrap().to_string()
+    };
+    let utc = first_hour("UTC");
+    // Asia/Kolkata is UTC+05:30 all year: its hour label differs from UTC's whatever the time of day.
+    let kolkata = first_hour("Asia/Kolkata");
+    assert_ne!(utc, kolkata, "the session's time zone is the client's TZ");
+    assert_eq!(first_hour("Nowhere/Bogus"), utc, "an unknown zone falls back to UTC");
+    assert_eq!(first_hour(":/etc/localtime"), utc, "a file path is not sent to the server");
+}
