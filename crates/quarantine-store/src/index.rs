@@ -152,10 +152,7 @@ fn migrate_pg(conn: &mut Conn, path: &Path) -> Result<()> {
     let known = PG_MIGRATIONS.len() as i64;
     // Outside a transaction a failed statement costs nothing, so the version is read straight away (one round
     // trip on every open); only when that fails does the catalog say whether the table is missing.
-    let current = match conn.query_row("SELECT version FROM quarantine_schema", [], |r| r.get::<_, i64>(0)) {
-        Ok(v) => Some(v),
-        Err(_) => None,
-    };
+    let current = conn.query_row("SELECT version FROM quarantine_schema", [], |r| r.get::<_, i64>(0)).ok();
     if current == Some(known) {
         return Ok(());
     }
