@@ -79,11 +79,14 @@ impl PgConn {
     }
 
     fn statement(&self, sql: &str) -> rusqlite::Result<Statement> {
+        // Reconnect (which empties the cache) before looking in it: a statement prepared on the closed session
+        // does not exist on the new one.
+        let mut client = self.client()?;
         if let Some(s) = self.stmts.borrow().get(sql) {
             return Ok(s.clone());
         }
         let text = translate(sql);
-        let st = self.client()?.prepare(&text).map_err(pg_error)?;
+        let st = client.prepare(&text).map_err(pg_error)?;
         self.stmts.borrow_mut().insert(sql.to_string(), st.clone());
         Ok(st)
     }
