@@ -843,3 +843,47 @@ fn gateways_survive_both_backends_down_at_once_whichever_returns_first() {
     a.verify_deep_clean("gateway a after both outages");
     b.verify_deep_clean("gateway b after both outages");
 }
+
+/// The same outage as above, but the database stays down past the release's wait (60 s): the release gives up,
+/// exit 1 naming the unreachable index, having sent only what it had claimed. Nothing is lost and nothing is sent
+/// twice: once the database is back a rerun delivers every recipient never claimed, and lists as in doubt those
+/// the first run delivered but could not record (the journal cannot tell them from a crash's: `--retry-in-doubt`
+/// would send them again, which is why the release waits first).
+#[test]
+fn gateways_release_gives_up_on_a_long_database_outage_leaving_its_sends_in_doubt() {
+    let pg = Server::private();
+    let db = pg.create_database();
+    let bucket = Weed::shared().bucket();
+    let a = gateway(&db, &bucket);
+    for i in 0..20 {
+        hold(&a, &message("long", i), "PMX:VIRUS");
+    }
+    a.ingest();
+    let (relay, arrived, gate) = gated_relay(6);
+    let args = ["release", "--verdict", "PMX:VIRUS", "--relay", &relay.url(), "--rate", "4", "--yes"];
+    let run = spawn(&a, &args);
+    let limit = std::time::Duration::from_secs(120);
+    arrived.recv_timeout(limit).expect("the release reaches the sixth message");
+    wait_for(limit, "batch one recorded and batch three claimed", || {
+        recipients_in(&pg, &db, "PMX:VIRUS", "released") == 8 && recipients_in(&pg, &db, "PMX:VIRUS", "releasing") == 16
+    });
+    pg.stop_server();
+    open_gate(&gate);
+    let out = finish(run, "release", Instant::now());
+    assert_eq!(out.code, 1, "the release gives up: {}", out.all());
+    assert!(out.stderr.contains("is the PostgreSQL server running and reachable?"), "{}", out.all());
+    assert_eq!(relay.transactions().iter().filter(|t| t.accepted).count(), 12, "only what it had claimed was sent");
+    pg.start_server();
+
+    let rerun = a.q(&args);
+    assert_eq!(rerun.code, 1, "the rerun reports what is in doubt: {}", rerun.all());
+    assert!(rerun.all().contains("in doubt"), "{}", rerun.all());
+    let seen = relay.deliveries();
+    assert_eq!(seen.len(), 40, "every recipient delivered: {seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "none twice: {seen:?}");
+    // Batch one's answers were committed; the twelve the rerun sent are recorded; the rest are in doubt, listed.
+    assert_eq!(recipients_in(&pg, &db, "PMX:VIRUS", "released"), 24, "{}", rerun.all());
+    assert_eq!(recipients_in(&pg, &db, "PMX:VIRUS", "releasing"), 16, "{}", rerun.all());
+    assert_eq!(recipients_in(&pg, &db, "PMX:VIRUS", "held"), 0);
+    a.q(&["log", "--verify"]).code_is(0, "log --verify");
+}
