@@ -762,7 +762,10 @@ pub fn check_environment(cfg: &Config, file: Option<&ConfigFile>, store: &Path, 
     }
     if let quarantine_store::IndexLocation::Postgres(url) = &cfg.index {
         if let Err(e) = quarantine_store::probe_shared_index(url) {
-            problems.push(Problem { key: Some("index".into()), line: line_of(&["index"]), message: e.to_string() });
+            // The error names itself "index ...", and the problem line names the key already.
+            let text = e.to_string();
+            let message = text.strip_prefix("index ").unwrap_or(&text).to_string();
+            problems.push(Problem { key: Some("index".into()), line: line_of(&["index"]), message });
         }
     }
     if let (Some(min), true) = (cfg.min_free_space, store.is_dir()) {

@@ -41,9 +41,12 @@ pub enum Conn {
 pub trait Params {
     type Sqlite: rusqlite::Params;
     fn into_sqlite(self) -> Self::Sqlite;
+    /// The values as PostgreSQL binds them; a build without the `postgres` feature never asks.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     fn into_values(self) -> rusqlite::Result<Vec<Value>>;
 }
 
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 fn value_of<T: ToSql + ?Sized>(p: &T) -> rusqlite::Result<Value> {
     use rusqlite::types::ToSqlOutput;
     Ok(match p.to_sql()? {

@@ -66,8 +66,11 @@ pub struct Storage {
     pub dedup_ratio: Option<f64>,
     /// unique / stored.
     pub compression_ratio: Option<f64>,
-    /// The index with its -wal and -shm files.
+    /// The index with its -wal and -shm files; on a shared index the PostgreSQL database's size
+    /// (`pg_database_size`), which is not on this machine's disk and not in `disk_bytes`.
     pub index_bytes: u64,
+    /// True when the index is a shared PostgreSQL database (the local `index.sqlite` is only its marker).
+    pub index_shared: bool,
     /// Space the blob tree and staging directory take on disk (allocated blocks).
     pub blob_disk_bytes: u64,
     pub disk_bytes: u64,
@@ -151,12 +154,19 @@ impl Store {
             None => walk(self.blobs.blobs_dir())?,
         };
         let tmp = walk(self.blobs.tmp_dir())?;
+        let index_shared = c.is_postgres();
         let mut index_bytes = 0;
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.index_path.clone().into_os_string();
-            p.push(suffix);
-            index_bytes += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        if index_shared {
+            let n: i64 = c.query_row("SELECT pg_database_size(current_database())", [], |r| r.get(0)).map_err(&e)?;
+            index_bytes = n as u64;
+        } else {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.index_path.clone().into_os_string();
+                p.push(suffix);
+                index_bytes += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            }
         }
+        let local_index_bytes = if index_shared { 0 } else { index_bytes };
         let logical = bytes as u64;
         let unique = unique_bytes as u64;
         let ratio = |a: u64, b: u64| if a > 0 && b > 0 { Some(a as f64 / b as f64) } else { None };
@@ -168,8 +178,9 @@ impl Store {
             dedup_ratio: ratio(logical, unique),
             compression_ratio: ratio(unique, tree.bytes),
             index_bytes,
+            index_shared,
             blob_disk_bytes: tree.disk + tmp.disk,
-            disk_bytes: index_bytes + tree.disk + tmp.disk,
+            disk_bytes: local_index_bytes + tree.disk + tmp.disk,
         };
         Ok(Stats {
             messages: messages as u64,

@@ -174,6 +174,23 @@ impl Server {
     }
 }
 
+/// A new database on the server of `conninfo` with the same contents as that database (`CREATE DATABASE ...
+/// TEMPLATE`: no session may be connected to it meanwhile, so the store using it must be at rest); returns its
+/// conninfo. For [`crate::store::Store::copy_of`]: every case of a sweep starts from the same index.
+pub fn clone_database(conninfo: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let (prefix, template) = conninfo.rsplit_once("dbname=").expect("a conninfo ending with dbname=NAME");
+    assert!(!template.contains(' '), "dbname= is the conninfo's last field: {conninfo}");
+    let name = format!("{template}_c{}", N.fetch_add(1, Ordering::Relaxed));
+    let out = Command::new(tool("psql"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &format!("{prefix}dbname=postgres")])
+        .args(["-c", &format!("CREATE DATABASE {name} TEMPLATE {template}")])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "cloning database {template}: {}", String::from_utf8_lossy(&out.stderr));
+    format!("{prefix}dbname={name}")
+}
+
 /// A fresh database on this test binary's server; returns its conninfo (for `index = "..."`).
 pub fn database() -> String {
     server().create_database()

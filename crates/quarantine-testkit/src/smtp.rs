@@ -227,6 +227,21 @@ impl Server {
     pub fn transactions(&self) -> Vec<Transaction> {
         self.txs.lock().unwrap().clone()
     }
+
+    /// How many times each (Subject, recipient) was accepted: the exactly-once check, as [`crate::sink::Sink::deliveries`].
+    pub fn deliveries(&self) -> std::collections::HashMap<(String, String), usize> {
+        let mut seen = std::collections::HashMap::new();
+        for t in self.transactions().into_iter().filter(|t| t.accepted) {
+            let subject = String::from_utf8_lossy(&t.data)
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+                .expect("a delivered message has a Subject");
+            for r in t.rcpt_addrs() {
+                *seen.entry((subject.clone(), r)).or_default() += 1;
+            }
+        }
+        seen
+    }
 }
 
 impl Drop for Server {

@@ -40,11 +40,19 @@ impl Store {
     }
 
     /// A byte-for-byte copy of `template`'s store (modes kept) in a new scratch directory, so every case of a
-    /// sweep starts from the same state. The template must be at rest.
+    /// sweep starts from the same state. The template must be at rest. On a shared index the copy gets a clone of
+    /// the template's database (the same index id, so the copied local marker accepts it) and the template's
+    /// config with that database in `index`.
     pub fn copy_of(template: &Store) -> Store {
         let scratch = Scratch::new(&template.scratch.bin);
         let root = scratch.path().join("store");
         copy_tree(&template.root, &root);
+        if let Some(conninfo) = template.shared_index() {
+            let clone = crate::postgres::clone_database(&conninfo);
+            let config = std::fs::read_to_string(template.scratch.config()).unwrap();
+            let config = config.replace(&format!("index = \"{conninfo}\""), &format!("index = \"{clone}\""));
+            std::fs::write(scratch.config(), config).unwrap();
+        }
         Store { scratch, root }
     }
 
@@ -146,6 +154,34 @@ impl Store {
         run(c, Input::Null, HANG)
     }
 
+    /// Runs `sql` on the index through its engine's own shell, as [`Store::sql`] does, and splits its rows into
+    /// fields (a unit separator between them, so `|` or a tab in a value stays in its field). NULL is "".
+    #[track_caller]
+    pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        const SEP: &str = "\u{1f}";
+        let out = match self.shared_index() {
+            Some(conninfo) => {
+                let mut c = self.scratch.program(std::path::Path::new(crate::postgres::BIN).join("psql"));
+                c.args(["-X", "-q", "-A", "-t", "-F", SEP, "-v", "ON_ERROR_STOP=1", "-d", &conninfo, "-c", sql]);
+                run(c, Input::Null, HANG)
+            }
+            None => {
+                let mut c = self.sqlite3();
+                c.args(["-separator", SEP]).arg(sql);
+                run(c, Input::Null, HANG)
+            }
+        };
+        out.code_is(0, &format!("the index's shell: {sql}"));
+        out.text().lines().map(|l| l.split(SEP).map(str::to_string).collect()).collect()
+    }
+
+    /// Replaces the scratch config every run reads with `text`, keeping its `index` line (a store on a shared
+    /// index cannot open without it).
+    pub fn set_config(&self, text: &str) {
+        let index = self.shared_index().map(|u| format!("index = \"{u}\"\n")).unwrap_or_default();
+        std::fs::write(self.scratch.config(), format!("{index}{text}")).unwrap();
+    }
+
     /// The conninfo of the shared index the scratch config names, if it names one.
     pub fn shared_index(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.scratch.config()).ok()?;
@@ -238,15 +274,22 @@ pub fn blob_path(store: &Path, hash: &str) -> PathBuf {
     store.join("blobs").join(&hash[0..2]).join(&hash[2..4]).join(hash)
 }
 
-/// A sqlite3 shell holding the index's write lock (`BEGIN IMMEDIATE` and a write to `settings`) until dropped;
-/// [`IndexLock::take`] returns only after the shell printed that it holds the lock, so a test never races it.
-/// Dropping closes its stdin: the shell exits and its transaction rolls back.
+/// A shell holding the index's write lock until dropped: sqlite3 with `BEGIN IMMEDIATE` and a write to
+/// `settings`, or on a shared index psql holding the writers' advisory lock (`db/pg.rs`) in an open transaction.
+/// [`IndexLock::take`] returns only once the lock is held (the shell printed so, or PostgreSQL shows it granted),
+/// so a test never races it. Dropping closes its stdin: the shell exits and its transaction rolls back.
 pub struct IndexLock {
     child: Child,
 }
 
+/// The writers' advisory lock of a shared index ('QRNT', `crates/quarantine-store/src/db/pg.rs`).
+pub const PG_WRITE_LOCK: i64 = 0x5152_4e54;
+
 impl IndexLock {
     pub fn take(store: &Store) -> IndexLock {
+        if let Some(conninfo) = store.shared_index() {
+            return IndexLock::take_pg(store, &conninfo);
+        }
         let mut c = store.sqlite3();
         c.arg("-bail").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().expect("start sqlite3");
@@ -273,6 +316,33 @@ impl IndexLock {
                 break;
             }
         }
+        IndexLock { child }
+    }
+
+    fn take_pg(store: &Store, conninfo: &str) -> IndexLock {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name =
+            format!("testkit-lock-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let psql = Path::new(crate::postgres::BIN).join("psql");
+        let mut c = store.scratch.program(&psql);
+        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &format!("{conninfo} application_name={name}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().expect("start psql");
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK});").unwrap();
+        stdin.flush().unwrap();
+        let granted = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' \
+             AND l.objid = {PG_WRITE_LOCK} AND l.objsubid = 1 AND l.granted AND a.application_name = '{name}'"
+        );
+        crate::run::wait_for(HANG, "psql to hold the writers' lock", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the psql locker exited ({status}) without taking the writers' lock");
+            }
+            store.sql(&granted) == "1"
+        });
         IndexLock { child }
     }
 }

@@ -45,8 +45,14 @@ pub fn run(ctx: &Context, a: CheckArgs) -> CmdResult {
     let result = check_with(&ctx.store_path, min_free, busy, &ctx.backends()?)
         .map_err(|e| e.0)
         .and_then(|r| quarantine_store::check_spool(&ctx.store_path, ctx.config.spool_max_age).map(|_| r))
-        .and_then(|r| incident(ctx).map(|_| r))
-        .and_then(|r| objects(ctx).map(|_| r));
+        .and_then(|r| incident(ctx).map(|_| r));
+    // Probed whatever failed before it: with both shared backends down, the one line names both, so whoever is
+    // paged does not fix the database only to be paged again for the object store.
+    let result = match (result, objects(ctx)) {
+        (Ok(r), Ok(())) => Ok(r),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
+        (Err(e), Err(o)) => Err(format!("{e}; and {o}")),
+    };
     match result {
         Ok(r) => {
             let inodes = r.free_inodes.map(|n| format!(", {n} inodes")).unwrap_or_default();

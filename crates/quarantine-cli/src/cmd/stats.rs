@@ -85,12 +85,22 @@ fn text(st: &Stats) -> String {
         thousands(g.blobs),
         ratio(g.compression_ratio)
     ));
-    s.push_str(&format!(
-        "on disk: {} (index {}, blobs {})\n",
-        size(g.disk_bytes),
-        size(g.index_bytes),
-        size(g.blob_disk_bytes)
-    ));
+    if g.index_shared {
+        // The local index.sqlite is only a marker: the index's size is the database's, on its server.
+        s.push_str(&format!(
+            "on disk: {} (blobs {}); index: the shared PostgreSQL database, {}\n",
+            size(g.disk_bytes),
+            size(g.blob_disk_bytes),
+            size(g.index_bytes)
+        ));
+    } else {
+        s.push_str(&format!(
+            "on disk: {} (index {}, blobs {})\n",
+            size(g.disk_bytes),
+            size(g.index_bytes),
+            size(g.blob_disk_bytes)
+        ));
+    }
     let sp = &st.spool;
     let oldest = sp.oldest_age_s.map(|a| format!(", oldest {}s ago", a.round())).unwrap_or_default();
     s.push_str(&format!(

@@ -185,6 +185,20 @@ fn check_reports_a_toml_syntax_error_with_its_line() {
     assert!(text(&out.stderr).contains("line 3: "), "{}", text(&out.stderr));
 }
 
+/// A shared index that no server answers for: the key, its line and where it is, said once
+/// (`line 1: index: host=...: error connecting ...`, not `index: index host=...`).
+#[test]
+fn check_names_an_unreachable_shared_index_once() {
+    let e = Env::new();
+    let store = e.store("q");
+    let gone = e.path("no-server-here");
+    let file = e.file("shared.toml", &format!("index = \"host={} user=postgres dbname=q\"\n", s(&gone)));
+    let err = assert_problem(&check(&file, &store), "index", 1);
+    assert!(err.contains(&format!("line 1: index: host={} user=postgres dbname=q: ", s(&gone))), "{err}");
+    assert!(!err.contains("index: index"), "the word doubled: {err}");
+    assert!(err.contains("is the PostgreSQL server running and reachable?"), "{err}");
+}
+
 #[test]
 fn check_refuses_a_store_it_cannot_reach() {
     let e = Env::new();

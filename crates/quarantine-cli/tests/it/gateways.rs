@@ -569,3 +569,321 @@ fn gateways_a_release_running_on_another_host_is_busy_not_in_doubt() {
         second.all()
     );
 }
+
+/// A relay that holds the first RCPT of message `nth` (counting from 1, two recipients per message) until the
+/// test opens the gate; `arrived` says it got there. Everything else is accepted.
+fn gated_relay(nth: usize) -> (quarantine_testkit::smtp::Server, std::sync::mpsc::Receiver<()>, Gate) {
+    use quarantine_testkit::smtp::{Script, Server as Smtp};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Condvar, Mutex};
+    let (arrived_tx, arrived) = mpsc::channel::<()>();
+    let arrived_tx = Mutex::new(arrived_tx);
+    let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let g = gate.clone();
+    let calls = AtomicUsize::new(0);
+    let relay = Smtp::start(Script::default().rcpt(move |_| {
+        if calls.fetch_add(1, Ordering::SeqCst) == 2 * (nth - 1) {
+            arrived_tx.lock().unwrap().send(()).unwrap();
+            let (open, cv) = &*g;
+            let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
+        }
+        "250 2.1.5 Ok".to_string()
+    }));
+    (relay, arrived, gate)
+}
+
+type Gate = std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>;
+
+fn open_gate(gate: &Gate) {
+    let (open, cv) = &**gate;
+    *open.lock().unwrap() = true;
+    cv.notify_all();
+}
+
+/// How many recipients of the `verdict` messages are in `state`, read with psql (the code under test may be
+/// waiting for the database).
+fn recipients_in(pg: &Server, conninfo: &str, verdict: &str, state: &str) -> usize {
+    let sql = format!(
+        "SELECT count(*) FROM recipients r JOIN messages m ON m.id = r.message \
+         WHERE m.verdict = '{verdict}' AND r.state = '{state}'"
+    );
+    pg.psql(conninfo, &sql).trim().parse().unwrap()
+}
+
+/// PostgreSQL stops in the middle of a release: batches of four messages (`--rate 4`), the relay holding the sixth
+/// at RCPT, so the outcomes of batch two and the claims of batches four and five are still to be written when the
+/// database goes. The release sends only what it had claimed (twelve messages), keeps the relay's answers, and
+/// waits; once the database is back it records them, claims the rest and finishes, exit 0: every recipient
+/// delivered exactly once, nothing in doubt, the audit chain whole. (Before the release rode out the outage it
+/// exited at its next claim, leaving sixteen delivered recipients in doubt for `--retry-in-doubt` to send twice.)
+#[test]
+fn gateways_release_rides_out_a_database_restart_delivering_each_recipient_once() {
+    let pg = Server::private();
+    let db = pg.create_database();
+    let bucket = Weed::shared().bucket();
+    let a = gateway(&db, &bucket);
+    for i in 0..20 {
+        hold(&a, &message("rel", i), "PMX:VIRUS");
+    }
+    a.ingest();
+    let (relay, arrived, gate) = gated_relay(6);
+    let args = ["release", "--verdict", "PMX:VIRUS", "--relay", &relay.url(), "--rate", "4", "--yes"];
+    let run = spawn(&a, &args);
+    let limit = std::time::Duration::from_secs(120);
+    arrived.recv_timeout(limit).expect("the release reaches the sixth message");
+    // Batch one recorded, two and three claimed: the transaction that claimed three recorded one.
+    wait_for(limit, "batch one recorded and batch three claimed", || {
+        recipients_in(&pg, &db, "PMX:VIRUS", "released") == 8 && recipients_in(&pg, &db, "PMX:VIRUS", "releasing") == 16
+    });
+    pg.stop_server();
+    open_gate(&gate);
+    // It cannot claim batch four without the database: it sends the rest of what it holds claimed, then waits.
+    wait_for(limit, "the release to send the twelve messages it had claimed", || {
+        relay.transactions().iter().filter(|t| t.accepted).count() == 12
+    });
+    pg.start_server();
+    let out = finish(run, "release", Instant::now());
+    out.code_is(0, "the release once the database is back");
+    let seen = relay.deliveries();
+    assert_eq!(seen.len(), 40, "every recipient delivered: {seen:?}\n{}", out.all());
+    assert!(seen.values().all(|&n| n == 1), "each exactly once: {seen:?}\n{}", out.all());
+    assert_eq!(recipients_in(&pg, &db, "PMX:VIRUS", "released"), 40, "every answer recorded");
+
+    let again = a.q(&["release", "--verdict", "PMX:VIRUS", "--retry-in-doubt", "--relay", &relay.url(), "--yes"]);
+    again.code_is(0, "a rerun with --retry-in-doubt");
+    assert!(again.text().contains("skipped 40"), "nothing in doubt, nothing sent again: {}", again.all());
+    assert_eq!(relay.transactions().len(), 20, "the rerun sent nothing");
+    a.q(&["log", "--verify"]).code_is(0, "log --verify after the outage");
+}
+
+/// Every key in the bucket under the shared prefix, as object names.
+fn objects(bucket: &Bucket) -> std::collections::BTreeSet<String> {
+    bucket.keys(&format!("{PREFIX}/")).into_iter().map(|k| k.rsplit('/').next().unwrap().to_string()).collect()
+}
+
+/// What the GC invariants are checked against, read with psql: the live hashes and the queued ones.
+fn hashes(pg: &Server, conninfo: &str, sql: &str) -> std::collections::BTreeSet<String> {
+    pg.psql(conninfo, sql).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// After an interrupted GC: no live row's object is missing, and every object no live row references is still
+/// queued for the GC (none forgotten: the next purge deletes it).
+fn gc_invariants(pg: &Server, conninfo: &str, bucket: &Bucket, when: &str) {
+    let live = hashes(pg, conninfo, "SELECT DISTINCT hash FROM messages WHERE purged_us IS NULL");
+    let queued = hashes(pg, conninfo, "SELECT hash FROM gc_queue");
+    let there = objects(bucket);
+    let missing: Vec<_> = live.difference(&there).collect();
+    assert!(missing.is_empty(), "{when}: live rows whose object is gone: {missing:?}");
+    let forgotten: Vec<_> = there.iter().filter(|h| !live.contains(*h) && !queued.contains(*h)).collect();
+    assert!(forgotten.is_empty(), "{when}: unreferenced objects no longer queued: {forgotten:?}");
+}
+
+/// Purge interrupted in its GC, by PostgreSQL stopping and then by the object store dying, between two of its
+/// batches (psql sessions queue on the writers' lock so the first GC batch runs and the next waits): the rows are
+/// tombstoned, no live row points at a deleted object (ten of the purged messages' bytes are held again, live, on
+/// the other gateway), every unreferenced object not yet deleted stays queued, and a purge once both are back
+/// finishes the job: the bucket holds exactly the live objects, `verify --deep` is clean, the audit chain whole.
+#[test]
+fn gateways_purge_interrupted_by_each_backend_mid_gc_loses_nothing_and_finishes() {
+    let pg = Server::private();
+    let db = pg.create_database();
+    let weed = Weed::private();
+    let bucket = weed.bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    for i in 0..150 {
+        hold(&a, &message("gc", i), "OLD");
+    }
+    let keep: Vec<(String, Vec<u8>)> =
+        (0..150).step_by(15).map(|i| (hold(&b, &message("gc", i), "KEEP"), message("gc", i))).collect();
+    a.ingest();
+    b.ingest();
+    assert_eq!(objects(&bucket).len(), 150);
+    let limit = std::time::Duration::from_secs(120);
+
+    // The purge's first write transaction tombstones (150 rows: one batch), its second is the GC's first batch
+    // (bounded at about 50 ms of deletes), its third the next GC batch. `until_gc_batch_two` lets the first two
+    // through and returns with the third waiting behind a holder.
+    let until_gc_batch_two = |args: &[&str]| -> (Child, Holder<'_>) {
+        let first = Holder::ask(&pg, &db, "first");
+        wait_for(limit, "psql to hold the writers' lock", || first.holds());
+        let purge = spawn(&a, args);
+        wait_for(limit, "the purge to wait for the lock", || lock_waiters(&pg, &db) == 1);
+        let second = Holder::ask(&pg, &db, "second");
+        wait_for(limit, "the second holder to queue", || lock_waiters(&pg, &db) == 2);
+        first.release();
+        wait_for(limit, "the GC to queue behind the second holder", || second.holds() && lock_waiters(&pg, &db) == 1);
+        let third = Holder::ask(&pg, &db, "third");
+        wait_for(limit, "the third holder to queue", || lock_waiters(&pg, &db) == 2);
+        second.release();
+        wait_for(limit, "the GC's next batch to queue behind the third", || {
+            third.holds() && lock_waiters(&pg, &db) == 1
+        });
+        (purge, third)
+    };
+
+    let (purge, holder) = until_gc_batch_two(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]);
+    pg.stop_server();
+    holder.abandon();
+    let out = finish(purge, "purge", Instant::now());
+    assert_ne!(out.code, 0, "the purge lost its database in the middle of its GC: {}", out.all());
+    assert!(out.stderr.contains("index"), "it says the index failed: {}", out.all());
+    pg.start_server();
+    let tombstones = "SELECT count(*) FROM messages WHERE verdict = 'OLD' AND purged_us IS NOT NULL";
+    assert_eq!(pg.psql(&db, tombstones).trim(), "150", "the tombstones committed before the GC stay");
+    gc_invariants(&pg, &db, &bucket, "after the database went away mid-GC");
+    let queued = hashes(&pg, &db, "SELECT hash FROM gc_queue");
+    assert!(!queued.is_empty(), "the GC was interrupted with work left: {}", out.all());
+    a.verify_deep_clean("a after the database went away mid-GC");
+
+    // The object store, now: the GC's first batch deletes with it up, the rest find it gone.
+    let (purge, holder) = until_gc_batch_two(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]);
+    weed.kill();
+    holder.release();
+    let out = finish(purge, "purge", Instant::now());
+    assert_eq!(out.code, 1, "objects it could not delete are per-item errors: {}", out.all());
+    weed.start();
+    gc_invariants(&pg, &db, &bucket, "after the object store went away mid-GC");
+    a.verify_deep_clean("a after the object store went away mid-GC");
+
+    a.q(&["purge", "--verdict", "OLD", "--orphan-grace", "0s", "--yes"]).code_is(0, "purge with both back");
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM gc_queue").trim(), "0", "the queue drained");
+    let live = hashes(&pg, &db, "SELECT DISTINCT hash FROM messages WHERE purged_us IS NULL");
+    assert_eq!(live.len(), keep.len());
+    assert_eq!(objects(&bucket), live, "exactly the live objects are left");
+    for s in [&a, &b] {
+        s.verify_deep_clean("after the purge finished");
+        s.q(&["log", "--verify"]).code_is(0, "log --verify");
+    }
+    for (id, m) in &keep {
+        assert_eq!(a.raw(id), *m, "{id}, held again on b, byte-exact");
+    }
+}
+
+/// PostgreSQL and the object store both down at once, in the middle of ingest: holds keep exiting 0, `check`
+/// exits 75 naming both, and with only one of them back (the database first, then in a second outage the object
+/// store first) ingest still waits and `check` names the one still down. Once both are back every acknowledged
+/// message is held exactly once, byte-exact.
+#[test]
+fn gateways_survive_both_backends_down_at_once_whichever_returns_first() {
+    let pg = Server::private();
+    let db = pg.create_database();
+    let weed = Weed::private();
+    let bucket = weed.bucket();
+    let (a, b) = (gateway(&db, &bucket), gateway(&db, &bucket));
+    let mut held: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut n = 0;
+    let mut hold_some = |count: usize, held: &mut Vec<(String, Vec<u8>)>| {
+        for _ in 0..count {
+            for (s, node) in [(&a, "a"), (&b, "b")] {
+                let m = message(node, n);
+                held.push((hold(s, &m, "SPAM"), m));
+            }
+            n += 1;
+        }
+    };
+    let limit = std::time::Duration::from_secs(120);
+    let index_down = "shared index is unreachable";
+    let objects_down = |t: &str| t.contains("object store") && t.contains("unreachable");
+
+    for database_first in [true, false] {
+        hold_some(10, &mut held);
+        // Both ingests have uploaded their batches and wait for the lock to commit when both backends go.
+        let holder = Holder::ask(&pg, &db, "holder");
+        wait_for(limit, "psql to hold the writers' lock", || holder.holds());
+        let (ia, ib) = (spawn(&a, &["ingest"]), spawn(&b, &["ingest"]));
+        wait_for(limit, "both ingests to wait for the lock", || lock_waiters(&pg, &db) == 2);
+        pg.stop_server();
+        weed.kill();
+        holder.abandon();
+        for (c, name) in [(ia, "a"), (ib, "b")] {
+            let out = finish(c, "ingest", Instant::now());
+            assert_ne!(out.code, 0, "ingest on {name} lost both backends before committing: {}", out.all());
+        }
+        hold_some(5, &mut held);
+        for s in [&a, &b] {
+            assert_ne!(s.q(&["ingest"]).code, 0, "ingest with both backends down fails");
+            assert!(!s.spool_files().is_empty(), "the mail waits in the spool");
+            let c = s.q(&["check"]);
+            c.code_is(75, "check with both backends down");
+            assert!(c.stderr.contains(index_down) && objects_down(&c.stderr), "check names both: {}", c.all());
+        }
+
+        if database_first {
+            pg.start_server();
+        } else {
+            weed.start();
+        }
+        hold_some(2, &mut held);
+        for s in [&a, &b] {
+            assert_ne!(s.q(&["ingest"]).code, 0, "ingest with one backend still down fails");
+            assert!(!s.spool_files().is_empty(), "the mail still waits in the spool");
+            let c = s.q(&["check"]);
+            c.code_is(75, "check with one backend still down");
+            assert_eq!(c.stderr.contains(index_down), !database_first, "the index named only if down: {}", c.all());
+            assert_eq!(objects_down(&c.stderr), database_first, "the object store named only if down: {}", c.all());
+        }
+        if database_first {
+            weed.start();
+        } else {
+            pg.start_server();
+        }
+        for s in [&a, &b] {
+            s.q(&["ingest"]).code_is(0, "ingest once both are back");
+            assert!(s.spool_files().is_empty(), "the spool drained");
+            s.q(&["check"]).code_is(0, "check with both back");
+        }
+    }
+
+    let listed = listing(&a);
+    assert_eq!(listed.len(), held.len(), "every acknowledged message held exactly once");
+    for (id, m) in &held {
+        assert!(listed.contains_key(id), "{id} is held");
+        assert_eq!(b.raw(id), *m, "{id} byte-exact");
+    }
+    a.verify_deep_clean("gateway a after both outages");
+    b.verify_deep_clean("gateway b after both outages");
+}
+
+/// The same outage as above, but the database stays down past the release's wait (60 s): the release gives up,
+/// exit 1 naming the unreachable index, having sent only what it had claimed. Nothing is lost and nothing is sent
+/// twice: once the database is back a rerun delivers every recipient never claimed, and lists as in doubt those
+/// the first run delivered but could not record (the journal cannot tell them from a crash's: `--retry-in-doubt`
+/// would send them again, which is why the release waits first).
+#[test]
+fn gateways_release_gives_up_on_a_long_database_outage_leaving_its_sends_in_doubt() {
+    let pg = Server::private();
+    let db = pg.create_database();
+    let bucket = Weed::shared().bucket();
+    let a = gateway(&db, &bucket);
+    for i in 0..20 {
+        hold(&a, &message("long", i), "PMX:VIRUS");
+    }
+    a.ingest();
+    let (relay, arrived, gate) = gated_relay(6);
+    let args = ["release", "--verdict", "PMX:VIRUS", "--relay", &relay.url(), "--rate", "4", "--yes"];
+    let run = spawn(&a, &args);
+    let limit = std::time::Duration::from_secs(120);
+    arrived.recv_timeout(limit).expect("the release reaches the sixth message");
+    wait_for(limit, "batch one recorded and batch three claimed", || {
+        recipients_in(&pg, &db, "PMX:VIRUS", "released") == 8 && recipients_in(&pg, &db, "PMX:VIRUS", "releasing") == 16
+    });
+    pg.stop_server();
+    open_gate(&gate);
+    let out = finish(run, "release", Instant::now());
+    assert_eq!(out.code, 1, "the release gives up: {}", out.all());
+    assert!(out.stderr.contains("is the PostgreSQL server running and reachable?"), "{}", out.all());
+    assert_eq!(relay.transactions().iter().filter(|t| t.accepted).count(), 12, "only what it had claimed was sent");
+    pg.start_server();
+
+    let rerun = a.q(&args);
+    assert_eq!(rerun.code, 1, "the rerun reports what is in doubt: {}", rerun.all());
+    assert!(rerun.all().contains("in doubt"), "{}", rerun.all());
+    let seen = relay.deliveries();
+    assert_eq!(seen.len(), 40, "every recipient delivered: {seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "none twice: {seen:?}");
+    // Batch one's answers were committed; the twelve the rerun sent are recorded; the rest are in doubt, listed.
+    assert_eq!(recipients_in(&pg, &db, "PMX:VIRUS", "released"), 24, "{}", rerun.all());
+    assert_eq!(recipients_in(&pg, &db, "PMX:VIRUS", "releasing"), 16, "{}", rerun.all());
+    assert_eq!(recipients_in(&pg, &db, "PMX:VIRUS", "held"), 0);
+    a.q(&["log", "--verify"]).code_is(0, "log --verify");
+}

@@ -12,24 +12,16 @@ use quarantine_testkit::env::is_root;
 use quarantine_testkit::run::run;
 use quarantine_testkit::{Input, Out, Store, XorShift, HANG};
 
-use crate::{sqlite3, store};
+use crate::store;
 
-/// `(id, env_from, subject)` of every live message, through the sqlite3 shell (not the code under test).
+/// `(id, env_from, subject)` of every live message, through the index's own shell (not the code under test).
 fn rows(ts: &Store) -> Vec<(String, String, String)> {
-    let out = Command::new(sqlite3())
-        .arg("-separator")
-        .arg("\t")
-        .arg(ts.root.join("index.sqlite"))
-        .arg("SELECT id, env_from, coalesce(subject, '') FROM messages WHERE purged_us IS NULL ORDER BY subject")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut f = l.splitn(3, '\t');
-            (f.next().unwrap().into(), f.next().unwrap().into(), f.next().unwrap_or("").into())
+    ts.rows("SELECT id, env_from, coalesce(subject, '') FROM messages WHERE purged_us IS NULL ORDER BY subject")
+        .into_iter()
+        .map(|mut r| {
+            r.resize(3, String::new());
+            let mut f = r.into_iter();
+            (f.next().unwrap(), f.next().unwrap(), f.next().unwrap())
         })
         .collect()
 }
@@ -43,12 +35,10 @@ fn id_of(ts: &Store, subject: &str) -> String {
 
 /// Envelope recipients of a message, in order.
 fn rcpts(ts: &Store, id: &str) -> Vec<String> {
-    let out = Command::new(sqlite3())
-        .arg(ts.root.join("index.sqlite"))
-        .arg(format!("SELECT address FROM recipients WHERE message = '{id}' ORDER BY rowid"))
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    ts.rows(&format!("SELECT address FROM recipients WHERE message = '{id}' ORDER BY rowid"))
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect()
 }
 
 fn import(ts: &Store, args: &[&str]) -> Out {

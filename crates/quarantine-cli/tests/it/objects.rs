@@ -17,7 +17,7 @@ const PREFIX: &str = "gw1";
 /// A store whose blobs live in `bucket` under [`PREFIX`].
 fn s3_store(bucket: &Bucket) -> Store {
     let s = store();
-    std::fs::write(s.config(), bucket.config(PREFIX)).unwrap();
+    s.set_config(&bucket.config(PREFIX));
     s
 }
 
@@ -94,7 +94,7 @@ fn an_existing_object_is_kept_only_when_it_checks() {
 
     // Learn each message's name from a first store on another prefix of the bucket.
     let probe = store();
-    std::fs::write(probe.config(), bucket.config("probe")).unwrap();
+    probe.set_config(&bucket.config("probe"));
     let (hg, hb) = (hash_of(&probe, &hold(&probe, &good)), hash_of(&probe, &hold(&probe, &bad)));
 
     // Another gateway's upload of the same content, compressed differently: as good as ours, kept as it is.
@@ -223,7 +223,7 @@ fn config_check_says_what_is_wrong_with_the_object_store() {
         ("blobs = \"S3://Bad\"\n".to_string(), "expected s3://BUCKET"),
     ];
     for (config, want) in &cases {
-        std::fs::write(s.config(), config).unwrap();
+        s.set_config(config);
         let out = s.q(&["config", "check"]);
         out.code_is(1, &format!("config check with {config:?}"));
         assert!(out.stderr.contains(want), "{want:?} in {}", out.all());
@@ -239,7 +239,7 @@ fn config_check_says_what_is_wrong_with_the_object_store() {
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
     let bucket = weed.bucket();
     let config = format!("{}credentials_file = \"{}\"\n", bucket.config(PREFIX), creds.display());
-    std::fs::write(s.config(), &config).unwrap();
+    s.set_config(&config);
     let out = s.q(&["config", "check"]);
     out.code_is(1, "config check with a world-readable credentials file");
     assert!(

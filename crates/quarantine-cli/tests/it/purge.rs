@@ -90,11 +90,7 @@ fn refuses_without_selector_or_policy() {
 fn retention_policy_per_verdict_with_real_ages() {
     let s = store();
     // The scratch config every run reads (QUARANTINE_CONFIG).
-    std::fs::write(
-        s.config(),
-        "[retention]\ndefault = \"30d\"\n[retention.verdict]\nSPAM = \"14d\"\n\"PMX:VIRUS\" = \"90d\"\n",
-    )
-    .unwrap();
+    s.set_config("[retention]\ndefault = \"30d\"\n[retention.verdict]\nSPAM = \"14d\"\n\"PMX:VIRUS\" = \"90d\"\n");
     let spam_old = hold_aged(&s, "SPAM", "20d", &msg("spam old"));
     let spam_new = hold_aged(&s, "SPAM", "10d", &msg("spam new"));
     let virus_old = hold_aged(&s, "PMX:VIRUS", "60d", &msg("virus 60d"));
@@ -162,7 +158,12 @@ fn frozen_store_refuses_until_thawed() {
     ok(&s.q(&["thaw"]));
     ok(&s.q(&["purge", "--verdict", "SPAM", "--yes"]));
     assert_eq!(state(&s, &id), "purged");
-    assert_eq!(s.sql("SELECT group_concat(action, ',') FROM audit WHERE action != 'hold'"), "freeze,thaw,purge");
+    let actions: Vec<String> = s
+        .rows("SELECT action FROM audit WHERE action != 'hold' ORDER BY seq")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(actions, ["freeze", "thaw", "purge"]);
 }
 
 #[test]
@@ -203,10 +204,12 @@ fn holds_racing_purges_lose_nothing_acknowledged() {
     let purger = {
         let stop = stop.clone();
         let path = s.root.clone();
+        let config = s.config();
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let out = crate::quarantine()
+                    .env("QUARANTINE_CONFIG", &config)
                     .arg("--store")
                     .arg(&path)
                     .args(["purge", "--verdict", "CHURN", "--yes", "--orphan-grace", "0s"])

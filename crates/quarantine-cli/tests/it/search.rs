@@ -725,10 +725,18 @@ fn stats_counts_verdicts_days_states_and_storage() {
     assert_eq!(st["storage"]["unique_bytes"], same.len() as u64 + 18);
     assert!(st["storage"]["dedup_ratio"].as_f64().unwrap() > 2.0);
     assert!(st["storage"]["stored_bytes"].as_u64().unwrap() < st["storage"]["unique_bytes"].as_u64().unwrap());
-    assert!(st["storage"]["disk_bytes"].as_u64().unwrap() > st["storage"]["index_bytes"].as_u64().unwrap());
+    let shared = s.shared_index().is_some();
+    assert_eq!(st["storage"]["index_shared"], shared);
+    if shared {
+        // Not on this machine's disk: the database's size, not the local marker file's.
+        assert!(st["storage"]["index_bytes"].as_u64().unwrap() > 100_000, "{}", st["storage"]);
+    } else {
+        assert!(st["storage"]["disk_bytes"].as_u64().unwrap() > st["storage"]["index_bytes"].as_u64().unwrap());
+    }
     assert_eq!(st["frozen"], serde_json::Value::Null);
 
     let text = s.q(&["stats"]).ok();
+    assert_eq!(text.contains("index: the shared PostgreSQL database, "), shared, "{text}");
     assert!(text.contains("4 message(s) held") && text.contains("PMX:VIRUS") && text.contains("dedup"), "{text}");
     assert!(!text.contains("FROZEN"));
     let freeze = r#"INSERT INTO settings (key, value) VALUES ('frozen', '{"reason":"PMX signature incident","actor":"sec","at":"2026-11-23T06:30:00+01:00"}')"#;

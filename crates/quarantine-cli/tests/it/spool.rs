@@ -99,8 +99,9 @@ impl Ledger {
             let got: BTreeSet<String> = got.lines().map(str::to_string).collect();
             assert!(rcpts.is_subset(&got), "{what}: {id} has recipients {got:?}, acknowledged {rcpts:?}");
         }
-        let dup =
-            s.sql("SELECT count(*) FROM (SELECT 1 FROM recipients GROUP BY message, address_lc HAVING count(*) > 1)");
+        let dup = s.sql(
+            "SELECT count(*) FROM (SELECT 1 FROM recipients GROUP BY message, address_lc HAVING count(*) > 1) AS d",
+        );
         assert_eq!(dup, "0", "{what}: a recipient twice");
         s.verify_deep_clean(what);
     }
@@ -563,7 +564,8 @@ fn a_store_without_spool_is_upgraded_on_first_open() {
 #[test]
 fn stats_and_check_report_the_backlog() {
     let s = store();
-    let cfg = s.file("config.toml", "spool_max_age = \"30s\"\nmin_free_space = \"1M\"\n");
+    let cfg =
+        s.file("config.toml", format!("{}spool_max_age = \"30s\"\nmin_free_space = \"1M\"\n", crate::index_line(&s)));
     let cfgs = cfg.to_str().unwrap();
     hold_ok(&s, &message("backlog", 5000), "B1", &["b@x.example"]);
     // Made to look two minutes old (ingest is not running).

@@ -85,11 +85,14 @@ impl PgConn {
     }
 
     fn statement(&self, sql: &str) -> rusqlite::Result<Statement> {
+        // Reconnect (which empties the cache) before looking in it: a statement prepared on the closed session
+        // does not exist on the new one.
+        let mut client = self.client()?;
         if let Some(s) = self.stmts.borrow().get(sql) {
             return Ok(s.clone());
         }
         let text = translate(sql);
-        let st = self.client()?.prepare(&text).map_err(pg_error)?;
+        let st = client.prepare(&text).map_err(pg_error)?;
         self.stmts.borrow_mut().insert(sql.to_string(), st.clone());
         Ok(st)
     }
@@ -264,22 +267,8 @@ pub(crate) fn translate(sql: &str) -> String {
                 }
             }
             '?' => {
-                let mut digits = String::new();
-                while let Some(&(_, d)) = chars.peek() {
-                    if !d.is_ascii_digit() {
-                        break;
-                    }
-                    digits.push(d);
-                    chars.next();
-                }
-                if digits.is_empty() {
-                    next += 1;
-                    digits = next.to_string();
-                } else {
-                    next = digits.parse().unwrap_or(next);
-                }
                 out.push('$');
-                out.push_str(&digits);
+                out.push_str(&placeholder(&mut chars, &mut next));
             }
             c if c.is_ascii_alphabetic() && !sql[..i].ends_with(|p: char| p.is_ascii_alphanumeric() || p == '_') => {
                 let word_end =
@@ -294,21 +283,10 @@ pub(crate) fn translate(sql: &str) -> String {
                     while chars.peek().is_some_and(|&(j, _)| j < skip) {
                         chars.next();
                     }
-                    let mut digits = String::new();
                     if chars.peek().is_some_and(|&(_, d)| d == '?') {
                         chars.next();
-                        while let Some(&(_, d)) = chars.peek() {
-                            if !d.is_ascii_digit() {
-                                break;
-                            }
-                            digits.push(d);
-                            chars.next();
-                        }
                     }
-                    if digits.is_empty() {
-                        next += 1;
-                        digits = next.to_string();
-                    }
+                    let digits = placeholder(&mut chars, &mut next);
                     call.push_str(&fts_like(fts_row, &digits));
                     out.push_str(&call);
                     continue;
@@ -323,6 +301,23 @@ pub(crate) fn translate(sql: &str) -> String {
         }
     }
     out
+}
+
+/// The number of the placeholder whose `?` was just read: its digits (`?3`), or for a bare `?` the one after the
+/// last number given, as SQLite numbers them.
+fn placeholder(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>, next: &mut usize) -> String {
+    let mut digits = String::new();
+    while let Some(&(_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+        digits.push(d);
+        chars.next();
+    }
+    if digits.is_empty() {
+        *next += 1;
+        next.to_string()
+    } else {
+        *next = digits.parse().unwrap_or(*next);
+        digits
+    }
 }
 
 /// The FTS5 phrase `COLUMN : "TEXT"` in parameter `$n` (text.rs) as `lower(col) LIKE '%text%'` on the column
@@ -511,5 +506,9 @@ mod tests {
         let t = translate("SELECT 1 FROM message_text WHERE message_text MATCH ?1 LIMIT ?2");
         assert!(t.starts_with("SELECT 1 FROM message_text WHERE (lower(message_text.subject) LIKE "), "{t}");
         assert!(t.ends_with(" END)) LIMIT $2"), "{t}");
+        // Bare placeholders around a MATCH are numbered in order, through it, as SQLite numbers them.
+        let b = translate("SELECT ? FROM message_text WHERE message_text MATCH ? AND x = ?");
+        assert!(b.starts_with("SELECT $1 FROM message_text WHERE (lower(message_text.subject) LIKE"), "{b}");
+        assert!(b.contains("split_part($2, ") && !b.contains("$1, ") && b.ends_with(" END)) AND x = $3"), "{b}");
     }
 }

@@ -674,7 +674,7 @@ fn journal_thread(
 ) -> Result<()> {
     for req in rx {
         let wants_answer = req.claim.is_some();
-        match commit_batch(conn, path, tag, &req) {
+        match ride_out(conn, path, tag, |conn| commit_batch(conn, path, tag, &req)) {
             Ok(c) => {
                 if wants_answer {
                     let _ = answers.send(Ok(c));
@@ -689,6 +689,40 @@ fn journal_thread(
         }
     }
     Ok(())
+}
+
+/// How long a release waits for a shared index that went away in the middle of the run (a restart, a failover)
+/// before it gives up. Its recipients are claimed and some are on the wire: giving up at once would leave every
+/// answer it holds unrecorded, in doubt, and sent twice by a `--retry-in-doubt`.
+const OUTAGE_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs one journal transaction, again (on a new connection) while the shared index is unreachable, for up to
+/// [`OUTAGE_WAIT`]. Safe to repeat: a failed transaction rolled back, and every write in it is guarded by the state
+/// it expects. A new session no longer holds the release's running lock, so it takes it again first: without it
+/// another gateway would take this run's claims for abandoned ones.
+fn ride_out<T>(
+    conn: &mut crate::db::Conn,
+    path: &std::path::Path,
+    tag: &str,
+    mut f: impl FnMut(&mut crate::db::Conn) -> Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + OUTAGE_WAIT;
+    let mut reconnected = false;
+    loop {
+        let attempt = if reconnected {
+            let release = tag.split(' ').next().unwrap_or(tag);
+            journal::announce_running(conn, release).map_err(crate::index::sql_err(path)).and_then(|()| f(conn))
+        } else {
+            f(conn)
+        };
+        match attempt {
+            Err(e) if e.is_outage() && Instant::now() < deadline => {
+                reconnected = true;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// In one write transaction: records `req.outcomes`, then claims the recipients of `req.claim`, marks refused
@@ -723,9 +757,16 @@ fn commit_batch(conn: &mut crate::db::Conn, path: &std::path::Path, tag: &str, r
                     if journal::claim_held(&tx, &m.id, &r.address, tag).map_err(&e)? {
                         mine.push(r.address.clone());
                     } else {
+                        let st = journal::row_state(&tx, &m.id, &r.address).map_err(&e)?;
+                        // Claimed by this very run: a commit whose answer the outage lost ([`ride_out`]) did land.
+                        if st.as_ref().is_some_and(|st| {
+                            st.state == RecipientState::Releasing && st.release_id.as_deref() == Some(tag)
+                        }) {
+                            mine.push(r.address.clone());
+                            continue;
+                        }
                         // Changed since the plan: another release got there first, or a purge.
                         report.skipped += 1;
-                        let st = journal::row_state(&tx, &m.id, &r.address).map_err(&e)?;
                         match st {
                             Some(st) if st.state == RecipientState::Releasing => {
                                 let by = journal::describe(st.release_id.as_deref().unwrap_or(""));
@@ -799,16 +840,19 @@ impl Store {
         if pending.is_empty() && entry.is_none() {
             return Ok(());
         }
-        let e = crate::index::sql_err(&self.index_path);
-        let now = now_us();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        for (m, a, o) in pending.iter() {
-            journal::record(&tx, m, a, tag, o, now).map_err(&e)?;
-        }
-        if let Some(entry) = entry {
-            audit::record(&tx, entry).map_err(&e)?;
-        }
-        tx.commit().map_err(&e)?;
+        let path = self.index_path.clone();
+        ride_out(&mut self.conn, &path, tag, |conn| {
+            let e = crate::index::sql_err(&path);
+            let now = now_us();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
+            for (m, a, o) in pending.iter() {
+                journal::record(&tx, m, a, tag, o, now).map_err(&e)?;
+            }
+            if let Some(entry) = entry {
+                audit::record(&tx, entry).map_err(&e)?;
+            }
+            tx.commit().map_err(&e)
+        })?;
         pending.clear();
         Ok(())
     }
