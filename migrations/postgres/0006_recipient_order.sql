@@ -1,0 +1,35 @@
+-- 0006: a recipient's live messages in time order, from one index, PostgreSQL; see
+-- migrations/sqlite/0006_recipient_order.sql. Never edit or remove a shipped migration.
+ALTER TABLE recipients ADD COLUMN received_us BIGINT;   -- messages.received_us of `message`
+ALTER TABLE recipients ADD COLUMN live BIGINT;          -- 1 while `message` is not purged, else 0
+
+UPDATE recipients r SET received_us = m.received_us, live = CASE WHEN m.purged_us IS NULL THEN 1 ELSE 0 END
+    FROM messages m WHERE m.id = r.message;
+
+-- The recipient's own row is filled in before it is written (no second write of it, and no lock on the message
+-- row: release claims on several gateways update recipients of one message at once).
+CREATE FUNCTION recipients_copy_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT m.received_us, CASE WHEN m.purged_us IS NULL THEN 1 ELSE 0 END INTO NEW.received_us, NEW.live
+        FROM messages m WHERE m.id = NEW.message;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER recipients_copy_insert BEFORE INSERT ON recipients
+    FOR EACH ROW EXECUTE FUNCTION recipients_copy_row();
+CREATE TRIGGER recipients_copy_move BEFORE UPDATE OF message ON recipients
+    FOR EACH ROW EXECUTE FUNCTION recipients_copy_row();
+
+CREATE FUNCTION recipients_copy_message() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.received_us IS DISTINCT FROM NEW.received_us
+        OR (OLD.purged_us IS NULL) <> (NEW.purged_us IS NULL) THEN
+        UPDATE recipients SET received_us = NEW.received_us,
+            live = CASE WHEN NEW.purged_us IS NULL THEN 1 ELSE 0 END
+            WHERE message = NEW.id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER recipients_copy_message AFTER UPDATE OF received_us, purged_us ON messages
+    FOR EACH ROW EXECUTE FUNCTION recipients_copy_message();
+
+CREATE INDEX recipients_live ON recipients(address_lc, received_us, message) WHERE live = 1;

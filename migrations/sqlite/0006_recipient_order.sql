@@ -1,0 +1,39 @@
+-- 0006: a recipient's live messages in time order, from one index (issue 13). Never edit or remove a shipped
+-- migration; add a new numbered file instead.
+--
+-- `search --rcpt ADDR` wants the address's live messages newest first, and a table wants only the first 50 and
+-- "more than 1000 more". With only (address_lc, message) in the index, every one of the address's messages had to
+-- be read for `received_us` and `purged_us` before the first could be printed (a sort of 16,000 rows for the
+-- busiest address at a million messages, or a walk of all mail newest first with a probe per message), and the
+-- capped count read a row per match. Each recipient row now carries its message's `received_us` and whether the
+-- message is live, copied by triggers whoever writes (hold, ingest, import, purge, the sqlite3 shell), so one
+-- partial index answers both in order and without a table row.
+ALTER TABLE recipients ADD COLUMN received_us INTEGER;   -- messages.received_us of `message`
+ALTER TABLE recipients ADD COLUMN live INTEGER;          -- 1 while `message` is not purged, else 0
+
+UPDATE recipients SET (received_us, live) =
+    (SELECT m.received_us, m.purged_us IS NULL FROM messages m WHERE m.id = recipients.message);
+
+-- A recipient is written after its message (the foreign key), so the message row is there to copy from.
+CREATE TRIGGER recipients_copy_insert AFTER INSERT ON recipients
+BEGIN
+    UPDATE recipients SET (received_us, live) =
+        (SELECT m.received_us, m.purged_us IS NULL FROM messages m WHERE m.id = new.message)
+    WHERE rowid = new.rowid;
+END;
+
+CREATE TRIGGER recipients_copy_move AFTER UPDATE OF message ON recipients
+BEGIN
+    UPDATE recipients SET (received_us, live) =
+        (SELECT m.received_us, m.purged_us IS NULL FROM messages m WHERE m.id = new.message)
+    WHERE rowid = new.rowid;
+END;
+
+CREATE TRIGGER recipients_copy_message AFTER UPDATE OF received_us, purged_us ON messages
+    WHEN old.received_us IS NOT new.received_us OR (old.purged_us IS NULL) <> (new.purged_us IS NULL)
+BEGIN
+    UPDATE recipients SET received_us = new.received_us, live = new.purged_us IS NULL WHERE message = new.id;
+END;
+
+-- A live recipient selection, newest first: `WHERE address_lc = ? AND live = 1 ORDER BY received_us DESC`.
+CREATE INDEX recipients_live ON recipients(address_lc, received_us, message) WHERE live = 1;
