@@ -31,7 +31,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_incident.sql", include_str!("../../../migrations/sqlite/0003_incident.sql")),
     ("0004_scan.sql", include_str!("../../../migrations/sqlite/0004_scan.sql")),
     ("0005_search_cover.sql", include_str!("../../../migrations/sqlite/0005_search_cover.sql")),
-    ("0006_recipient_order.sql", include_str!("../../../migrations/sqlite/0006_recipient_order.sql")),
+    ("0006_search_rows.sql", include_str!("../../../migrations/sqlite/0006_search_rows.sql")),
 ];
 
 /// The same versions for PostgreSQL; `migrations_are_all_registered` checks both lists name the same files.
@@ -42,7 +42,7 @@ pub const PG_MIGRATIONS: &[(&str, &str)] = &[
     ("0003_incident.sql", include_str!("../../../migrations/postgres/0003_incident.sql")),
     ("0004_scan.sql", include_str!("../../../migrations/postgres/0004_scan.sql")),
     ("0005_search_cover.sql", include_str!("../../../migrations/postgres/0005_search_cover.sql")),
-    ("0006_recipient_order.sql", include_str!("../../../migrations/postgres/0006_recipient_order.sql")),
+    ("0006_search_rows.sql", include_str!("../../../migrations/postgres/0006_search_rows.sql")),
 ];
 
 /// A line `-- @rust NAME` in a migration marks a step SQL cannot do (hashing): the SQL before it runs, then the

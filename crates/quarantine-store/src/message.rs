@@ -96,6 +96,18 @@ pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.hash, m.size, m.received_us, m
     m.reason, m.queue_id, m.hdr_from, m.hdr_to, m.hdr_cc, m.subject, m.message_id, m.hdr_date, m.parse_note,
     m.purged_us, m.purged_by, m.purge_reason, m.scanner_version, m.requarantined_from";
 
+/// The column after [`MESSAGE_COLUMNS`] in `search`'s query: `m.attachment_names` (migration 0006).
+pub(crate) const NAMES_AT: usize = 21;
+
+/// The attachment names of a row read with [`NAMES_AT`]: a JSON array of strings, or NULL for none.
+pub(crate) fn names_from_row(r: &Row) -> rusqlite::Result<Vec<String>> {
+    match r.get_ref(NAMES_AT)?.as_str_or_null()? {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(NAMES_AT, rusqlite::types::Type::Text, Box::new(e))),
+    }
+}
+
 pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
     let received_us: i64 = r.get(3)?;
     let purged_us: Option<i64> = r.get(16)?;
@@ -184,12 +196,21 @@ impl Store {
     /// large `search --json`. A batch is prepared once and its rows are read in one pass.
     pub fn fill_details_many(&self, recs: &mut [MessageRecord]) -> Result<()> {
         for chunk in recs.chunks_mut(DETAIL_BATCH) {
-            self.fill_chunk(chunk)?;
+            self.fill_chunk(chunk, true)?;
         }
         Ok(())
     }
 
-    fn fill_chunk(&self, recs: &mut [MessageRecord]) -> Result<()> {
+    /// [`Store::fill_details_many`] for records whose attachment names came with their row
+    /// ([`names_from_row`]): recipients and filter findings only.
+    pub(crate) fn fill_recipients_many(&self, recs: &mut [MessageRecord]) -> Result<()> {
+        for chunk in recs.chunks_mut(DETAIL_BATCH) {
+            self.fill_chunk(chunk, false)?;
+        }
+        Ok(())
+    }
+
+    fn fill_chunk(&self, recs: &mut [MessageRecord], read_attachments: bool) -> Result<()> {
         if recs.is_empty() {
             return Ok(());
         }
@@ -228,6 +249,8 @@ impl Store {
                 };
                 push_each(&mut recipients, is, rowid, rcpt);
             }
+        }
+        if read_attachments {
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!("SELECT message, rowid, name FROM attachments WHERE message IN ({list})"))
@@ -267,7 +290,9 @@ impl Store {
         }
         for (((rec, rcpts), names), scan) in recs.iter_mut().zip(recipients).zip(attachments).zip(scans) {
             rec.recipients = in_rowid_order(rcpts);
-            rec.attachments = in_rowid_order(names);
+            if read_attachments {
+                rec.attachments = in_rowid_order(names);
+            }
             rec.scan = scan;
             if rec.purged_at.is_none() {
                 rec.state = summarise_states(&rec.recipients);

@@ -18,8 +18,8 @@
 use rusqlite::types::Value;
 
 use crate::error::Result;
-use crate::message::{message_from_row, MessageRecord, DETAIL_BATCH};
-use crate::select::{rcpt_live_form, rcpt_lookup_form, rcpt_walk_form, select_query, Selector, Sql};
+use crate::message::{message_from_row, names_from_row, MessageRecord, DETAIL_BATCH};
+use crate::select::{rcpt_live_form, rcpt_lookup_form, rcpt_walk_form, search_query, Selector, Sql};
 use crate::store::Store;
 #[cfg(test)]
 use crate::text::fts_phrase;
@@ -82,7 +82,7 @@ impl Store {
     ) -> Result<u64> {
         let e = self.sql_err();
         self.read_cache()?;
-        let mut stmt = self.conn.prepare(&select_query(sql, limit)).map_err(&e)?;
+        let mut stmt = self.conn.prepare(&search_query(sql, limit)).map_err(&e)?;
         let mut rows = stmt.query(crate::db::params_from_iter(sql.params.iter())).map_err(&e)?;
         // Rows are read a batch at a time so that their recipients and attachments take one query each per batch
         // (see `Store::fill_details_many`); `each` still sees one record at a time, newest first.
@@ -92,10 +92,12 @@ impl Store {
         loop {
             let row = rows.next().map_err(&e)?;
             if let Some(row) = &row {
-                page.push(message_from_row(row).map_err(&e)?);
+                let mut rec = message_from_row(row).map_err(&e)?;
+                rec.attachments = names_from_row(row).map_err(&e)?;
+                page.push(rec);
             }
             if page.len() == batch || (row.is_none() && !page.is_empty()) {
-                self.fill_details_many(&mut page)?;
+                self.fill_recipients_many(&mut page)?;
                 for rec in page.drain(..) {
                     each(rec)?;
                     n += 1;
@@ -269,7 +271,7 @@ impl Store {
         let e = self.sql_err();
         let (explain, col) =
             if self.conn.is_postgres() { ("EXPLAIN (COSTS OFF)", 0) } else { ("EXPLAIN QUERY PLAN", 3) };
-        let mut stmt = self.conn.prepare(&format!("{explain} {}", select_query(&sql, None))).map_err(&e)?;
+        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None))).map_err(&e)?;
         let lines = stmt
             .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(col))
             .map_err(&e)?
@@ -511,6 +513,31 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(stale, 0, "recipients' copies of their message after {what}");
+            let stale: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM messages m WHERE m.attachment_names IS NOT (SELECT
+                     nullif(json_group_array(name), '[]') FROM (SELECT name FROM attachments a
+                     WHERE a.message = m.id ORDER BY a.rowid))",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stale, 0, "messages' attachment names after {what}");
+            // What search streams (driven by a recipient, names from the row) is what the tables say.
+            for sel in [
+                Selector::default(),
+                Selector { rcpts: vec!["a@x".into()], ..Default::default() },
+                Selector { rcpts: vec!["D@x".into()], ..Default::default() },
+            ] {
+                let mut streamed = Vec::new();
+                s.select_each(&sel, None, &mut |r| {
+                    streamed.push(r);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(streamed, s.select(&sel, None).unwrap(), "{sel:?} after {what}");
+            }
             let counted = counted as u64;
             assert_eq!(s.live_count().unwrap(), counted, "after {what}");
             assert_eq!(s.count(&Selector::default()).unwrap(), counted, "after {what}");
@@ -521,8 +548,10 @@ mod tests {
         };
         assert_eq!(check(&s, "init"), 0);
         let a = hold(&mut s, "a@x", "b@x", "SPAM", "Subject: one\n\nhi\n");
-        hold(&mut s, "a@x", "b@x", "SPAM", "Subject: two\n\nhi\n");
+        hold(&mut s, "a@x", "b@x", "SPAM", &with_attachments("two", &["a.pdf", "b \"zip\".zip", "ü.exe"]));
         assert_eq!(check(&s, "hold"), 2);
+        let two = s.select(&Selector { subjects: vec!["two".into()], ..Default::default() }, None).unwrap();
+        assert_eq!(two[0].attachments, ["a.pdf", "b \"zip\".zip", "ü.exe"], "in the order written");
         let retry = HoldRequest {
             from: "r@x".into(),
             recipients: vec!["a@x".into()],
@@ -548,7 +577,11 @@ mod tests {
         let eml = dir.path().join("eml");
         std::fs::create_dir(&eml).unwrap();
         for i in 0..2 {
-            std::fs::write(eml.join(format!("{i}.eml")), format!("To: d@x\nSubject: imported {i}\n\nhi\n")).unwrap();
+            std::fs::write(
+                eml.join(format!("{i}.eml")),
+                format!("To: d@x\n{}", with_attachments(&format!("imported {i}"), &["i.doc"])),
+            )
+            .unwrap();
         }
         let mut opts = crate::ImportOptions::new(crate::ImportFormat::Eml, vec![eml], "SPAM");
         opts.from = Some("i@x".into());
@@ -594,6 +627,31 @@ mod tests {
             s.conn().execute("DELETE FROM messages WHERE id = ?1", [id]).unwrap();
         }
         assert_eq!(check(&s, "a live and a purged row deleted in the shell"), 6);
+        let with: String =
+            s.conn().query_row("SELECT message FROM attachments ORDER BY rowid LIMIT 1", [], |r| r.get(0)).unwrap();
+        s.conn().execute("UPDATE attachments SET name = 'renamed' WHERE message = ?1", [&with]).unwrap();
+        check(&s, "attachments renamed in the shell");
+        s.conn().execute("UPDATE attachments SET message = ?1 WHERE message <> ?1", [&with]).unwrap();
+        check(&s, "attachments moved to another message in the shell");
+        s.conn().execute("DELETE FROM attachments WHERE rowid = (SELECT min(rowid) FROM attachments)", []).unwrap();
+        check(&s, "an attachment deleted in the shell");
+        s.conn().execute("DELETE FROM attachments", []).unwrap();
+        check(&s, "every attachment deleted in the shell");
+    }
+
+    /// A message with attachments of these file names.
+    fn with_attachments(subject: &str, names: &[&str]) -> String {
+        let mut m = format!("Subject: {subject}\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=B\n\n");
+        m.push_str("--B\nContent-Type: text/plain\n\nhi\n");
+        for n in names {
+            let quoted = n.replace('\\', "\\\\").replace('"', "\\\"");
+            m.push_str(&format!(
+                "--B\nContent-Type: application/octet-stream\nContent-Disposition: attachment; \
+                 filename=\"{quoted}\"\n\nx\n"
+            ));
+        }
+        m.push_str("--B--\n");
+        m
     }
 
     /// A printed message's recipients and a recipient selection are read from covering indexes (migration

@@ -254,10 +254,19 @@ fn verdict_pattern(v: &str) -> VerdictPattern {
 
 /// The query `Store::select` runs: matching messages, newest first.
 pub(crate) fn select_query(sql: &Sql, limit: Option<u64>) -> String {
+    query_of(crate::message::MESSAGE_COLUMNS, sql, limit)
+}
+
+/// The query `search` runs: as [`select_query`], with each message's attachment names (migration 0006) after
+/// its columns, at `message::NAMES_AT`.
+pub(crate) fn search_query(sql: &Sql, limit: Option<u64>) -> String {
+    query_of(&format!("{}, m.attachment_names", crate::message::MESSAGE_COLUMNS), sql, limit)
+}
+
+fn query_of(columns: &str, sql: &Sql, limit: Option<u64>) -> String {
     // Driven by one recipient, the index gives received_us order and only ties are sorted (by rowid).
     let order = if sql.by_rcpt { "r.received_us DESC, m.rowid DESC" } else { "m.received_us DESC, m.rowid DESC" };
-    let mut q =
-        format!("SELECT {} FROM {} WHERE {} ORDER BY {order}", crate::message::MESSAGE_COLUMNS, sql.from(), sql.clause);
+    let mut q = format!("SELECT {columns} FROM {} WHERE {} ORDER BY {order}", sql.from(), sql.clause);
     if let Some(n) = limit {
         q.push_str(&format!(" LIMIT {n}"));
     }

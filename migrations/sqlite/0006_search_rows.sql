@@ -1,5 +1,5 @@
--- 0006: a recipient's live messages in time order, from one index (issue 13). Never edit or remove a shipped
--- migration; add a new numbered file instead.
+-- 0006: search output at scale, continued (issue 13). Never edit or remove a shipped migration; add a new numbered
+-- file instead.
 --
 -- `search --rcpt ADDR` wants the address's live messages newest first, and a table wants only the first 50 and
 -- "more than 1000 more". With only (address_lc, message) in the index, every one of the address's messages had to
@@ -40,3 +40,35 @@ END;
 
 -- A live recipient selection, newest first: `WHERE address_lc = ? AND live = 1 ORDER BY received_us DESC`.
 CREATE INDEX recipients_live ON recipients(address_lc, received_us, message) WHERE live = 1;
+
+-- The names of a message's attachments, in the order they were written, as a JSON array (NULL for none), kept by
+-- triggers: a printed message read them with one more index seek (and a row for most) per message; now they come
+-- with its row. Attachments are written with their message (hold, ingest, import) and never change after, so no
+-- other writer touches the message row for them.
+ALTER TABLE messages ADD COLUMN attachment_names TEXT;
+
+UPDATE messages SET attachment_names =
+    (SELECT json_group_array(name) FROM (SELECT name FROM attachments a WHERE a.message = messages.id ORDER BY a.rowid))
+WHERE id IN (SELECT message FROM attachments)
+    AND NOT EXISTS (SELECT 1 FROM settings WHERE key = 'shared_index');
+
+CREATE TRIGGER attachment_names_insert AFTER INSERT ON attachments
+BEGIN
+    UPDATE messages SET attachment_names = (SELECT json_group_array(name)
+        FROM (SELECT name FROM attachments a WHERE a.message = new.message ORDER BY a.rowid))
+    WHERE id = new.message;
+END;
+
+CREATE TRIGGER attachment_names_delete AFTER DELETE ON attachments
+BEGIN
+    UPDATE messages SET attachment_names = nullif((SELECT json_group_array(name)
+        FROM (SELECT name FROM attachments a WHERE a.message = old.message ORDER BY a.rowid)), '[]')
+    WHERE id = old.message;
+END;
+
+CREATE TRIGGER attachment_names_update AFTER UPDATE OF message, name ON attachments
+BEGIN
+    UPDATE messages SET attachment_names = nullif((SELECT json_group_array(name)
+        FROM (SELECT name FROM attachments a WHERE a.message = messages.id ORDER BY a.rowid)), '[]')
+    WHERE id IN (old.message, new.message);
+END;

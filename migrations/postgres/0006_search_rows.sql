@@ -1,5 +1,5 @@
--- 0006: a recipient's live messages in time order, from one index, PostgreSQL; see
--- migrations/sqlite/0006_recipient_order.sql. Never edit or remove a shipped migration.
+-- 0006: search output at scale, continued, PostgreSQL; see migrations/sqlite/0006_search_rows.sql. Never edit or
+-- remove a shipped migration.
 ALTER TABLE recipients ADD COLUMN received_us BIGINT;   -- messages.received_us of `message`
 ALTER TABLE recipients ADD COLUMN live BIGINT;          -- 1 while `message` is not purged, else 0
 
@@ -33,3 +33,28 @@ CREATE TRIGGER recipients_copy_message AFTER UPDATE OF received_us, purged_us ON
     FOR EACH ROW EXECUTE FUNCTION recipients_copy_message();
 
 CREATE INDEX recipients_live ON recipients(address_lc, received_us, message) WHERE live = 1;
+
+-- The names of a message's attachments in the order they were written, a JSON array (NULL for none). Attachments
+-- are written with their message by an exclusive writer, so the message row it updates is never contended.
+ALTER TABLE messages ADD COLUMN attachment_names TEXT;
+
+UPDATE messages m SET attachment_names = a.names
+    FROM (SELECT message, json_agg(name ORDER BY rowid)::text AS names FROM attachments GROUP BY message) a
+    WHERE a.message = m.id;
+
+CREATE FUNCTION attachment_names_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        UPDATE messages SET attachment_names =
+            (SELECT json_agg(name ORDER BY rowid)::text FROM attachments WHERE message = NEW.message)
+            WHERE id = NEW.message;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        UPDATE messages SET attachment_names =
+            (SELECT json_agg(name ORDER BY rowid)::text FROM attachments WHERE message = OLD.message)
+            WHERE id = OLD.message;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER attachment_names_sync AFTER INSERT OR DELETE OR UPDATE OF message, name ON attachments
+    FOR EACH ROW EXECUTE FUNCTION attachment_names_sync();
