@@ -32,7 +32,31 @@ END $$;
 CREATE TRIGGER recipients_copy_message AFTER UPDATE OF received_us, purged_us ON messages
     FOR EACH ROW EXECUTE FUNCTION recipients_copy_message();
 
+-- Not covering the recipient's own columns as on SQLite: a B-tree entry here is limited to ~2.7 KB, and a relay's
+-- reply or last error can be longer (see 0005). They come from the row.
 CREATE INDEX recipients_live ON recipients(address_lc, received_us, message) WHERE live = 1;
+
+-- How many recipients each message has (see the SQLite file). Recipients are inserted and deleted only by
+-- exclusive writers, so the message row these triggers update is never contended by a release's claims.
+ALTER TABLE messages ADD COLUMN recipient_count BIGINT;
+
+UPDATE messages m SET recipient_count = c.n
+    FROM (SELECT message, count(*) AS n FROM recipients GROUP BY message) c WHERE c.message = m.id;
+
+CREATE FUNCTION recipient_count_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        UPDATE messages SET recipient_count = (SELECT count(*) FROM recipients WHERE message = NEW.message)
+            WHERE id = NEW.message;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        UPDATE messages SET recipient_count = (SELECT count(*) FROM recipients WHERE message = OLD.message)
+            WHERE id = OLD.message;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER recipient_count_sync AFTER INSERT OR DELETE OR UPDATE OF message ON recipients
+    FOR EACH ROW EXECUTE FUNCTION recipient_count_sync();
 
 -- The names of a message's attachments in the order they were written, a JSON array (NULL for none). Attachments
 -- are written with their message by an exclusive writer, so the message row it updates is never contended.

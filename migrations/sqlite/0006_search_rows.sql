@@ -38,8 +38,37 @@ BEGIN
     UPDATE recipients SET received_us = new.received_us, live = new.purged_us IS NULL WHERE message = new.id;
 END;
 
--- A live recipient selection, newest first: `WHERE address_lc = ? AND live = 1 ORDER BY received_us DESC`.
-CREATE INDEX recipients_live ON recipients(address_lc, received_us, message) WHERE live = 1;
+-- A live recipient selection, newest first: `WHERE address_lc = ? AND live = 1 ORDER BY received_us DESC`. The
+-- recipient's own columns come with each entry: most messages have one recipient (see recipient_count below), and
+-- then the entry is all `search` needs of it.
+CREATE INDEX recipients_live ON recipients(address_lc, received_us, message, address, state, attempts, released_us,
+    reply, last_error) WHERE live = 1;
+
+-- How many recipients each message has, kept by triggers on `recipients` (insert, delete, change of `message`):
+-- a message `search --rcpt` found with one has no other recipient to look up. Recipients are added by hold,
+-- ingest and import, which write the message row anyway; a release only updates them, and never touches this.
+ALTER TABLE messages ADD COLUMN recipient_count INTEGER;
+
+UPDATE messages SET recipient_count = (SELECT count(*) FROM recipients r WHERE r.message = messages.id)
+WHERE NOT EXISTS (SELECT 1 FROM settings WHERE key = 'shared_index');
+
+CREATE TRIGGER recipient_count_insert AFTER INSERT ON recipients
+BEGIN
+    UPDATE messages SET recipient_count = (SELECT count(*) FROM recipients r WHERE r.message = new.message)
+    WHERE id = new.message;
+END;
+
+CREATE TRIGGER recipient_count_delete AFTER DELETE ON recipients
+BEGIN
+    UPDATE messages SET recipient_count = (SELECT count(*) FROM recipients r WHERE r.message = old.message)
+    WHERE id = old.message;
+END;
+
+CREATE TRIGGER recipient_count_move AFTER UPDATE OF message ON recipients
+BEGIN
+    UPDATE messages SET recipient_count = (SELECT count(*) FROM recipients r WHERE r.message = messages.id)
+    WHERE id IN (old.message, new.message);
+END;
 
 -- The names of a message's attachments, in the order they were written, as a JSON array (NULL for none), kept by
 -- triggers: a printed message read them with one more index seek (and a row for most) per message; now they come

@@ -18,7 +18,9 @@
 use rusqlite::types::Value;
 
 use crate::error::Result;
-use crate::message::{message_from_row, names_from_row, MessageRecord, DETAIL_BATCH};
+use crate::message::{
+    message_from_row, names_from_row, recipient_at, MessageRecord, COUNT_AT, DETAIL_BATCH, RCPT_AT, ROWID_AT,
+};
 use crate::select::{rcpt_live_form, rcpt_lookup_form, rcpt_walk_form, search_query, Selector, Sql};
 use crate::store::Store;
 #[cfg(test)]
@@ -82,28 +84,71 @@ impl Store {
     ) -> Result<u64> {
         let e = self.sql_err();
         self.read_cache()?;
-        let mut stmt = self.conn.prepare(&search_query(sql, limit)).map_err(&e)?;
+        // Driven by a recipient, rows come in received_us order only (index order breaks ties by id); each run of
+        // equal times is sorted by rowid here, so the query has no LIMIT and stops once the k-th row's run ends.
+        let ties = sql.by_rcpt && std::env::var_os("QUARANTINE_EXP_SQLTIES").is_none();
+        let q = search_query(sql, if ties { None } else { limit }, !ties);
+        let mut stmt = self.conn.prepare(&q).map_err(&e)?;
         let mut rows = stmt.query(crate::db::params_from_iter(sql.params.iter())).map_err(&e)?;
-        // Rows are read a batch at a time so that their recipients and attachments take one query each per batch
-        // (see `Store::fill_details_many`); `each` still sees one record at a time, newest first.
+        // Rows are read a batch at a time so that their recipients take one query per batch (see
+        // `Store::fill_details_many`); `each` still sees one record at a time, newest first.
         let batch = limit.map_or(DETAIL_BATCH, |k| k.clamp(1, DETAIL_BATCH as u64) as usize);
-        let mut page: Vec<MessageRecord> = Vec::with_capacity(batch);
+        let want = limit.unwrap_or(u64::MAX);
+        // (record, rowid, whether its recipients are known): a message found through its only recipient has that
+        // recipient's columns in the row, and needs no lookup (migration 0006's recipient_count).
+        let mut page: Vec<(MessageRecord, i64, bool)> = Vec::with_capacity(batch);
         let mut n = 0;
         loop {
-            let row = rows.next().map_err(&e)?;
-            if let Some(row) = &row {
-                let mut rec = message_from_row(row).map_err(&e)?;
-                rec.attachments = names_from_row(row).map_err(&e)?;
-                page.push(rec);
+            let mut next = match rows.next().map_err(&e)? {
+                Some(row) => {
+                    let mut rec = message_from_row(&row).map_err(&e)?;
+                    rec.attachments = names_from_row(&row).map_err(&e)?;
+                    let rowid: i64 = row.get(ROWID_AT).map_err(&e)?;
+                    let only = sql.by_rcpt && row.get::<_, Option<i64>>(COUNT_AT).map_err(&e)? == Some(1);
+                    if only {
+                        rec.recipients = vec![recipient_at(&row, RCPT_AT + 1).map_err(&e)?];
+                        if rec.purged_at.is_none() {
+                            rec.state = crate::message::summarise_states(&rec.recipients);
+                        }
+                    }
+                    Some((rec, rowid, only))
+                }
+                None => None,
+            };
+            if ties && n + page.len() as u64 >= want {
+                // Enough rows, unless this one ties with the last of them.
+                let last = page.last().map(|(r, _, _)| r.received_us);
+                if next.as_ref().is_none_or(|(r, _, _)| Some(r.received_us) != last) {
+                    next = None;
+                }
             }
-            if page.len() == batch || (row.is_none() && !page.is_empty()) {
-                self.fill_recipients_many(&mut page)?;
-                for rec in page.drain(..) {
+            let end = next.is_none();
+            if let Some(row) = next {
+                page.push(row);
+            }
+            // What can go out: everything at the end, else all but the last run of equal times (it may go on).
+            let ready = match (end, ties) {
+                (true, _) | (false, false) => page.len(),
+                (false, true) => {
+                    let last = page.last().map(|(r, _, _)| r.received_us);
+                    page.iter().position(|(r, _, _)| Some(r.received_us) == last).unwrap_or(0)
+                }
+            };
+            if (page.len() >= batch && ready > 0) || (end && !page.is_empty()) {
+                let mut out: Vec<(MessageRecord, i64, bool)> = page.drain(..ready).collect();
+                if ties {
+                    out.sort_by(|(a, ra, _), (b, rb, _)| b.received_us.cmp(&a.received_us).then(rb.cmp(ra)));
+                }
+                out.truncate(want.saturating_sub(n).min(usize::MAX as u64) as usize);
+                let known: Vec<bool> = out.iter().map(|(_, _, k)| *k).collect();
+                let mut recs: Vec<MessageRecord> = out.into_iter().map(|(r, _, _)| r).collect();
+                self.fill_recipients_many(&mut recs, &known)?;
+                for rec in recs {
                     each(rec)?;
                     n += 1;
                 }
             }
-            if row.is_none() {
+            if end {
                 return Ok(n);
             }
         }
@@ -142,6 +187,9 @@ impl Store {
     /// the indexes its details are read from did not stay cached: at a million messages, the busiest recipient's
     /// 16,000 messages took ~73,000 page reads. The cache grows only as pages are read.
     pub(crate) fn read_cache(&self) -> Result<()> {
+        if let Ok(m) = std::env::var("QUARANTINE_EXP_MMAP") {
+            self.conn.execute_batch(&format!("PRAGMA mmap_size = {m}")).map_err(self.sql_err())?;
+        }
         self.conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}")).map_err(self.sql_err())
     }
 
@@ -271,7 +319,7 @@ impl Store {
         let e = self.sql_err();
         let (explain, col) =
             if self.conn.is_postgres() { ("EXPLAIN (COSTS OFF)", 0) } else { ("EXPLAIN QUERY PLAN", 3) };
-        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None))).map_err(&e)?;
+        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None, false))).map_err(&e)?;
         let lines = stmt
             .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(col))
             .map_err(&e)?
@@ -524,11 +572,22 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(stale, 0, "messages' attachment names after {what}");
+            let stale: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM messages m
+                     WHERE m.recipient_count IS NOT (SELECT count(*) FROM recipients r WHERE r.message = m.id)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stale, 0, "messages' recipient counts after {what}");
             // What search streams (driven by a recipient, names from the row) is what the tables say.
             for sel in [
                 Selector::default(),
                 Selector { rcpts: vec!["a@x".into()], ..Default::default() },
                 Selector { rcpts: vec!["D@x".into()], ..Default::default() },
+                Selector { rcpts: vec!["c@x".into()], ..Default::default() },
             ] {
                 let mut streamed = Vec::new();
                 s.select_each(&sel, None, &mut |r| {
@@ -562,6 +621,17 @@ mod tests {
         s.hold(&retry, &mut &b"Subject: retry\n\nhi\n"[..]).unwrap();
         s.hold(&HoldRequest { recipients: vec!["c@x".into()], ..retry }, &mut &b"Subject: retry\n\nhi\n"[..]).unwrap();
         assert_eq!(check(&s, "a retry merged into its message"), 3);
+        // What a release writes (release/journal.rs), to one recipient of a message and to one of two.
+        for address in ["a@x", "c@x"] {
+            s.conn()
+                .execute(
+                    "UPDATE recipients SET state = 'released', released_us = 5, reply = '250 2.0.0 Ok', attempts = 1
+                     WHERE rowid = (SELECT min(rowid) FROM recipients WHERE address_lc = ?1)",
+                    [address],
+                )
+                .unwrap();
+        }
+        assert_eq!(check(&s, "released recipients"), 3);
         let spool = s.spool();
         for i in 0..3 {
             let req = HoldRequest {

@@ -254,18 +254,29 @@ fn verdict_pattern(v: &str) -> VerdictPattern {
 
 /// The query `Store::select` runs: matching messages, newest first.
 pub(crate) fn select_query(sql: &Sql, limit: Option<u64>) -> String {
-    query_of(crate::message::MESSAGE_COLUMNS, sql, limit)
+    query_of(crate::message::MESSAGE_COLUMNS, sql, limit, true)
 }
 
-/// The query `search` runs: as [`select_query`], with each message's attachment names (migration 0006) after
-/// its columns, at `message::NAMES_AT`.
-pub(crate) fn search_query(sql: &Sql, limit: Option<u64>) -> String {
-    query_of(&format!("{}, m.attachment_names", crate::message::MESSAGE_COLUMNS), sql, limit)
+/// The query `search` runs: as [`select_query`], with each message's attachment names (migration 0006) and rowid
+/// after its columns (`message::NAMES_AT`, `message::ROWID_AT`). Driven by one recipient, ties in `received_us`
+/// come in index order unless `ties` (an SQL sort of each run of them): `search` sorts them itself.
+pub(crate) fn search_query(sql: &Sql, limit: Option<u64>, ties: bool) -> String {
+    use crate::message::{MESSAGE_COLUMNS, RECIPIENT_COLUMNS};
+    let columns = if sql.by_rcpt {
+        // The driving recipient, and whether it is the message's only one (`message::COUNT_AT`, `RCPT_AT`).
+        format!("{MESSAGE_COLUMNS}, m.attachment_names, m.rowid, m.recipient_count, r.rowid, {RECIPIENT_COLUMNS}")
+    } else {
+        format!("{MESSAGE_COLUMNS}, m.attachment_names, m.rowid")
+    };
+    query_of(&columns, sql, limit, ties)
 }
 
-fn query_of(columns: &str, sql: &Sql, limit: Option<u64>) -> String {
-    // Driven by one recipient, the index gives received_us order and only ties are sorted (by rowid).
-    let order = if sql.by_rcpt { "r.received_us DESC, m.rowid DESC" } else { "m.received_us DESC, m.rowid DESC" };
+fn query_of(columns: &str, sql: &Sql, limit: Option<u64>, ties: bool) -> String {
+    let order = match (sql.by_rcpt, ties) {
+        (true, true) => "r.received_us DESC, m.rowid DESC",
+        (true, false) => "r.received_us DESC",
+        (false, _) => "m.received_us DESC, m.rowid DESC",
+    };
     let mut q = format!("SELECT {columns} FROM {} WHERE {} ORDER BY {order}", sql.from(), sql.clause);
     if let Some(n) = limit {
         q.push_str(&format!(" LIMIT {n}"));
