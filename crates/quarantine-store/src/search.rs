@@ -19,7 +19,7 @@ use rusqlite::types::Value;
 
 use crate::error::Result;
 use crate::message::{
-    message_from_row, names_from_row, recipient_at, MessageRecord, COUNT_AT, DETAIL_BATCH, RCPT_AT, ROWID_AT,
+    message_from_row, names_from_row, recipient_at, MessageRecord, COUNT_AT, DETAIL_BATCH, OTHER_AT, RCPT_AT, ROWID_AT,
 };
 use crate::select::{rcpt_live_form, rcpt_lookup_form, rcpt_walk_form, search_query, Selector, Sql};
 use crate::store::Store;
@@ -37,6 +37,9 @@ const WALK_COST: u64 = 17;
 
 /// The page cache (KiB) of a connection that reads many messages (see [`Store::read_cache`]).
 const READ_CACHE_KIB: u64 = 16 * 1024;
+/// How much of the index such a connection reads through a memory map instead of `pread` (SQLite caps it at
+/// its compile-time limit, 2 GB by default).
+const READ_MMAP_BYTES: u64 = 1 << 32;
 
 /// The clause of a selection with no selector: every live message (see [`Store::live_count`]).
 pub(crate) const LIVE: &str = "m.purged_us IS NULL";
@@ -86,39 +89,49 @@ impl Store {
         self.read_cache()?;
         // Driven by a recipient, rows come in received_us order only (index order breaks ties by id); each run of
         // equal times is sorted by rowid here, so the query has no LIMIT and stops once the k-th row's run ends.
-        let ties = sql.by_rcpt && std::env::var_os("QUARANTINE_EXP_SQLTIES").is_none();
-        let q = search_query(sql, if ties { None } else { limit }, !ties);
-        let mut stmt = self.conn.prepare(&q).map_err(&e)?;
+        let ties = sql.by_rcpt;
+        let mut stmt = self.conn.prepare(&search_query(sql, if ties { None } else { limit })).map_err(&e)?;
         let mut rows = stmt.query(crate::db::params_from_iter(sql.params.iter())).map_err(&e)?;
         // Rows are read a batch at a time so that their recipients take one query per batch (see
-        // `Store::fill_details_many`); `each` still sees one record at a time, newest first.
+        // `Store::fill_details_many`), unless they came with the rows; `each` still sees one record at a time,
+        // newest first.
         let batch = limit.map_or(DETAIL_BATCH, |k| k.clamp(1, DETAIL_BATCH as u64) as usize);
         let want = limit.unwrap_or(u64::MAX);
-        // (record, rowid, whether its recipients are known): a message found through its only recipient has that
-        // recipient's columns in the row, and needs no lookup (migration 0006's recipient_count).
-        let mut page: Vec<(MessageRecord, i64, bool)> = Vec::with_capacity(batch);
+        let mut page: Vec<Pending> = Vec::with_capacity(batch);
         let mut n = 0;
         loop {
             let mut next = match rows.next().map_err(&e)? {
                 Some(row) => {
-                    let mut rec = message_from_row(&row).map_err(&e)?;
-                    rec.attachments = names_from_row(&row).map_err(&e)?;
                     let rowid: i64 = row.get(ROWID_AT).map_err(&e)?;
-                    let only = sql.by_rcpt && row.get::<_, Option<i64>>(COUNT_AT).map_err(&e)? == Some(1);
-                    if only {
-                        rec.recipients = vec![recipient_at(&row, RCPT_AT + 1).map_err(&e)?];
-                        if rec.purged_at.is_none() {
-                            rec.state = crate::message::summarise_states(&rec.recipients);
+                    if sql.by_rcpt {
+                        // Another recipient of the message before: one row per recipient of a message with
+                        // several (the LEFT JOIN of `search_query`), one in all for a message with one.
+                        if let Some(last) = page.last_mut().filter(|p| p.rowid == rowid) {
+                            if let Some(r) = other_recipient(&row).map_err(&e)? {
+                                last.rcpts.push(r);
+                            }
+                            continue;
                         }
                     }
-                    Some((rec, rowid, only))
+                    let mut rec = message_from_row(&row).map_err(&e)?;
+                    rec.attachments = names_from_row(&row).map_err(&e)?;
+                    let mut rcpts = Vec::new();
+                    if sql.by_rcpt {
+                        if row.get::<_, Option<i64>>(COUNT_AT).map_err(&e)? == Some(1) {
+                            let rowid: i64 = row.get(RCPT_AT).map_err(&e)?;
+                            rcpts.push((rowid, recipient_at(&row, RCPT_AT + 1).map_err(&e)?));
+                        } else if let Some(r) = other_recipient(&row).map_err(&e)? {
+                            rcpts.push(r);
+                        }
+                    }
+                    Some(Pending { rec, rowid, rcpts })
                 }
                 None => None,
             };
             if ties && n + page.len() as u64 >= want {
                 // Enough rows, unless this one ties with the last of them.
-                let last = page.last().map(|(r, _, _)| r.received_us);
-                if next.as_ref().is_none_or(|(r, _, _)| Some(r.received_us) != last) {
+                let last = page.last().map(|p| p.rec.received_us);
+                if next.as_ref().is_none_or(|p| Some(p.rec.received_us) != last) {
                     next = None;
                 }
             }
@@ -126,22 +139,23 @@ impl Store {
             if let Some(row) = next {
                 page.push(row);
             }
-            // What can go out: everything at the end, else all but the last run of equal times (it may go on).
+            // What can go out: everything at the end, else all but the last run of equal times (it may go on, and
+            // so may the last message's recipients).
             let ready = match (end, ties) {
                 (true, _) | (false, false) => page.len(),
                 (false, true) => {
-                    let last = page.last().map(|(r, _, _)| r.received_us);
-                    page.iter().position(|(r, _, _)| Some(r.received_us) == last).unwrap_or(0)
+                    let last = page.last().map(|p| p.rec.received_us);
+                    page.iter().position(|p| Some(p.rec.received_us) == last).unwrap_or(0)
                 }
             };
             if (page.len() >= batch && ready > 0) || (end && !page.is_empty()) {
-                let mut out: Vec<(MessageRecord, i64, bool)> = page.drain(..ready).collect();
+                let mut out: Vec<Pending> = page.drain(..ready).collect();
                 if ties {
-                    out.sort_by(|(a, ra, _), (b, rb, _)| b.received_us.cmp(&a.received_us).then(rb.cmp(ra)));
+                    out.sort_by(|a, b| b.rec.received_us.cmp(&a.rec.received_us).then(b.rowid.cmp(&a.rowid)));
                 }
                 out.truncate(want.saturating_sub(n).min(usize::MAX as u64) as usize);
-                let known: Vec<bool> = out.iter().map(|(_, _, k)| *k).collect();
-                let mut recs: Vec<MessageRecord> = out.into_iter().map(|(r, _, _)| r).collect();
+                let known = vec![sql.by_rcpt; out.len()];
+                let mut recs: Vec<MessageRecord> = out.into_iter().map(Pending::record).collect();
                 self.fill_recipients_many(&mut recs, &known)?;
                 for rec in recs {
                     each(rec)?;
@@ -187,10 +201,9 @@ impl Store {
     /// the indexes its details are read from did not stay cached: at a million messages, the busiest recipient's
     /// 16,000 messages took ~73,000 page reads. The cache grows only as pages are read.
     pub(crate) fn read_cache(&self) -> Result<()> {
-        if let Ok(m) = std::env::var("QUARANTINE_EXP_MMAP") {
-            self.conn.execute_batch(&format!("PRAGMA mmap_size = {m}")).map_err(self.sql_err())?;
-        }
-        self.conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}")).map_err(self.sql_err())
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}; PRAGMA mmap_size = {READ_MMAP_BYTES}"))
+            .map_err(self.sql_err())
     }
 
     /// How many messages are live (not purged): the counter migration 0005 keeps by triggers, one row read
@@ -319,13 +332,43 @@ impl Store {
         let e = self.sql_err();
         let (explain, col) =
             if self.conn.is_postgres() { ("EXPLAIN (COSTS OFF)", 0) } else { ("EXPLAIN QUERY PLAN", 3) };
-        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None, false))).map_err(&e)?;
+        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None))).map_err(&e)?;
         let lines = stmt
             .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(col))
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
         Ok(lines)
+    }
+}
+
+/// A message read by `each_row`, and when driven by a recipient its recipients with their rowids (envelope order).
+struct Pending {
+    rec: MessageRecord,
+    rowid: i64,
+    rcpts: Vec<(i64, crate::message::Recipient)>,
+}
+
+impl Pending {
+    fn record(self) -> MessageRecord {
+        let Pending { mut rec, rcpts, .. } = self;
+        if !rcpts.is_empty() {
+            let mut rcpts = rcpts;
+            rcpts.sort_unstable_by_key(|&(rowid, _)| rowid);
+            rec.recipients = rcpts.into_iter().map(|(_, r)| r).collect();
+            if rec.purged_at.is_none() {
+                rec.state = crate::message::summarise_states(&rec.recipients);
+            }
+        }
+        rec
+    }
+}
+
+/// The recipient of a message with several that a row of `search_query`'s LEFT JOIN carries, if any.
+fn other_recipient(row: &crate::db::Row) -> rusqlite::Result<Option<(i64, crate::message::Recipient)>> {
+    match row.get::<_, Option<i64>>(OTHER_AT)? {
+        Some(rowid) => Ok(Some((rowid, recipient_at(row, OTHER_AT + 1)?))),
+        None => Ok(None),
     }
 }
 
