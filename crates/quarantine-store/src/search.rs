@@ -37,9 +37,6 @@ const WALK_COST: u64 = 17;
 
 /// The page cache (KiB) of a connection that reads many messages (see [`Store::read_cache`]).
 const READ_CACHE_KIB: u64 = 16 * 1024;
-/// How much of the index such a connection reads through a memory map instead of `pread` (SQLite caps it at
-/// its compile-time limit, 2 GB by default).
-const READ_MMAP_BYTES: u64 = 1 << 32;
 
 /// The clause of a selection with no selector: every live message (see [`Store::live_count`]).
 pub(crate) const LIVE: &str = "m.purged_us IS NULL";
@@ -199,11 +196,11 @@ impl Store {
     /// # Performance
     /// With SQLite's default 2 MiB, a large result's sort spilled to a temporary file and the interior pages of
     /// the indexes its details are read from did not stay cached: at a million messages, the busiest recipient's
-    /// 16,000 messages took ~73,000 page reads. The cache grows only as pages are read.
+    /// 16,000 messages took ~73,000 page reads. The cache grows only as pages are read. A memory map of the index
+    /// (`PRAGMA mmap_size`) instead of `pread` was tried in issue 13's fourth round: it removed the 36,000 preads
+    /// of that search but cost ~30% more CPU in page faults, so it is not used.
     pub(crate) fn read_cache(&self) -> Result<()> {
-        self.conn
-            .execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}; PRAGMA mmap_size = {READ_MMAP_BYTES}"))
-            .map_err(self.sql_err())
+        self.conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}")).map_err(self.sql_err())
     }
 
     /// How many messages are live (not purged): the counter migration 0005 keeps by triggers, one row read
