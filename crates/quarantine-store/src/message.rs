@@ -104,15 +104,10 @@ pub(crate) const ROWID_AT: usize = 22;
 /// [`recipient_at`] reads them.
 pub(crate) const COUNT_AT: usize = 23;
 pub(crate) const RCPT_AT: usize = 24;
-/// Then the rowid and columns of another recipient of a message with several (`r2`, NULL for one).
-pub(crate) const OTHER_AT: usize = 31;
+/// The columns [`recipient_at`] reads, over `recipients r`.
+pub(crate) const RECIPIENT_COLUMNS: &str = "r.address, r.state, r.attempts, r.released_us, r.reply, r.last_error";
 
-/// The columns [`recipient_at`] reads, over `recipients {alias}`.
-pub(crate) fn recipient_columns(alias: &str) -> String {
-    ["address", "state", "attempts", "released_us", "reply", "last_error"].map(|c| format!("{alias}.{c}")).join(", ")
-}
-
-/// A recipient from the [`recipient_columns`] starting at column `at`.
+/// A recipient from the [`RECIPIENT_COLUMNS`] starting at column `at`.
 pub(crate) fn recipient_at(r: &Row, at: usize) -> rusqlite::Result<Recipient> {
     Ok(Recipient {
         address: r.get(at)?,

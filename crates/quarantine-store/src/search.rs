@@ -19,7 +19,7 @@ use rusqlite::types::Value;
 
 use crate::error::Result;
 use crate::message::{
-    message_from_row, names_from_row, recipient_at, MessageRecord, COUNT_AT, DETAIL_BATCH, OTHER_AT, RCPT_AT, ROWID_AT,
+    message_from_row, names_from_row, recipient_at, MessageRecord, COUNT_AT, DETAIL_BATCH, RCPT_AT, ROWID_AT,
 };
 use crate::select::{rcpt_live_form, rcpt_lookup_form, rcpt_walk_form, search_query, Selector, Sql};
 use crate::store::Store;
@@ -87,48 +87,38 @@ impl Store {
         // Driven by a recipient, rows come in received_us order only (index order breaks ties by id); each run of
         // equal times is sorted by rowid here, so the query has no LIMIT and stops once the k-th row's run ends.
         let ties = sql.by_rcpt;
-        let mut stmt = self.conn.prepare(&search_query(sql, if ties { None } else { limit })).map_err(&e)?;
+        let q = search_query(sql, if ties { None } else { limit }, !ties);
+        let mut stmt = self.conn.prepare(&q).map_err(&e)?;
         let mut rows = stmt.query(crate::db::params_from_iter(sql.params.iter())).map_err(&e)?;
         // Rows are read a batch at a time so that their recipients take one query per batch (see
-        // `Store::fill_details_many`), unless they came with the rows; `each` still sees one record at a time,
-        // newest first.
+        // `Store::fill_details_many`); `each` still sees one record at a time, newest first.
         let batch = limit.map_or(DETAIL_BATCH, |k| k.clamp(1, DETAIL_BATCH as u64) as usize);
         let want = limit.unwrap_or(u64::MAX);
-        let mut page: Vec<Pending> = Vec::with_capacity(batch);
+        // (record, rowid, whether its recipients are known): a message found through its only recipient has that
+        // recipient's columns in the row, and needs no lookup (migration 0006's recipient_count).
+        let mut page: Vec<(MessageRecord, i64, bool)> = Vec::with_capacity(batch);
         let mut n = 0;
         loop {
             let mut next = match rows.next().map_err(&e)? {
                 Some(row) => {
-                    let rowid: i64 = row.get(ROWID_AT).map_err(&e)?;
-                    if sql.by_rcpt {
-                        // Another recipient of the message before: one row per recipient of a message with
-                        // several (the LEFT JOIN of `search_query`), one in all for a message with one.
-                        if let Some(last) = page.last_mut().filter(|p| p.rowid == rowid) {
-                            if let Some(r) = other_recipient(&row).map_err(&e)? {
-                                last.rcpts.push(r);
-                            }
-                            continue;
-                        }
-                    }
                     let mut rec = message_from_row(&row).map_err(&e)?;
                     rec.attachments = names_from_row(&row).map_err(&e)?;
-                    let mut rcpts = Vec::new();
-                    if sql.by_rcpt {
-                        if row.get::<_, Option<i64>>(COUNT_AT).map_err(&e)? == Some(1) {
-                            let rowid: i64 = row.get(RCPT_AT).map_err(&e)?;
-                            rcpts.push((rowid, recipient_at(&row, RCPT_AT + 1).map_err(&e)?));
-                        } else if let Some(r) = other_recipient(&row).map_err(&e)? {
-                            rcpts.push(r);
+                    let rowid: i64 = row.get(ROWID_AT).map_err(&e)?;
+                    let only = sql.by_rcpt && row.get::<_, Option<i64>>(COUNT_AT).map_err(&e)? == Some(1);
+                    if only {
+                        rec.recipients = vec![recipient_at(&row, RCPT_AT + 1).map_err(&e)?];
+                        if rec.purged_at.is_none() {
+                            rec.state = crate::message::summarise_states(&rec.recipients);
                         }
                     }
-                    Some(Pending { rec, rowid, rcpts })
+                    Some((rec, rowid, only))
                 }
                 None => None,
             };
             if ties && n + page.len() as u64 >= want {
                 // Enough rows, unless this one ties with the last of them.
-                let last = page.last().map(|p| p.rec.received_us);
-                if next.as_ref().is_none_or(|p| Some(p.rec.received_us) != last) {
+                let last = page.last().map(|(r, _, _)| r.received_us);
+                if next.as_ref().is_none_or(|(r, _, _)| Some(r.received_us) != last) {
                     next = None;
                 }
             }
@@ -136,23 +126,22 @@ impl Store {
             if let Some(row) = next {
                 page.push(row);
             }
-            // What can go out: everything at the end, else all but the last run of equal times (it may go on, and
-            // so may the last message's recipients).
+            // What can go out: everything at the end, else all but the last run of equal times (it may go on).
             let ready = match (end, ties) {
                 (true, _) | (false, false) => page.len(),
                 (false, true) => {
-                    let last = page.last().map(|p| p.rec.received_us);
-                    page.iter().position(|p| Some(p.rec.received_us) == last).unwrap_or(0)
+                    let last = page.last().map(|(r, _, _)| r.received_us);
+                    page.iter().position(|(r, _, _)| Some(r.received_us) == last).unwrap_or(0)
                 }
             };
             if (page.len() >= batch && ready > 0) || (end && !page.is_empty()) {
-                let mut out: Vec<Pending> = page.drain(..ready).collect();
+                let mut out: Vec<(MessageRecord, i64, bool)> = page.drain(..ready).collect();
                 if ties {
-                    out.sort_by(|a, b| b.rec.received_us.cmp(&a.rec.received_us).then(b.rowid.cmp(&a.rowid)));
+                    out.sort_by(|(a, ra, _), (b, rb, _)| b.received_us.cmp(&a.received_us).then(rb.cmp(ra)));
                 }
                 out.truncate(want.saturating_sub(n).min(usize::MAX as u64) as usize);
-                let known = vec![sql.by_rcpt; out.len()];
-                let mut recs: Vec<MessageRecord> = out.into_iter().map(Pending::record).collect();
+                let known: Vec<bool> = out.iter().map(|(_, _, k)| *k).collect();
+                let mut recs: Vec<MessageRecord> = out.into_iter().map(|(r, _, _)| r).collect();
                 self.fill_recipients_many(&mut recs, &known)?;
                 for rec in recs {
                     each(rec)?;
@@ -329,43 +318,13 @@ impl Store {
         let e = self.sql_err();
         let (explain, col) =
             if self.conn.is_postgres() { ("EXPLAIN (COSTS OFF)", 0) } else { ("EXPLAIN QUERY PLAN", 3) };
-        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None))).map_err(&e)?;
+        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None, false))).map_err(&e)?;
         let lines = stmt
             .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(col))
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
         Ok(lines)
-    }
-}
-
-/// A message read by `each_row`, and when driven by a recipient its recipients with their rowids (envelope order).
-struct Pending {
-    rec: MessageRecord,
-    rowid: i64,
-    rcpts: Vec<(i64, crate::message::Recipient)>,
-}
-
-impl Pending {
-    fn record(self) -> MessageRecord {
-        let Pending { mut rec, rcpts, .. } = self;
-        if !rcpts.is_empty() {
-            let mut rcpts = rcpts;
-            rcpts.sort_unstable_by_key(|&(rowid, _)| rowid);
-            rec.recipients = rcpts.into_iter().map(|(_, r)| r).collect();
-            if rec.purged_at.is_none() {
-                rec.state = crate::message::summarise_states(&rec.recipients);
-            }
-        }
-        rec
-    }
-}
-
-/// The recipient of a message with several that a row of `search_query`'s LEFT JOIN carries, if any.
-fn other_recipient(row: &crate::db::Row) -> rusqlite::Result<Option<(i64, crate::message::Recipient)>> {
-    match row.get::<_, Option<i64>>(OTHER_AT)? {
-        Some(rowid) => Ok(Some((rowid, recipient_at(row, OTHER_AT + 1)?))),
-        None => Ok(None),
     }
 }
 

@@ -254,35 +254,30 @@ fn verdict_pattern(v: &str) -> VerdictPattern {
 
 /// The query `Store::select` runs: matching messages, newest first.
 pub(crate) fn select_query(sql: &Sql, limit: Option<u64>) -> String {
-    let order = if sql.by_rcpt { "r.received_us DESC, m.rowid DESC" } else { "m.received_us DESC, m.rowid DESC" };
-    query_of(crate::message::MESSAGE_COLUMNS, sql.from(), sql, limit, order)
+    query_of(crate::message::MESSAGE_COLUMNS, sql, limit, true)
 }
 
 /// The query `search` runs: as [`select_query`], with each message's attachment names (migration 0006) and rowid
 /// after its columns (`message::NAMES_AT`, `message::ROWID_AT`). Driven by one recipient, ties in `received_us`
-/// come in index order (`search` sorts them), and the row carries the message's recipients: the driving one when
-/// it is the only one (`message::COUNT_AT`, `RCPT_AT`), else one row per recipient (`OTHER_AT`).
-pub(crate) fn search_query(sql: &Sql, limit: Option<u64>) -> String {
-    use crate::message::{recipient_columns, MESSAGE_COLUMNS};
-    if sql.by_rcpt {
-        let columns = format!(
-            "{MESSAGE_COLUMNS}, m.attachment_names, m.rowid, m.recipient_count, r.rowid, {}, r2.rowid, {}",
-            recipient_columns("r"),
-            recipient_columns("r2")
-        );
-        let from = format!(
-            "{} LEFT JOIN recipients r2 ON r2.message = m.id AND coalesce(m.recipient_count, 0) <> 1",
-            sql.from()
-        );
-        query_of(&columns, &from, sql, limit, "r.received_us DESC")
+/// come in index order unless `ties` (an SQL sort of each run of them): `search` sorts them itself.
+pub(crate) fn search_query(sql: &Sql, limit: Option<u64>, ties: bool) -> String {
+    use crate::message::{MESSAGE_COLUMNS, RECIPIENT_COLUMNS};
+    let columns = if sql.by_rcpt {
+        // The driving recipient, and whether it is the message's only one (`message::COUNT_AT`, `RCPT_AT`).
+        format!("{MESSAGE_COLUMNS}, m.attachment_names, m.rowid, m.recipient_count, r.rowid, {RECIPIENT_COLUMNS}")
     } else {
-        let columns = format!("{MESSAGE_COLUMNS}, m.attachment_names, m.rowid");
-        query_of(&columns, "messages m", sql, limit, "m.received_us DESC, m.rowid DESC")
-    }
+        format!("{MESSAGE_COLUMNS}, m.attachment_names, m.rowid")
+    };
+    query_of(&columns, sql, limit, ties)
 }
 
-fn query_of(columns: &str, from: &str, sql: &Sql, limit: Option<u64>, order: &str) -> String {
-    let mut q = format!("SELECT {columns} FROM {from} WHERE {} ORDER BY {order}", sql.clause);
+fn query_of(columns: &str, sql: &Sql, limit: Option<u64>, ties: bool) -> String {
+    let order = match (sql.by_rcpt, ties) {
+        (true, true) => "r.received_us DESC, m.rowid DESC",
+        (true, false) => "r.received_us DESC",
+        (false, _) => "m.received_us DESC, m.rowid DESC",
+    };
+    let mut q = format!("SELECT {columns} FROM {} WHERE {} ORDER BY {order}", sql.from(), sql.clause);
     if let Some(n) = limit {
         q.push_str(&format!(" LIMIT {n}"));
     }
