@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_incident.sql", include_str!("../../../migrations/sqlite/0003_incident.sql")),
     ("0004_scan.sql", include_str!("../../../migrations/sqlite/0004_scan.sql")),
     ("0005_search_cover.sql", include_str!("../../../migrations/sqlite/0005_search_cover.sql")),
+    ("0006_search_rows.sql", include_str!("../../../migrations/sqlite/0006_search_rows.sql")),
 ];
 
 /// The same versions for PostgreSQL; `migrations_are_all_registered` checks both lists name the same files.
@@ -41,6 +42,7 @@ pub const PG_MIGRATIONS: &[(&str, &str)] = &[
     ("0003_incident.sql", include_str!("../../../migrations/postgres/0003_incident.sql")),
     ("0004_scan.sql", include_str!("../../../migrations/postgres/0004_scan.sql")),
     ("0005_search_cover.sql", include_str!("../../../migrations/postgres/0005_search_cover.sql")),
+    ("0006_search_rows.sql", include_str!("../../../migrations/postgres/0006_search_rows.sql")),
 ];
 
 /// A line `-- @rust NAME` in a migration marks a step SQL cannot do (hashing): the SQL before it runs, then the
@@ -277,6 +279,39 @@ mod tests {
         assert!(store.verify_audit(Some(&head.hash)).unwrap().ok());
         // Still append-only after the upgrade.
         assert!(store.conn().execute("UPDATE audit SET actor = 'b'", []).is_err());
+    }
+
+    /// Migration 0006 fills in columns of existing recipients, except in an index `quarantine migrate` turned into
+    /// a marker of a shared one, whose triggers refuse every write to them: opening that store must still work.
+    #[test]
+    fn upgrade_fills_recipients_but_not_in_a_marker_index() {
+        for marker in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("index.sqlite");
+            let mut conn = Conn::Sqlite(open(&path, true, Duration::from_secs(1)).unwrap());
+            for (_, sql) in &MIGRATIONS[..5] {
+                apply(&conn, sql).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 5;
+                 INSERT INTO messages (id, hash, size, received_us, env_from, env_from_lc, verdict)
+                     VALUES ('M1', 'h', 1, 42, '', '', 'SPAM');
+                 INSERT INTO recipients (message, address, address_lc) VALUES ('M1', 'a@x', 'a@x');",
+            )
+            .unwrap();
+            if marker {
+                conn.execute_batch(
+                    "INSERT INTO settings (key, value) VALUES ('shared_index', 'postgresql://db/q');
+                     CREATE TRIGGER moved_no_update_recipients BEFORE UPDATE ON recipients
+                     BEGIN SELECT RAISE(ABORT, 'moved'); END;",
+                )
+                .unwrap();
+            }
+            migrate(&mut conn, &path).unwrap();
+            let copied: (Option<i64>, Option<i64>) =
+                conn.query_row("SELECT received_us, live FROM recipients", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            assert_eq!(copied, if marker { (None, None) } else { (Some(42), Some(1)) });
+        }
     }
 
     #[test]

@@ -96,6 +96,38 @@ pub(crate) const MESSAGE_COLUMNS: &str = "m.id, m.hash, m.size, m.received_us, m
     m.reason, m.queue_id, m.hdr_from, m.hdr_to, m.hdr_cc, m.subject, m.message_id, m.hdr_date, m.parse_note,
     m.purged_us, m.purged_by, m.purge_reason, m.scanner_version, m.requarantined_from";
 
+/// The column after [`MESSAGE_COLUMNS`] in `search`'s query: `m.attachment_names` (migration 0006).
+pub(crate) const NAMES_AT: usize = 21;
+/// Then `m.rowid`, the order of messages received in the same microsecond.
+pub(crate) const ROWID_AT: usize = 22;
+/// Driven by a recipient (`search::by_rcpt`), then `m.recipient_count` and the recipient's own columns, as
+/// [`recipient_at`] reads them.
+pub(crate) const COUNT_AT: usize = 23;
+pub(crate) const RCPT_AT: usize = 24;
+/// The columns [`recipient_at`] reads, over `recipients r`.
+pub(crate) const RECIPIENT_COLUMNS: &str = "r.address, r.state, r.attempts, r.released_us, r.reply, r.last_error";
+
+/// A recipient from the [`RECIPIENT_COLUMNS`] starting at column `at`.
+pub(crate) fn recipient_at(r: &Row, at: usize) -> rusqlite::Result<Recipient> {
+    Ok(Recipient {
+        address: r.get(at)?,
+        state: r.get(at + 1)?,
+        attempts: r.get(at + 2)?,
+        released_at: r.get::<_, Option<i64>>(at + 3)?.map(rfc3339_us),
+        reply: r.get(at + 4)?,
+        last_error: r.get(at + 5)?,
+    })
+}
+
+/// The attachment names of a row read with [`NAMES_AT`]: a JSON array of strings, or NULL for none.
+pub(crate) fn names_from_row(r: &Row) -> rusqlite::Result<Vec<String>> {
+    match r.get_ref(NAMES_AT)?.as_str_or_null()? {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(NAMES_AT, rusqlite::types::Type::Text, Box::new(e))),
+    }
+}
+
 pub(crate) fn message_from_row(r: &Row) -> rusqlite::Result<MessageRecord> {
     let received_us: i64 = r.get(3)?;
     let purged_us: Option<i64> = r.get(16)?;
@@ -184,20 +216,39 @@ impl Store {
     /// large `search --json`. A batch is prepared once and its rows are read in one pass.
     pub fn fill_details_many(&self, recs: &mut [MessageRecord]) -> Result<()> {
         for chunk in recs.chunks_mut(DETAIL_BATCH) {
-            self.fill_chunk(chunk)?;
+            self.fill_chunk(chunk, true, &[])?;
         }
         Ok(())
     }
 
-    fn fill_chunk(&self, recs: &mut [MessageRecord]) -> Result<()> {
+    /// [`Store::fill_details_many`] for records whose attachment names came with their row
+    /// ([`names_from_row`]): recipients and filter findings only, and no recipients for a record whose `known` is
+    /// true (its recipients came with its row too), unless the store has filter findings to add.
+    pub(crate) fn fill_recipients_many(&self, recs: &mut [MessageRecord], known: &[bool]) -> Result<()> {
+        for (i, chunk) in recs.chunks_mut(DETAIL_BATCH).enumerate() {
+            let from = (i * DETAIL_BATCH).min(known.len());
+            let to = (from + DETAIL_BATCH).min(known.len());
+            self.fill_chunk(chunk, false, &known[from..to])?;
+        }
+        Ok(())
+    }
+
+    fn fill_chunk(&self, recs: &mut [MessageRecord], read_attachments: bool, known: &[bool]) -> Result<()> {
         if recs.is_empty() {
             return Ok(());
         }
         let e = self.sql_err();
+        let has_scans = self.has_scans()?;
+        let known = |i: usize| !has_scans && known.get(i).copied().unwrap_or(false);
+        if (0..recs.len()).all(known) {
+            return Ok(());
+        }
         // Position of each record by id; ids are unique, but a record given twice gets its details once per copy.
         let mut at: HashMap<&str, Vec<usize>> = HashMap::with_capacity(recs.len());
         for (i, r) in recs.iter().enumerate() {
-            at.entry(r.id.as_str()).or_default().push(i);
+            if !known(i) {
+                at.entry(r.id.as_str()).or_default().push(i);
+            }
         }
         let mut ids: Vec<Option<&str>> = at.keys().copied().map(Some).collect();
         // Every full batch has the same SQL text, so each statement is prepared once per command (a list of 256
@@ -218,16 +269,10 @@ impl Store {
                 let message = r.get_ref(0).map_err(&e)?.as_str().map_err(|x| e(x.into()))?;
                 let Some(is) = at.get(message) else { continue };
                 let rowid: i64 = r.get(1).map_err(&e)?;
-                let rcpt = Recipient {
-                    address: r.get(2).map_err(&e)?,
-                    state: r.get(3).map_err(&e)?,
-                    attempts: r.get(4).map_err(&e)?,
-                    released_at: r.get::<_, Option<i64>>(5).map_err(&e)?.map(rfc3339_us),
-                    reply: r.get(6).map_err(&e)?,
-                    last_error: r.get(7).map_err(&e)?,
-                };
-                push_each(&mut recipients, is, rowid, rcpt);
+                push_each(&mut recipients, is, rowid, recipient_at(&r, 2).map_err(&e)?);
             }
+        }
+        if read_attachments {
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!("SELECT message, rowid, name FROM attachments WHERE message IN ({list})"))
@@ -241,7 +286,7 @@ impl Store {
             }
         }
         let mut scans: Vec<Option<crate::spool::ScanMeta>> = vec![None; recs.len()];
-        if self.has_scans()? {
+        if has_scans {
             // The filter's action, score and symbols (serve's rspamd intake): rare, so one query for the batch.
             let mut stmt = self
                 .conn
@@ -265,9 +310,16 @@ impl Store {
                 }
             }
         }
-        for (((rec, rcpts), names), scan) in recs.iter_mut().zip(recipients).zip(attachments).zip(scans) {
+        for (i, (((rec, rcpts), names), scan)) in
+            recs.iter_mut().zip(recipients).zip(attachments).zip(scans).enumerate()
+        {
+            if known(i) {
+                continue;
+            }
             rec.recipients = in_rowid_order(rcpts);
-            rec.attachments = in_rowid_order(names);
+            if read_attachments {
+                rec.attachments = in_rowid_order(names);
+            }
             rec.scan = scan;
             if rec.purged_at.is_none() {
                 rec.state = summarise_states(&rec.recipients);

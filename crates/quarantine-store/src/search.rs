@@ -18,8 +18,10 @@
 use rusqlite::types::Value;
 
 use crate::error::Result;
-use crate::message::{message_from_row, MessageRecord, DETAIL_BATCH};
-use crate::select::{rcpt_lookup_form, rcpt_walk_form, select_query, Selector, Sql};
+use crate::message::{
+    message_from_row, names_from_row, recipient_at, MessageRecord, COUNT_AT, DETAIL_BATCH, RCPT_AT, ROWID_AT,
+};
+use crate::select::{rcpt_live_form, rcpt_lookup_form, rcpt_walk_form, search_query, Selector, Sql};
 use crate::store::Store;
 #[cfg(test)]
 use crate::text::fts_phrase;
@@ -66,7 +68,7 @@ impl Store {
         limit: Option<u64>,
         each: &mut dyn FnMut(MessageRecord) -> Result<()>,
     ) -> Result<u64> {
-        let mut sql = sel.to_sql();
+        let mut sql = by_rcpt(sel, sel.to_sql());
         if let Some(k) = limit {
             let lookups = self.lookups(&sql, k)?;
             sql = tuned(sql, &lookups, k);
@@ -82,26 +84,71 @@ impl Store {
     ) -> Result<u64> {
         let e = self.sql_err();
         self.read_cache()?;
-        let mut stmt = self.conn.prepare(&select_query(sql, limit)).map_err(&e)?;
+        // Driven by a recipient, rows come in received_us order only (index order breaks ties by id); each run of
+        // equal times is sorted by rowid here, so the query has no LIMIT and stops once the k-th row's run ends.
+        let ties = sql.by_rcpt;
+        let q = search_query(sql, if ties { None } else { limit }, !ties);
+        let mut stmt = self.conn.prepare(&q).map_err(&e)?;
         let mut rows = stmt.query(crate::db::params_from_iter(sql.params.iter())).map_err(&e)?;
-        // Rows are read a batch at a time so that their recipients and attachments take one query each per batch
-        // (see `Store::fill_details_many`); `each` still sees one record at a time, newest first.
+        // Rows are read a batch at a time so that their recipients take one query per batch (see
+        // `Store::fill_details_many`); `each` still sees one record at a time, newest first.
         let batch = limit.map_or(DETAIL_BATCH, |k| k.clamp(1, DETAIL_BATCH as u64) as usize);
-        let mut page: Vec<MessageRecord> = Vec::with_capacity(batch);
+        let want = limit.unwrap_or(u64::MAX);
+        // (record, rowid, whether its recipients are known): a message found through its only recipient has that
+        // recipient's columns in the row, and needs no lookup (migration 0006's recipient_count).
+        let mut page: Vec<(MessageRecord, i64, bool)> = Vec::with_capacity(batch);
         let mut n = 0;
         loop {
-            let row = rows.next().map_err(&e)?;
-            if let Some(row) = &row {
-                page.push(message_from_row(row).map_err(&e)?);
+            let mut next = match rows.next().map_err(&e)? {
+                Some(row) => {
+                    let mut rec = message_from_row(&row).map_err(&e)?;
+                    rec.attachments = names_from_row(&row).map_err(&e)?;
+                    let rowid: i64 = row.get(ROWID_AT).map_err(&e)?;
+                    let only = sql.by_rcpt && row.get::<_, Option<i64>>(COUNT_AT).map_err(&e)? == Some(1);
+                    if only {
+                        rec.recipients = vec![recipient_at(&row, RCPT_AT + 1).map_err(&e)?];
+                        if rec.purged_at.is_none() {
+                            rec.state = crate::message::summarise_states(&rec.recipients);
+                        }
+                    }
+                    Some((rec, rowid, only))
+                }
+                None => None,
+            };
+            if ties && n + page.len() as u64 >= want {
+                // Enough rows, unless this one ties with the last of them.
+                let last = page.last().map(|(r, _, _)| r.received_us);
+                if next.as_ref().is_none_or(|(r, _, _)| Some(r.received_us) != last) {
+                    next = None;
+                }
             }
-            if page.len() == batch || (row.is_none() && !page.is_empty()) {
-                self.fill_details_many(&mut page)?;
-                for rec in page.drain(..) {
+            let end = next.is_none();
+            if let Some(row) = next {
+                page.push(row);
+            }
+            // What can go out: everything at the end, else all but the last run of equal times (it may go on).
+            let ready = match (end, ties) {
+                (true, _) | (false, false) => page.len(),
+                (false, true) => {
+                    let last = page.last().map(|(r, _, _)| r.received_us);
+                    page.iter().position(|(r, _, _)| Some(r.received_us) == last).unwrap_or(0)
+                }
+            };
+            if (page.len() >= batch && ready > 0) || (end && !page.is_empty()) {
+                let mut out: Vec<(MessageRecord, i64, bool)> = page.drain(..ready).collect();
+                if ties {
+                    out.sort_by(|(a, ra, _), (b, rb, _)| b.received_us.cmp(&a.received_us).then(rb.cmp(ra)));
+                }
+                out.truncate(want.saturating_sub(n).min(usize::MAX as u64) as usize);
+                let known: Vec<bool> = out.iter().map(|(_, _, k)| *k).collect();
+                let mut recs: Vec<MessageRecord> = out.into_iter().map(|(r, _, _)| r).collect();
+                self.fill_recipients_many(&mut recs, &known)?;
+                for rec in recs {
                     each(rec)?;
                     n += 1;
                 }
             }
-            if row.is_none() {
+            if end {
                 return Ok(n);
             }
         }
@@ -112,7 +159,7 @@ impl Store {
     /// `(cap, false)` for "more than `cap`", which stays cheap even when half the store matches. So does a
     /// recipient with that many messages. Other selections the indexes answer are always counted exactly.
     pub fn count_matches(&self, sel: &Selector, cap: u64) -> Result<(u64, bool)> {
-        let sql = sel.to_sql();
+        let sql = by_rcpt(sel, sel.to_sql());
         let lookups = self.lookups(&sql, cap)?;
         self.count_tuned(sql, &lookups, cap)
     }
@@ -121,11 +168,7 @@ impl Store {
         let plain = sql.clause.clone();
         let sql = tuned(sql, lookups, cap);
         let exact = sql.clause == plain;
-        let q = if exact {
-            format!("SELECT count(*) FROM messages m WHERE {}", sql.clause)
-        } else {
-            format!("SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {} LIMIT {}) AS capped", sql.clause, cap + 1)
-        };
+        let q = count_query(&sql, (!exact).then_some(cap));
         let e = self.sql_err();
         let n = if sql.clause == LIVE {
             self.live_count()?
@@ -142,7 +185,9 @@ impl Store {
     /// # Performance
     /// With SQLite's default 2 MiB, a large result's sort spilled to a temporary file and the interior pages of
     /// the indexes its details are read from did not stay cached: at a million messages, the busiest recipient's
-    /// 16,000 messages took ~73,000 page reads. The cache grows only as pages are read.
+    /// 16,000 messages took ~73,000 page reads. The cache grows only as pages are read. A memory map of the index
+    /// (`PRAGMA mmap_size`) instead of `pread` was tried in issue 13's fourth round: it removed the 36,000 preads
+    /// of that search but cost ~30% more CPU in page faults, so it is not used.
     pub(crate) fn read_cache(&self) -> Result<()> {
         self.conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}")).map_err(self.sql_err())
     }
@@ -164,11 +209,11 @@ impl Store {
     /// for every live message (a maintained counter); past `count_cap` the count stops and says so (`exact` is
     /// false). See [`Store::count_matches`] for a count that stays exact where the indexes answer it.
     pub fn search_page(&self, sel: &Selector, limit: u64, count_cap: u64) -> Result<Page> {
-        let sql = sel.to_sql();
+        let sql = by_rcpt(sel, sel.to_sql());
         let count_cap = count_cap.max(limit + 1);
         let lookups = self.lookups(&sql, count_cap.max(limit))?;
         let mut records = Vec::new();
-        self.each_row(&tuned(sel.to_sql(), &lookups, limit), Some(limit), &mut |r| {
+        self.each_row(&tuned(by_rcpt(sel, sel.to_sql()), &lookups, limit), Some(limit), &mut |r| {
             records.push(r);
             Ok(())
         })?;
@@ -186,12 +231,11 @@ impl Store {
     ///
     /// # Performance
     /// An exact count reads every match, and for most selections its row too (`purged_us` is not in the
-    /// recipient, verdict or sender indexes): ~300 ms at a million messages for the busiest recipient or the most
-    /// common verdict, where the page itself took a few milliseconds. The table needs "more than 1000", not the
-    /// number.
+    /// verdict or sender indexes): ~300 ms at a million messages for the busiest recipient or the most common
+    /// verdict, where the page itself took a few milliseconds. The table needs "more than 1000", not the number.
     fn count_capped(&self, sql: Sql, cap: u64) -> Result<(u64, bool)> {
         let e = self.sql_err();
-        let q = format!("SELECT count(*) FROM (SELECT 1 FROM messages m WHERE {} LIMIT {}) AS c", sql.clause, cap + 1);
+        let q = count_query(&sql, Some(cap));
         let n: i64 =
             self.conn.query_row(&q, crate::db::params_from_iter(sql.params.iter()), |r| r.get(0)).map_err(&e)?;
         let n = n as u64;
@@ -256,7 +300,7 @@ impl Store {
     /// `sel.to_sql()` tuned for wanting only the first `want` matches, if given.
     #[cfg(test)]
     pub(crate) fn tuned_sql(&self, sel: &Selector, want: Option<u64>) -> Result<Sql> {
-        let sql = sel.to_sql();
+        let sql = by_rcpt(sel, sel.to_sql());
         match want {
             None => Ok(sql),
             Some(k) => {
@@ -266,21 +310,59 @@ impl Store {
         }
     }
 
-    /// The engine's plan for the query `select` runs for `sel`, one line per step: SQLite's `EXPLAIN QUERY PLAN`
-    /// (`SEARCH recipients USING INDEX recipients_address (address_lc=?)`), or PostgreSQL's `EXPLAIN (COSTS OFF)`
-    /// (`Bitmap Index Scan on message_text_subject`).
+    /// The engine's plan for the query `search` runs for `sel` (all matches), one line per step: SQLite's
+    /// `EXPLAIN QUERY PLAN` (`SEARCH r USING INDEX recipients_live (address_lc=?)`), or PostgreSQL's
+    /// `EXPLAIN (COSTS OFF)` (`Bitmap Index Scan on message_text_subject`).
     pub fn query_plan(&self, sel: &Selector) -> Result<Vec<String>> {
-        let sql = sel.to_sql();
+        let sql = by_rcpt(sel, sel.to_sql());
         let e = self.sql_err();
         let (explain, col) =
             if self.conn.is_postgres() { ("EXPLAIN (COSTS OFF)", 0) } else { ("EXPLAIN QUERY PLAN", 3) };
-        let mut stmt = self.conn.prepare(&format!("{explain} {}", select_query(&sql, None))).map_err(&e)?;
+        let mut stmt = self.conn.prepare(&format!("{explain} {}", search_query(&sql, None, false))).map_err(&e)?;
         let lines = stmt
             .query_map(crate::db::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(col))
             .map_err(&e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(&e)?;
         Ok(lines)
+    }
+}
+
+/// `sql` (for `sel`) driven by its one recipient when it has one and wants only live messages: the address's
+/// entries of the `recipients_live` index (migration 0006) come newest first, so a query reads only the rows it
+/// returns and stops at its LIMIT, a full result needs no sort (ties in `received_us` aside), and a count of that
+/// recipient alone never reads a message row (see [`count_query`]).
+///
+/// # Performance
+/// At a million messages the busiest address has 16,432: through `m.id IN (...)` each was read and all were
+/// sorted before the first was printed (a table of 50 walked all mail newest first instead, ~3,000 probes, and
+/// its capped count still read ~1,050 rows for `purged_us`).
+fn by_rcpt(sel: &Selector, mut sql: Sql) -> Sql {
+    if sel.rcpts.len() != 1 || !sel.states.is_empty() {
+        return sql;
+    }
+    for i in 1..=sql.params.len() {
+        let part = format!("({})", rcpt_lookup_form(i));
+        if sql.clause.contains(&part) {
+            sql.clause = sql.clause.replacen(&part, &rcpt_live_form(i), 1);
+            sql.by_rcpt = true;
+            break;
+        }
+    }
+    sql
+}
+
+/// `SELECT count(*)` of `sql`'s matches, at most `cap + 1` of them when given. A selection of one recipient and
+/// nothing else counts index entries only: `live` stands for the message's `purged_us IS NULL`.
+fn count_query(sql: &Sql, cap: Option<u64>) -> String {
+    let alone = sql.clause.strip_suffix(&format!(" AND {LIVE}")).filter(|c| sql.by_rcpt && !c.contains("m."));
+    let (from, clause) = match alone {
+        Some(c) => ("recipients r", c),
+        None => (sql.from(), sql.clause.as_str()),
+    };
+    match cap {
+        None => format!("SELECT count(*) FROM {from} WHERE {clause}"),
+        Some(cap) => format!("SELECT count(*) FROM (SELECT 1 FROM {from} WHERE {clause} LIMIT {}) AS capped", cap + 1),
     }
 }
 
@@ -332,6 +414,7 @@ fn tuned(mut sql: Sql, lookups: &Lookups, k: u64) -> Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::RecipientState;
     use crate::HoldRequest;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -419,7 +502,8 @@ mod tests {
         let (_d, mut s) = store();
         hold(&mut s, "a@x", "b@x", "SPAM", "Subject: hello\nMessage-ID: <m1@x>\n\nhi\n");
         let cases: Vec<(Selector, &str)> = vec![
-            (Selector { rcpts: vec!["A@x".into()], ..Default::default() }, "recipients_address"),
+            (Selector { rcpts: vec!["A@x".into()], ..Default::default() }, "recipients_live"),
+            (Selector { rcpts: vec!["A@x".into(), "b@x".into()], ..Default::default() }, "recipients_address"),
             (Selector { froms: vec!["B@x".into()], ..Default::default() }, "messages_env_from"),
             (Selector { message_ids: vec!["<m1@x>".into()], ..Default::default() }, "messages_message_id"),
             (
@@ -464,6 +548,54 @@ mod tests {
         let check = |s: &Store, what: &str| {
             let counted: i64 =
                 s.conn().query_row("SELECT count(*) FROM messages WHERE purged_us IS NULL", [], |r| r.get(0)).unwrap();
+            // Migration 0006's copies of received_us and liveness on each recipient row, which the recipient
+            // index that drives `--rcpt` is built on.
+            let stale: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM recipients r JOIN messages m ON m.id = r.message
+                     WHERE r.received_us IS NOT m.received_us OR r.live IS NOT (m.purged_us IS NULL)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stale, 0, "recipients' copies of their message after {what}");
+            let stale: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM messages m WHERE m.attachment_names IS NOT (SELECT
+                     nullif(json_group_array(name), '[]') FROM (SELECT name FROM attachments a
+                     WHERE a.message = m.id ORDER BY a.rowid))",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stale, 0, "messages' attachment names after {what}");
+            let stale: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT count(*) FROM messages m
+                     WHERE m.recipient_count IS NOT (SELECT count(*) FROM recipients r WHERE r.message = m.id)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stale, 0, "messages' recipient counts after {what}");
+            // What search streams (driven by a recipient, names from the row) is what the tables say.
+            for sel in [
+                Selector::default(),
+                Selector { rcpts: vec!["a@x".into()], ..Default::default() },
+                Selector { rcpts: vec!["D@x".into()], ..Default::default() },
+                Selector { rcpts: vec!["c@x".into()], ..Default::default() },
+            ] {
+                let mut streamed = Vec::new();
+                s.select_each(&sel, None, &mut |r| {
+                    streamed.push(r);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(streamed, s.select(&sel, None).unwrap(), "{sel:?} after {what}");
+            }
             let counted = counted as u64;
             assert_eq!(s.live_count().unwrap(), counted, "after {what}");
             assert_eq!(s.count(&Selector::default()).unwrap(), counted, "after {what}");
@@ -474,8 +606,10 @@ mod tests {
         };
         assert_eq!(check(&s, "init"), 0);
         let a = hold(&mut s, "a@x", "b@x", "SPAM", "Subject: one\n\nhi\n");
-        hold(&mut s, "a@x", "b@x", "SPAM", "Subject: two\n\nhi\n");
+        hold(&mut s, "a@x", "b@x", "SPAM", &with_attachments("two", &["a.pdf", "b \"zip\".zip", "ü.exe"]));
         assert_eq!(check(&s, "hold"), 2);
+        let two = s.select(&Selector { subjects: vec!["two".into()], ..Default::default() }, None).unwrap();
+        assert_eq!(two[0].attachments, ["a.pdf", "b \"zip\".zip", "ü.exe"], "in the order written");
         let retry = HoldRequest {
             from: "r@x".into(),
             recipients: vec!["a@x".into()],
@@ -486,6 +620,17 @@ mod tests {
         s.hold(&retry, &mut &b"Subject: retry\n\nhi\n"[..]).unwrap();
         s.hold(&HoldRequest { recipients: vec!["c@x".into()], ..retry }, &mut &b"Subject: retry\n\nhi\n"[..]).unwrap();
         assert_eq!(check(&s, "a retry merged into its message"), 3);
+        // What a release writes (release/journal.rs), to one recipient of a message and to one of two.
+        for address in ["a@x", "c@x"] {
+            s.conn()
+                .execute(
+                    "UPDATE recipients SET state = 'released', released_us = 5, reply = '250 2.0.0 Ok', attempts = 1
+                     WHERE rowid = (SELECT min(rowid) FROM recipients WHERE address_lc = ?1)",
+                    [address],
+                )
+                .unwrap();
+        }
+        assert_eq!(check(&s, "released recipients"), 3);
         let spool = s.spool();
         for i in 0..3 {
             let req = HoldRequest {
@@ -501,7 +646,11 @@ mod tests {
         let eml = dir.path().join("eml");
         std::fs::create_dir(&eml).unwrap();
         for i in 0..2 {
-            std::fs::write(eml.join(format!("{i}.eml")), format!("To: d@x\nSubject: imported {i}\n\nhi\n")).unwrap();
+            std::fs::write(
+                eml.join(format!("{i}.eml")),
+                format!("To: d@x\n{}", with_attachments(&format!("imported {i}"), &["i.doc"])),
+            )
+            .unwrap();
         }
         let mut opts = crate::ImportOptions::new(crate::ImportFormat::Eml, vec![eml], "SPAM");
         opts.from = Some("i@x".into());
@@ -522,6 +671,21 @@ mod tests {
         s.conn().execute("UPDATE messages SET purged_us = 1, verdict = 'X' WHERE id = ?1", [&a]).unwrap();
         s.conn().execute("UPDATE messages SET purged_us = 2 WHERE id = ?1", [&a]).unwrap();
         assert_eq!(check(&s, "purged in the shell, twice"), 7);
+        s.conn().execute("UPDATE messages SET received_us = received_us + 1", []).unwrap();
+        assert_eq!(check(&s, "received times moved in the shell"), 7);
+        let other: String = s
+            .conn()
+            .query_row(
+                "SELECT id FROM messages WHERE purged_us IS NULL AND id NOT IN (SELECT message FROM recipients
+                 WHERE address_lc IN (SELECT address_lc FROM recipients WHERE message = ?1)) LIMIT 1",
+                [&a],
+                |r| r.get(0),
+            )
+            .unwrap();
+        s.conn().execute("UPDATE recipients SET message = ?1 WHERE message = ?2", [&a, &other]).unwrap();
+        assert_eq!(check(&s, "recipients moved to a purged message in the shell"), 7);
+        s.conn().execute("UPDATE recipients SET message = ?1 WHERE message = ?2", [&other, &a]).unwrap();
+        assert_eq!(check(&s, "and back"), 7);
         let live: String = s
             .conn()
             .query_row("SELECT id FROM messages WHERE purged_us IS NULL ORDER BY id LIMIT 1", [], |r| r.get(0))
@@ -532,6 +696,31 @@ mod tests {
             s.conn().execute("DELETE FROM messages WHERE id = ?1", [id]).unwrap();
         }
         assert_eq!(check(&s, "a live and a purged row deleted in the shell"), 6);
+        let with: String =
+            s.conn().query_row("SELECT message FROM attachments ORDER BY rowid LIMIT 1", [], |r| r.get(0)).unwrap();
+        s.conn().execute("UPDATE attachments SET name = 'renamed' WHERE message = ?1", [&with]).unwrap();
+        check(&s, "attachments renamed in the shell");
+        s.conn().execute("UPDATE attachments SET message = ?1 WHERE message <> ?1", [&with]).unwrap();
+        check(&s, "attachments moved to another message in the shell");
+        s.conn().execute("DELETE FROM attachments WHERE rowid = (SELECT min(rowid) FROM attachments)", []).unwrap();
+        check(&s, "an attachment deleted in the shell");
+        s.conn().execute("DELETE FROM attachments", []).unwrap();
+        check(&s, "every attachment deleted in the shell");
+    }
+
+    /// A message with attachments of these file names.
+    fn with_attachments(subject: &str, names: &[&str]) -> String {
+        let mut m = format!("Subject: {subject}\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=B\n\n");
+        m.push_str("--B\nContent-Type: text/plain\n\nhi\n");
+        for n in names {
+            let quoted = n.replace('\\', "\\\\").replace('"', "\\\"");
+            m.push_str(&format!(
+                "--B\nContent-Type: application/octet-stream\nContent-Disposition: attachment; \
+                 filename=\"{quoted}\"\n\nx\n"
+            ));
+        }
+        m.push_str("--B--\n");
+        m
     }
 
     /// A printed message's recipients and a recipient selection are read from covering indexes (migration
@@ -558,7 +747,18 @@ mod tests {
         assert!(!details.contains("TEMP B-TREE"), "sorted per message in Rust, not in SQL: {details}");
         let sel = Selector { rcpts: vec!["a@x".into()], ..Default::default() };
         let rcpt = s.query_plan(&sel).unwrap().join("\n");
+        assert!(rcpt.starts_with("SEARCH r USING COVERING INDEX recipients_live (address_lc=?)"), "{rcpt}");
+        assert!(!rcpt.contains("TEMP B-TREE FOR ORDER BY"), "newest first from the index, ties aside: {rcpt}");
+        let two = Selector { rcpts: vec!["a@x".into(), "b@x".into()], ..Default::default() };
+        let rcpt = s.query_plan(&two).unwrap().join("\n");
         assert!(rcpt.contains("USING COVERING INDEX recipients_address_message (address_lc=?)"), "{rcpt}");
+        // A table's "more than 1000 more match" for one recipient counts index entries, no message row.
+        let count = plan(&count_query(&by_rcpt(&sel, sel.to_sql()), Some(1000)));
+        assert!(count.contains("SEARCH r USING COVERING INDEX recipients_live (address_lc=?)"), "{count}");
+        assert!(!count.contains("messages") && !count.contains(" m "), "{count}");
+        let with_verdict = Selector { verdicts: vec!["SPAM".into()], ..sel.clone() };
+        let count = plan(&count_query(&by_rcpt(&with_verdict, with_verdict.to_sql()), Some(1000)));
+        assert!(count.contains("SEARCH m USING INDEX sqlite_autoindex_messages_1"), "the verdict is checked: {count}");
     }
 
     /// A term in most messages is walked (per-row check, newest first) when only a few matches are wanted, and
@@ -622,9 +822,10 @@ mod tests {
         assert_eq!((page.total, page.exact), (200, true), "every live message: the counter");
     }
 
-    /// A recipient with most of the mail is walked (an EXISTS probe per message, newest first) when only a few of
-    /// its messages are wanted, and looked up otherwise; same messages, same order, and a walked count says it
-    /// stopped. A second recipient in the same selection (OR) is decided on its own count.
+    /// One recipient is read newest first from its live index entries (migration 0006), whatever the number of
+    /// its messages. With two (OR), one with most of the mail is walked (an EXISTS probe per message, newest
+    /// first) when only a few are wanted, and looked up otherwise, each decided on its own count. Every form gives
+    /// the same messages in the same order, and a capped count says it stopped.
     #[test]
     fn busy_recipients_are_walked_with_the_same_results() {
         let (_d, mut s) = store();
@@ -635,34 +836,45 @@ mod tests {
         let busy = Selector { rcpts: vec!["Busy@X".into()], ..Default::default() };
         let rare = Selector { rcpts: vec!["rare@x".into()], ..Default::default() };
         let both = Selector { rcpts: vec!["busy@x".into(), "rare@x".into()], ..Default::default() };
-        let walked = s.tuned_sql(&busy, Some(5)).unwrap();
-        assert!(
-            walked.clause.contains("EXISTS (SELECT 1 FROM recipients r"),
-            "180 of 200, 5 wanted: {}",
-            walked.clause
-        );
-        assert!(!s.tuned_sql(&busy, None).unwrap().clause.contains("EXISTS ("), "all wanted: look up");
-        assert!(!s.tuned_sql(&rare, Some(5)).unwrap().clause.contains("EXISTS ("), "20 of 200: look up");
+        for (sel, want) in [(&busy, Some(5)), (&busy, None), (&rare, Some(5))] {
+            let driven = s.tuned_sql(sel, want).unwrap();
+            assert!(driven.by_rcpt && driven.clause.contains("r.live = 1"), "{}", driven.clause);
+            assert!(!driven.clause.contains("EXISTS (") && !driven.clause.contains("m.id IN"), "{}", driven.clause);
+        }
+        let purged_too = Selector { states: vec![RecipientState::Purged], ..busy.clone() };
+        assert!(!s.tuned_sql(&purged_too, Some(5)).unwrap().by_rcpt, "the index has live messages only");
         let mixed = s.tuned_sql(&both, Some(5)).unwrap().clause;
         assert_eq!(mixed.matches("EXISTS (").count(), 1, "only the busy one is walked: {mixed}");
         assert!(mixed.contains("m.id IN (SELECT message FROM recipients"), "{mixed}");
-        for sel in [&busy, &rare, &both] {
-            let all: Vec<String> = s.select(sel, None).unwrap().into_iter().map(|r| r.id).collect();
-            let page = s.search_page(sel, 5, 6).unwrap();
-            assert_eq!(page.records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), all[..5]);
-            let mut first = Vec::new();
-            s.select_each(sel, Some(5), &mut |r| {
-                first.push(r.id);
-                Ok(())
-            })
-            .unwrap();
-            assert_eq!(first, all[..5]);
-        }
+        let same_order = |s: &Store, what: &str| {
+            for sel in [&busy, &rare, &both] {
+                let all: Vec<String> = s.select(sel, None).unwrap().into_iter().map(|r| r.id).collect();
+                let page = s.search_page(sel, 5, 6).unwrap();
+                assert_eq!(page.records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), all[..5], "{what}");
+                for want in [Some(5), Some(6), None] {
+                    let mut first = Vec::new();
+                    s.select_each(sel, want, &mut |r| {
+                        first.push(r.id);
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert_eq!(first, all[..want.map_or(all.len(), |k| k as usize)], "{what} {sel:?} {want:?}");
+                }
+            }
+        };
+        same_order(&s, "distinct times");
+        // Messages received in the same microsecond come newest row first in every form; the index orders them
+        // by id, so the driven query sorts each tie by rowid.
+        s.conn().execute("UPDATE messages SET received_us = 1000000 + rowid / 4", []).unwrap();
+        same_order(&s, "ties of four");
         assert_eq!(s.select(&busy, None).unwrap().len(), 180);
         assert_eq!(s.select(&both, None).unwrap().len(), 200);
-        assert_eq!(s.count_matches(&busy, 6).unwrap(), (6, false), "walked, stopped at the cap");
-        assert_eq!(s.count_matches(&busy, 1000).unwrap(), (180, true), "a cap this high: looked up, exact");
+        assert_eq!(s.count_matches(&busy, 6).unwrap(), (180, true), "one recipient: index entries, exact");
         assert_eq!(s.count_matches(&rare, 6).unwrap(), (20, true));
+        let page = s.search_page(&busy, 5, 6).unwrap();
+        assert_eq!((page.total, page.exact), (6, false), "a table's count stops at its cap");
+        assert_eq!(s.count_matches(&both, 6).unwrap(), (6, false), "walked, stopped at the cap");
+        assert_eq!(s.count_matches(&both, 1000).unwrap(), (200, true), "a cap this high: looked up, exact");
     }
 
     fn all_spam(s: &Store) -> Vec<String> {

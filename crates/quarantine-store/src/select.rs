@@ -58,6 +58,20 @@ pub struct Selector {
 pub struct Sql {
     pub clause: String,
     pub params: Vec<Value>,
+    /// The clause is over `recipients r JOIN messages m` and names one recipient's live rows of the
+    /// `recipients_live` index (see `search::by_rcpt`), which gives them newest first.
+    pub(crate) by_rcpt: bool,
+}
+
+impl Sql {
+    /// The tables the clause is over.
+    pub(crate) fn from(&self) -> &'static str {
+        if self.by_rcpt {
+            "recipients r JOIN messages m ON m.id = r.message"
+        } else {
+            "messages m"
+        }
+    }
 }
 
 impl Selector {
@@ -191,7 +205,7 @@ impl Selector {
         } else {
             parts.push(format!("({})", state_ors.join(" OR ")));
         }
-        Sql { clause: parts.join(" AND "), params }
+        Sql { clause: parts.join(" AND "), params, by_rcpt: false }
     }
 }
 
@@ -240,11 +254,30 @@ fn verdict_pattern(v: &str) -> VerdictPattern {
 
 /// The query `Store::select` runs: matching messages, newest first.
 pub(crate) fn select_query(sql: &Sql, limit: Option<u64>) -> String {
-    let mut q = format!(
-        "SELECT {} FROM messages m WHERE {} ORDER BY m.received_us DESC, m.rowid DESC",
-        crate::message::MESSAGE_COLUMNS,
-        sql.clause
-    );
+    query_of(crate::message::MESSAGE_COLUMNS, sql, limit, true)
+}
+
+/// The query `search` runs: as [`select_query`], with each message's attachment names (migration 0006) and rowid
+/// after its columns (`message::NAMES_AT`, `message::ROWID_AT`). Driven by one recipient, ties in `received_us`
+/// come in index order unless `ties` (an SQL sort of each run of them): `search` sorts them itself.
+pub(crate) fn search_query(sql: &Sql, limit: Option<u64>, ties: bool) -> String {
+    use crate::message::{MESSAGE_COLUMNS, RECIPIENT_COLUMNS};
+    let columns = if sql.by_rcpt {
+        // The driving recipient, and whether it is the message's only one (`message::COUNT_AT`, `RCPT_AT`).
+        format!("{MESSAGE_COLUMNS}, m.attachment_names, m.rowid, m.recipient_count, r.rowid, {RECIPIENT_COLUMNS}")
+    } else {
+        format!("{MESSAGE_COLUMNS}, m.attachment_names, m.rowid")
+    };
+    query_of(&columns, sql, limit, ties)
+}
+
+fn query_of(columns: &str, sql: &Sql, limit: Option<u64>, ties: bool) -> String {
+    let order = match (sql.by_rcpt, ties) {
+        (true, true) => "r.received_us DESC, m.rowid DESC",
+        (true, false) => "r.received_us DESC",
+        (false, _) => "m.received_us DESC, m.rowid DESC",
+    };
+    let mut q = format!("SELECT {columns} FROM {} WHERE {} ORDER BY {order}", sql.from(), sql.clause);
     if let Some(n) = limit {
         q.push_str(&format!(" LIMIT {n}"));
     }
@@ -291,6 +324,12 @@ impl crate::store::Store {
 /// sorted. Right when the address has few messages; see [`rcpt_walk_form`].
 pub(crate) fn rcpt_lookup_form(i: usize) -> String {
     format!("m.id IN (SELECT message FROM recipients WHERE address_lc = ?{i})")
+}
+
+/// A recipient selection over `recipients r JOIN messages m` (see `search::by_rcpt`): the address's entries of
+/// the partial index `recipients_live`, whose messages are not purged.
+pub(crate) fn rcpt_live_form(i: usize) -> String {
+    format!("(r.address_lc = ?{i} AND r.live = 1)")
 }
 
 /// The same selection as a per-row check, so a query can walk messages newest first and stop after the first

@@ -12,6 +12,10 @@
 //! for most messages, up to 5 for some, sometimes in mixed case; one sender in ten is the null sender; subjects of
 //! 3 to 8 words from a 5,000-word vocabulary; one message in five has an attachment name.
 //!
+//! Rows go in as a writer's do (message, then its recipients and attachments), so the schema's triggers fill what
+//! they fill for a real hold: the text index, the live counter, and migration 0006's copies on each recipient
+//! (`received_us`, `live`) and on each message (`recipient_count`, `attachment_names`).
+//!
 //! Everything is inserted in one transaction with prepared statements (no journal and `synchronous=OFF` while the
 //! fixture is built; it is left in WAL mode like every store).
 //! On stdout, one JSON object describing the result and sample search terms the benchmark uses: a recipient with
