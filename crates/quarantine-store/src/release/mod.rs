@@ -23,8 +23,9 @@
 //! a batch's sending. Each recipient is still claimed by a committed transaction before any sender sees it, and
 //! recorded only after its reply. A crash can leave at most three batches in doubt (the one being sent, the one
 //! claimed next, the outcomes not yet committed), and every one of them is listed by the next run. Each SMTP
-//! connection is reused (RSET between messages) and reopened if it breaks. With one connection a loader thread
-//! reads, decompresses and re-hashes the next originals while the current one is on the wire. With
+//! connection is reused and reopened if it breaks. With one connection two loader threads (`load.rs`) read,
+//! decompress, re-hash and (for SMTP) encode the next originals into reused buffers while the current one is on
+//! the wire, so the sending thread only writes and reads. With
 //! `--connections N` ([`Store::execute_release_with`](crate::Store::execute_release_with)), N worker threads each
 //! own one transport and take the claimed messages of a batch from one queue; the claims and the outcomes stay
 //! transactions on the store's one index connection, so the journal, and "each recipient claimed once before it
