@@ -304,12 +304,13 @@ impl<'p> Senders<'p> for Inline<'_, '_> {
                 .zip(lanes.iter())
                 .map(|((jobs, mut scratch), lane)| {
                     scope.spawn(move || {
+                        // Finished on the way out, panics included: the sender must not wait for a dead loader.
+                        let _end = lane.finisher();
                         for job in jobs {
                             if !lane.put(shared.load(job, recycle.take(), &mut scratch)) {
                                 break; // the sender stopped on an index error
                             }
                         }
-                        lane.finish();
                         scratch
                     })
                 })

@@ -176,12 +176,26 @@ impl<T> Lane<T> {
         }
     }
 
+    /// Calls [`Lane::finish`] when dropped.
+    pub(super) fn finisher(&self) -> Finisher<'_, T> {
+        Finisher(self)
+    }
+
     /// The sender's end: a loader waiting for room gives up.
     pub(super) fn close(&self) {
         let mut s = self.lock();
         s.closed = true;
         s.q.clear();
         self.room.notify_all();
+    }
+}
+
+/// See [`Lane::finisher`].
+pub(super) struct Finisher<'a, T>(&'a Lane<T>);
+
+impl<T> Drop for Finisher<'_, T> {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
@@ -194,13 +208,28 @@ mod tests {
         let lane = Lane::new(3);
         std::thread::scope(|s| {
             s.spawn(|| {
+                let _end = lane.finisher();
                 for i in 0..1000 {
                     assert!(lane.put(i));
                 }
-                lane.finish();
             });
             let got: Vec<i32> = std::iter::from_fn(|| lane.take()).collect();
             assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        });
+    }
+
+    #[test]
+    fn a_loader_that_panics_still_ends_its_lane() {
+        let lane: Lane<i32> = Lane::new(2);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let _end = lane.finisher();
+                assert!(lane.put(1));
+                panic!("loader failed");
+            });
+            assert_eq!(lane.take(), Some(1));
+            assert_eq!(lane.take(), None);
+            assert!(h.join().is_err());
         });
     }
 
