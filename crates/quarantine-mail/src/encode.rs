@@ -55,7 +55,15 @@ pub struct DataWriter {
 
 impl DataWriter {
     pub fn with_capacity(n: usize) -> DataWriter {
-        DataWriter { out: Vec::with_capacity(n + n / 32 + 8), at_line_start: true, pending_cr: false }
+        DataWriter::reusing(Vec::new(), n)
+    }
+
+    /// Writes into `buf` (emptied first) instead of a new allocation: a release encodes message after message
+    /// into the same few buffers.
+    pub fn reusing(mut buf: Vec<u8>, n: usize) -> DataWriter {
+        buf.clear();
+        buf.reserve(n + n / 32 + 8);
+        DataWriter { out: buf, at_line_start: true, pending_cr: false }
     }
 
     pub fn push(&mut self, src: &[u8]) {
@@ -103,6 +111,29 @@ impl DataWriter {
         }
         self.out.extend_from_slice(b".\r\n");
         self.out
+    }
+}
+
+/// A message's DATA payload, encoded ahead of the sending (on another thread than the socket's), with what the
+/// envelope needs to know about it.
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    /// What [`DataWriter`] made of the pieces: CRLF, dots stuffed, terminator included.
+    pub wire: Vec<u8>,
+    /// Whether any piece had a byte above 127 ([`is_8bit`]): `MAIL FROM` then says `BODY=8BITMIME`.
+    pub eight_bit: bool,
+}
+
+impl Encoded {
+    /// Encodes `parts` (in order, as one message) into this buffer, replacing what it held.
+    pub fn encode(&mut self, parts: &[&[u8]]) {
+        let n = parts.iter().map(|p| p.len()).sum();
+        let mut w = DataWriter::reusing(std::mem::take(&mut self.wire), n);
+        for p in parts {
+            w.push(p);
+        }
+        self.wire = w.finish();
+        self.eight_bit = parts.iter().any(|p| is_8bit(p));
     }
 }
 
@@ -192,6 +223,16 @@ mod tests {
             w.push(&msg[cut..]);
             assert_eq!(w.finish(), smtp_data(msg), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_reused_buffer_encodes_like_a_new_one() {
+        let mut e = Encoded::default();
+        e.encode(&[b"X-A: 1\r\n", b".long first message\n\xff"]);
+        assert!(e.eight_bit);
+        e.encode(&[b"", b".b\nc"]);
+        assert_eq!(e.wire, smtp_data(b".b\nc"));
+        assert!(!e.eight_bit);
     }
 
     #[test]

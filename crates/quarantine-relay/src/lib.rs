@@ -3,7 +3,7 @@
 //! The store's release journal ([`quarantine_store::Transport`]) needs one outcome per recipient and a clear
 //! line between "the relay answered" and "the relay cannot be used". This crate provides the two transports an
 //! admin configures:
-//! - [`Smtp`]: one session to the relay, reused across messages (RSET between them), PIPELINING, STARTTLS or
+//! - [`Smtp`]: one session to the relay, reused across messages (RSET only where needed), PIPELINING, STARTTLS or
 //!   implicit TLS (rustls), 8BITMIME and SMTPUTF8, a reply per RCPT and the text of the final reply (it carries
 //!   the relay's queue id). `smtp.rs` says why this is not lettre.
 //! - [`Sendmail`]: `CMD -i -f SENDER -- RCPT...` with the message on stdin and a time limit (killed at it:

@@ -6,7 +6,7 @@
 //! and it writes the final `CRLF . CRLF` as a second small write after the body, so Nagle's algorithm holds it
 //! until the relay's delayed ACK — 40 ms per message, measured here at 36 messages/s against smtp-sink on
 //! loopback (lettre's pull request 1159, merged upstream, sets it; 0.11.23 does not have it); and it has no
-//! PIPELINING. Release needs 1,000 messages/s, a reply per RCPT, the text of the final reply, RSET between
+//! PIPELINING. Release needs 1,000 messages/s, a reply per RCPT, the text of the final reply, session reuse across
 //! messages, and a sharp line between "the relay said no" and "the connection died after the final dot". So this
 //! module speaks the little SMTP release needs itself (RFC 5321 client side, RFC 2920 PIPELINING, RFC 3207
 //! STARTTLS, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8) over `std::net::TcpStream` with `TCP_NODELAY`, and TLS through
@@ -36,7 +36,8 @@
 //! # Layout
 //! [`session`] opens the connection (TCP, TLS, greeting, EHLO, STARTTLS); [`reply`] reads replies;
 //! [`transaction`] runs one MAIL…DATA transaction in named steps; this file keeps the session across messages
-//! (RSET between them, reconnect when the relay dropped it) and implements [`Transport`].
+//! (MAIL directly after a completed transaction, RFC 5321 section 4.1.4, RSET after one that did not or for a
+//! relay that answers 503 without it; reconnect when the relay dropped it) and implements [`Transport`].
 //!
 //! # Outcomes
 //! Per recipient: a 2xx to the final dot is delivered; 4xx deferred; 5xx failed; a write that fails before the
@@ -52,8 +53,10 @@ mod transaction;
 use std::time::Duration;
 
 use crate::url::RelayUrl;
+use quarantine_mail::encode::Encoded;
 use quarantine_store::{Down, Outcome, Transport};
 use session::{Conn, Dialer};
+use transaction::{Again, Before, Body};
 
 /// How long the relay may take to answer the final `.` (RFC 5321 section 4.5.3.2.6 suggests 10 minutes).
 const FINAL_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -61,18 +64,24 @@ const FINAL_REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Smtp {
     dial: Dialer,
     conn: Option<Conn>,
-    /// True until the first transaction on the current connection: no RSET needed before it.
-    fresh: bool,
+    /// The current session is between transactions: just opened, or its last transaction ended with the
+    /// relay's reply to our final dot. Then the next MAIL goes without RSET (RFC 5321 section 4.1.4: MAIL may
+    /// follow a completed transaction); after anything else, RSET first.
+    clean: bool,
+    /// At least one transaction has run on the current session.
+    used: bool,
+    /// This relay answered such a MAIL with 503: RSET before every message on this session.
+    rset_always: bool,
 }
 
 impl Smtp {
     pub fn new(url: RelayUrl, timeout: Duration) -> Smtp {
-        Smtp { dial: Dialer::new(url, timeout), conn: None, fresh: false }
+        Smtp { dial: Dialer::new(url, timeout), conn: None, clean: false, used: false, rset_always: false }
     }
 
     fn connect(&mut self) -> Result<(), Down> {
         self.conn = Some(self.dial.open()?);
-        self.fresh = true;
+        (self.clean, self.used, self.rset_always) = (true, false, false);
         Ok(())
     }
 
@@ -83,46 +92,68 @@ impl Smtp {
         }
     }
 
-    /// Sends one message (`parts`: its bytes in pieces, e.g. the trace header and the original, any line
-    /// endings) from `from` (empty: the null sender) to `rcpts`, returning one outcome per recipient, in order.
-    /// `Err` only when the relay cannot be reached at all; then nothing of this message was sent.
-    fn send_message(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
-        // A reused connection gets RSET first: in the same write as the next MAIL group when the relay pipelines,
-        // else on its own. If RSET fails the relay dropped the session (idle timeout, a limit on messages per
-        // session): open a new one and send there. Nothing of the message can have been accepted by then.
-        let mut rset = !self.fresh && self.conn.is_some();
-        if rset && !self.conn.as_ref().is_some_and(|c| c.has("PIPELINING")) {
-            let c = self.conn.as_mut().expect("checked");
-            if !matches!(c.command("RSET"), Ok(r) if r.code == 250) {
-                self.conn = None;
-            }
-            rset = false;
-        }
-        for attempt in 0..2 {
+    /// Sends one message (`body`: its bytes in pieces, e.g. the trace header and the original, any line
+    /// endings, and maybe already encoded) from `from` (empty: the null sender) to `rcpts`, returning one
+    /// outcome per recipient, in order. `Err` only when the relay cannot be reached at all; then nothing of this
+    /// message was sent.
+    fn send_message(&mut self, from: &str, rcpts: &[&str], body: &Body) -> Result<Vec<Outcome>, Down> {
+        // At most: a 503 without RSET (retry behind one), a failed RSET (the relay dropped the session: idle
+        // timeout, a limit on messages per session; reconnect), then a new session, which needs neither.
+        for _ in 0..3 {
             if self.conn.is_none() {
                 self.connect()?;
-                rset = false;
             }
-            self.fresh = false;
             let conn = self.conn.as_mut().expect("connected above");
-            match transaction::transaction(conn, from, rcpts, parts, self.dial.timeout, rset) {
-                Some((out, broken)) => {
-                    if broken {
+            let mut before = if !self.clean || self.rset_always {
+                Before::Rset
+            } else if self.used {
+                Before::AfterCompleted
+            } else {
+                Before::Nothing
+            };
+            if before == Before::Rset && !conn.has("PIPELINING") {
+                // Without pipelining RSET goes alone; nothing of the message can have been accepted if it fails.
+                if !matches!(conn.command("RSET"), Ok(r) if r.code == 250) {
+                    self.conn = None;
+                    continue;
+                }
+                before = Before::Nothing;
+            }
+            match transaction::transaction(conn, from, rcpts, body, before) {
+                Ok(ended) => {
+                    if ended.broken {
                         self.conn = None;
                     }
-                    return Ok(out);
+                    if let Some(clean) = ended.clean {
+                        (self.clean, self.used) = (clean, true);
+                    }
+                    return Ok(ended.outcomes);
                 }
-                None if attempt == 0 => self.conn = None,
-                None => break,
+                Err(Again::Reconnect) => self.conn = None,
+                Err(Again::WithRset) => (self.clean, self.rset_always) = (false, true),
             }
         }
-        unreachable!("a fresh connection never needs RSET")
+        unreachable!("a new session needs no RSET")
     }
 }
 
 impl Transport for Smtp {
     fn send(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> Result<Vec<Outcome>, Down> {
-        self.send_message(from, rcpts, parts)
+        self.send_message(from, rcpts, &Body { parts, encoded: None })
+    }
+
+    fn wants_smtp_data(&self) -> bool {
+        true
+    }
+
+    fn send_encoded(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        parts: &[&[u8]],
+        data: &Encoded,
+    ) -> Result<Vec<Outcome>, Down> {
+        self.send_message(from, rcpts, &Body { parts, encoded: Some(data) })
     }
 
     fn finish(&mut self) {

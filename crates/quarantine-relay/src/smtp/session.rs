@@ -6,7 +6,7 @@
 //! such and not as a lost connection.
 
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,15 +20,6 @@ use crate::url::{RelayUrl, Security};
 enum Stream {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
-        }
-    }
 }
 
 impl Read for Stream {
@@ -89,8 +80,21 @@ impl Conn {
         self.read_reply()
     }
 
-    pub(super) fn set_read_timeout(&self, t: Duration) {
-        let _ = self.io.get_ref().tcp().set_read_timeout(Some(t));
+    /// Waits up to `limit` for a reply to begin, however short the socket's own timeout (the command timeout):
+    /// each time it expires with nothing read, waits again. The final dot's long limit then costs no socket
+    /// option set and reset per message. Once a byte is in, the rest of the reply has the command timeout.
+    pub(super) fn await_reply(&mut self, limit: Duration) -> io::Result<()> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.io.fill_buf() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+                        && start.elapsed() < limit => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

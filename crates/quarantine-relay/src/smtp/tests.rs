@@ -164,3 +164,148 @@ fn starttls_is_required_when_asked_for() {
     let e = smtp.send("a@b.c", &["d@e.f"], &[b"x\r\n"]).unwrap_err();
     assert!(e.0.contains("STARTTLS") && e.0.contains("not offered"), "{}", e.0);
 }
+
+/// What [`mini_relay`] saw: each command's verb and its reply code, and each message it accepted.
+#[derive(Default)]
+struct Seen {
+    log: Vec<String>,
+    accepted: Vec<Vec<u8>>,
+}
+
+/// A relay of its own for the session-state tests (the testkit server forgives anything): `MAIL` inside an
+/// open transaction is 503 (nested MAIL, as Postfix says it); with `strict`, so is a `MAIL` right after a
+/// completed transaction with no `RSET` between, which RFC 5321 section 4.1.4 allows and some relays refuse
+/// anyway. `RCPT TO:<gone@...>` is 550, and a `DATA` with no recipient is 554 with the transaction left open.
+fn mini_relay(pipelining: bool, strict: bool) -> (u16, Arc<std::sync::Mutex<Seen>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let shared = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let mut w = conn.try_clone().unwrap();
+            let mut r = BufReader::new(conn);
+            let (mut open, mut rcpts, mut completed) = (false, 0, false);
+            let _ = w.write_all(b"220 mini ESMTP\r\n");
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                let verb = line.split([' ', ':', '\r', '\n']).next().unwrap_or("").to_ascii_uppercase();
+                let reply: &str = match verb.as_str() {
+                    "EHLO" if pipelining => "250-mini\r\n250 PIPELINING",
+                    "EHLO" => "250 mini",
+                    "MAIL" if open || (strict && completed) => "503 5.5.1 Error: nested MAIL command",
+                    "MAIL" => {
+                        (open, rcpts, completed) = (true, 0, false);
+                        "250 2.1.0 Ok"
+                    }
+                    "RCPT" if !open => "503 5.5.1 Error: need MAIL command",
+                    "RCPT" if line.contains("<gone@") => "550 5.1.1 no such user",
+                    "RCPT" => {
+                        rcpts += 1;
+                        "250 2.1.5 Ok"
+                    }
+                    "DATA" if !open || rcpts == 0 => "554 5.5.1 Error: no valid recipients",
+                    "DATA" => {
+                        let _ = w.write_all(b"354 go ahead\r\n");
+                        let mut msg = Vec::new();
+                        loop {
+                            let mut l = Vec::new();
+                            if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if l == b".\r\n" {
+                                break;
+                            }
+                            msg.extend_from_slice(&l);
+                        }
+                        shared.lock().unwrap().accepted.push(msg);
+                        (open, completed) = (false, true);
+                        "250 2.0.0 Ok: queued"
+                    }
+                    "RSET" => {
+                        (open, completed) = (false, false);
+                        "250 2.0.0 Ok"
+                    }
+                    "QUIT" => "221 2.0.0 Bye",
+                    _ => "502 5.5.2 Error: command not recognized",
+                };
+                shared.lock().unwrap().log.push(format!("{verb} {}", &reply[..3]));
+                let _ = w.write_all(format!("{reply}\r\n").as_bytes());
+                if verb == "QUIT" {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    (port, seen)
+}
+
+fn verbs(seen: &std::sync::Mutex<Seen>) -> Vec<String> {
+    seen.lock().unwrap().log.iter().filter(|l| !l.starts_with("EHLO")).cloned().collect()
+}
+
+/// After a completed transaction the next MAIL follows directly (RFC 5321 section 4.1.4): no RSET per message,
+/// and every message is delivered once.
+#[test]
+fn mail_follows_a_completed_transaction_without_rset() {
+    for pipelining in [true, false] {
+        let (port, seen) = mini_relay(pipelining, false);
+        let mut smtp = client(port);
+        for n in 0..3 {
+            let body = format!("Subject: {n}\r\n\r\nx\r\n");
+            let out = smtp.send("a@b.c", &["d@e.f"], &[body.as_bytes()]).unwrap();
+            assert!(matches!(&out[0], Outcome::Delivered(t) if t.contains("queued")), "{n}: {out:?}");
+        }
+        smtp.quit();
+        let log = verbs(&seen);
+        assert!(!log.iter().any(|l| l.starts_with("RSET")), "pipelining {pipelining}: {log:?}");
+        assert_eq!(log.iter().filter(|l| *l == "MAIL 250").count(), 3, "{log:?}");
+        assert_eq!(seen.lock().unwrap().accepted.len(), 3);
+    }
+}
+
+/// A transaction that ended without our final dot (no recipient accepted: the relay still holds the MAIL) is
+/// followed by RSET, so the next message does not run into "nested MAIL".
+#[test]
+fn an_unfinished_transaction_is_reset_before_the_next() {
+    for pipelining in [true, false] {
+        let (port, seen) = mini_relay(pipelining, false);
+        let mut smtp = client(port);
+        let out = smtp.send("a@b.c", &["gone@e.f"], &[b"x\r\n"]).unwrap();
+        assert!(matches!(&out[0], Outcome::Failed(t) if t.contains("550")), "{out:?}");
+        let out = smtp.send("a@b.c", &["d@e.f"], &[b"y\r\n"]).unwrap();
+        assert!(matches!(&out[0], Outcome::Delivered(_)), "{out:?}");
+        let log = verbs(&seen);
+        assert!(!log.iter().any(|l| l.ends_with(" 503")), "pipelining {pipelining}: {log:?}");
+        let rset = log.iter().position(|l| l == "RSET 250").expect("an RSET");
+        assert!(rset > 0 && log[rset + 1] == "MAIL 250", "{log:?}");
+        assert_eq!(seen.lock().unwrap().accepted, vec![b"y\r\n".to_vec()]);
+    }
+}
+
+/// A relay that refuses MAIL after a completed transaction unless RSET came between: the message is sent
+/// again behind an RSET on the same session, and every later one gets RSET first. Each message is accepted
+/// exactly once, and no outcome shows the 503.
+#[test]
+fn a_relay_that_insists_on_rset_gets_it_and_each_message_once() {
+    for pipelining in [true, false] {
+        let (port, seen) = mini_relay(pipelining, true);
+        let mut smtp = client(port);
+        for n in 0..4 {
+            let body = format!("Subject: {n}\r\n\r\nx\r\n");
+            let out = smtp.send("a@b.c", &["d@e.f", "g@e.f"], &[body.as_bytes()]).unwrap();
+            assert!(out.iter().all(|o| matches!(o, Outcome::Delivered(_))), "{n}: {out:?}");
+        }
+        smtp.quit();
+        let accepted = seen.lock().unwrap().accepted.clone();
+        let want: Vec<Vec<u8>> = (0..4).map(|n| format!("Subject: {n}\r\n\r\nx\r\n").into_bytes()).collect();
+        assert_eq!(accepted, want, "pipelining {pipelining}");
+        let log = verbs(&seen);
+        // One refusal only: the session remembers.
+        assert_eq!(log.iter().filter(|l| *l == "MAIL 503").count(), 1, "{log:?}");
+        assert_eq!(log.iter().filter(|l| *l == "RSET 250").count(), 3, "{log:?}");
+    }
+}

@@ -9,8 +9,9 @@ use serde::Serialize;
 use super::journal::{self, Outcome, Tag};
 use super::plan::{Action, Plan, PlannedMessage, Skip};
 
+use super::load::{Lane, Recycle, Scratch};
 use super::rescan::{Rescan, ScanVerdict};
-use super::{Down, Transport, BATCH};
+use super::{Down, Prepared, Transport, BATCH};
 use crate::audit::{self, AuditEntry};
 use crate::error::Result;
 use crate::progress::Progress;
@@ -162,6 +163,8 @@ struct Shared<'a> {
     stop: std::sync::Mutex<Option<String>>,
     started: Instant,
     handed: std::sync::atomic::AtomicU64,
+    /// The transport takes SMTP DATA encoded ahead ([`Transport::wants_smtp_data`]).
+    smtp_data: bool,
 }
 
 impl Shared<'_> {
@@ -180,39 +183,48 @@ impl Shared<'_> {
         }
     }
 
-    /// Sends one job on `sender` (any thread).
-    fn send<'p>(&self, sender: &mut dyn Transport, job: Job<'p>) -> Done<'p> {
-        let loaded = self.load(job);
+    /// Sends one job on `sender` (any thread), loading it into `msg` first.
+    fn send<'p>(
+        &self,
+        sender: &mut dyn Transport,
+        job: Job<'p>,
+        msg: Prepared,
+        scratch: &mut Scratch,
+    ) -> (Done<'p>, Prepared) {
+        let loaded = self.load(job, msg, scratch);
         self.deliver(sender, loaded)
     }
 
-    /// Reads and re-hashes the original and makes the trace header: everything about a job that needs no
-    /// connection, so it can run ahead of the sending (any thread).
-    fn load<'p>(&self, job: Job<'p>) -> Loaded<'p> {
+    /// Reads and re-hashes the original into `msg`, makes the trace header and, for an SMTP transport, encodes
+    /// the two as DATA: everything about a job that needs no connection, so it can run ahead of the sending
+    /// (any thread).
+    fn load<'p>(&self, job: Job<'p>, mut msg: Prepared, scratch: &mut Scratch) -> Loaded<'p> {
         let m = job.m;
-        let original = crate::message::checked_hash(&m.hash)
-            .and_then(|h| self.blobs.read_verified_sized(h, m.size))
-            .map_err(|e| format!("not sent: {e}"));
-        let header = match (&self.trace, &original) {
-            (Some(key), Ok(_)) => {
-                let now = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                key.header(&m.id, &self.actor, &now)
-            }
-            _ => Vec::new(),
-        };
-        Loaded { job, original, header }
+        let unreadable = scratch
+            .read_original(&self.blobs, &m.hash, m.size, &mut msg.original)
+            .err()
+            .map(|e| format!("not sent: {e}"));
+        msg.header.clear();
+        if let (Some(key), None) = (&self.trace, &unreadable) {
+            let now = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            msg.header.extend_from_slice(&key.header(&m.id, &self.actor, &now));
+        }
+        if self.smtp_data && unreadable.is_none() {
+            msg.smtp_data.get_or_insert_with(Default::default).encode(&[&msg.header, &msg.original]);
+        }
+        Loaded { job, msg, unreadable }
     }
 
-    /// Hands a loaded job to `sender`, unless the run is stopping, at the pace `--rate` allows.
-    fn deliver<'p>(&self, sender: &mut dyn Transport, loaded: Loaded<'p>) -> Done<'p> {
-        let Loaded { job: Job { m, rcpts }, original, header } = loaded;
+    /// Hands a loaded job to `sender`, unless the run is stopping, at the pace `--rate` allows; gives the
+    /// buffers back for the next message.
+    fn deliver<'p>(&self, sender: &mut dyn Transport, loaded: Loaded<'p>) -> (Done<'p>, Prepared) {
+        let Loaded { job: Job { m, rcpts }, msg, unreadable } = loaded;
         if let Some(why) = self.stopped() {
-            return Done::NotAttempted { m, rcpts, why };
+            return (Done::NotAttempted { m, rcpts, why }, msg);
         }
-        let original = match original {
-            Ok(b) => b,
-            Err(why) => return Done::Unreadable { m, rcpts, why },
-        };
+        if let Some(why) = unreadable {
+            return (Done::Unreadable { m, rcpts, why }, msg);
+        }
         if let Some(rate) = self.rate.filter(|r| *r > 0.0) {
             // One clock for every connection: message k goes out no sooner than k / rate after the start. The CLI
             // bounds the rate; one too small to express as a wait here waits a second, never panics.
@@ -226,22 +238,28 @@ impl Shared<'_> {
             }
         }
         let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-        let (outcomes, down) = match sender.send(&m.from, &refs, &[&header, &original]) {
+        let parts: [&[u8]; 2] = [&msg.header, &msg.original];
+        let sent = match &msg.smtp_data {
+            Some(data) if self.smtp_data => sender.send_encoded(&m.from, &refs, &parts, data),
+            _ => sender.send(&m.from, &refs, &parts),
+        };
+        let (outcomes, down) = match sent {
             Ok(o) => (o, false),
             Err(Down(why)) => {
                 self.stop(&why);
                 (vec![Outcome::Deferred(why); rcpts.len()], true)
             }
         };
-        Done::Sent { m, rcpts, outcomes, down }
+        (Done::Sent { m, rcpts, outcomes, down }, msg)
     }
 }
 
-/// A job with its original read and checked (or why it cannot be sent) and its trace header.
+/// A job with its original read and checked (or why it cannot be sent), its trace header and, for SMTP, its
+/// DATA payload.
 struct Loaded<'p> {
     job: Job<'p>,
-    original: std::result::Result<Vec<u8>, String>,
-    header: Vec<u8>,
+    msg: Prepared,
+    unreadable: Option<String>,
 }
 
 /// How a run's jobs reach the relay: on the caller's thread through one transport, or through a pool of
@@ -251,30 +269,69 @@ trait Senders<'p> {
     fn run(&mut self, jobs: Vec<Job<'p>>, done: &mut dyn FnMut(Done<'p>) -> Result<()>) -> Result<()>;
 }
 
+/// Loader threads ahead of one connection. Two: on two cores shared with the relay (and, on a busy host, with
+/// everyone else) one loader is the slower side of the pipeline; a second keeps the connection fed.
+const LOADERS: usize = 2;
+/// Messages each loader may have ready; it is woken to refill once half are taken.
+const LOOKAHEAD: usize = 4;
+
 struct Inline<'s, 't> {
     shared: &'s Shared<'s>,
     sender: &'t mut dyn Transport,
+    scratch: Vec<Scratch>,
+    recycle: Recycle,
 }
 
 impl<'p> Senders<'p> for Inline<'_, '_> {
     fn run(&mut self, jobs: Vec<Job<'p>>, done: &mut dyn FnMut(Done<'p>) -> Result<()>) -> Result<()> {
-        // One connection waits for the relay twice per message; a loader thread reads, decompresses and
-        // re-hashes the next originals meanwhile, so that work is off the wire's critical path. Two ahead at
-        // most: memory stays a few messages.
-        let (shared, sender) = (self.shared, &mut *self.sender);
+        // One connection waits for the relay twice per message; loader threads read, decompress, re-hash and
+        // encode the next originals meanwhile, so that work is off the wire's critical path. Job k goes to
+        // loader k mod LOADERS and is taken back in the same order, so messages go out in plan order. Memory
+        // stays LOADERS * (LOOKAHEAD + 1) messages.
+        let (shared, sender, recycle) = (self.shared, &mut *self.sender, &self.recycle);
+        let n = jobs.len();
+        let mut per: Vec<Vec<Job<'p>>> = (0..LOADERS).map(|_| Vec::with_capacity(n / LOADERS + 1)).collect();
+        for (k, job) in jobs.into_iter().enumerate() {
+            per[k % LOADERS].push(job);
+        }
+        let lanes: Vec<Lane<Loaded<'p>>> = (0..LOADERS).map(|_| Lane::new(LOOKAHEAD)).collect();
+        let lanes = &lanes;
+        self.scratch.resize_with(LOADERS, Scratch::default);
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Loaded<'p>>(2);
-            scope.spawn(move || {
-                for job in jobs {
-                    if tx.send(shared.load(job)).is_err() {
-                        break; // the sender stopped on an index error
-                    }
+            let loaders: Vec<_> = per
+                .into_iter()
+                .zip(self.scratch.drain(..))
+                .zip(lanes.iter())
+                .map(|((jobs, mut scratch), lane)| {
+                    scope.spawn(move || {
+                        // Finished on the way out, panics included: the sender must not wait for a dead loader.
+                        let _end = lane.finisher();
+                        for job in jobs {
+                            if !lane.put(shared.load(job, recycle.take(), &mut scratch)) {
+                                break; // the sender stopped on an index error
+                            }
+                        }
+                        scratch
+                    })
+                })
+                .collect();
+            let mut result = Ok(());
+            for k in 0..n {
+                let Some(loaded) = lanes[k % LOADERS].take() else { break };
+                let (d, msg) = shared.deliver(sender, loaded);
+                recycle.give(msg);
+                result = done(d);
+                if result.is_err() {
+                    break;
                 }
-            });
-            for loaded in rx {
-                done(shared.deliver(sender, loaded))?;
             }
-            Ok(())
+            for lane in lanes {
+                lane.close();
+            }
+            for h in loaders {
+                self.scratch.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            result
         })
     }
 }
@@ -314,9 +371,10 @@ impl Store {
         sender: &mut dyn Transport,
         progress: &dyn Progress,
     ) -> Result<Report> {
-        let shared = self.shared(opts)?;
+        let mut shared = self.shared(opts)?;
         let via = sender.describe();
-        let mut senders = Inline { shared: &shared, sender };
+        shared.smtp_data = sender.wants_smtp_data();
+        let mut senders = Inline { shared: &shared, sender, scratch: Vec::new(), recycle: Recycle::default() };
         let report = self.run_release(plan, opts, &shared, &mut senders, via, 1, progress);
         senders.sender.finish();
         report
@@ -335,8 +393,11 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<Report> {
         let connections = connections.max(1);
-        let shared = self.shared(opts)?;
-        let via = open().describe();
+        let mut shared = self.shared(opts)?;
+        let probe = open();
+        let via = probe.describe();
+        shared.smtp_data = probe.wants_smtp_data();
+        drop(probe);
         let (job_tx, job_rx) = std::sync::mpsc::channel::<Job>();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
         let job_rx = std::sync::Mutex::new(job_rx);
@@ -346,10 +407,13 @@ impl Store {
                 let done_tx = done_tx.clone();
                 scope.spawn(move || {
                     let mut sender = open();
+                    let (mut msg, mut scratch) = (Prepared::default(), Scratch::default());
                     loop {
                         let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(job) = job else { break };
-                        if done_tx.send(shared.send(sender.as_mut(), job)).is_err() {
+                        let (d, used) = shared.send(sender.as_mut(), job, msg, &mut scratch);
+                        msg = used;
+                        if done_tx.send(d).is_err() {
                             break;
                         }
                     }
@@ -397,6 +461,7 @@ impl Store {
             stop: std::sync::Mutex::new(None),
             started: Instant::now(),
             handed: std::sync::atomic::AtomicU64::new(0),
+            smtp_data: false,
         })
     }
 

@@ -23,8 +23,9 @@
 //! a batch's sending. Each recipient is still claimed by a committed transaction before any sender sees it, and
 //! recorded only after its reply. A crash can leave at most three batches in doubt (the one being sent, the one
 //! claimed next, the outcomes not yet committed), and every one of them is listed by the next run. Each SMTP
-//! connection is reused (RSET between messages) and reopened if it breaks. With one connection a loader thread
-//! reads, decompresses and re-hashes the next originals while the current one is on the wire. With
+//! connection is reused and reopened if it breaks. With one connection two loader threads (`load.rs`) read,
+//! decompress, re-hash and (for SMTP) encode the next originals into reused buffers while the current one is on
+//! the wire, so the sending thread only writes and reads. With
 //! `--connections N` ([`Store::execute_release_with`](crate::Store::execute_release_with)), N worker threads each
 //! own one transport and take the claimed messages of a batch from one queue; the claims and the outcomes stay
 //! transactions on the store's one index connection, so the journal, and "each recipient claimed once before it
@@ -37,6 +38,7 @@
 
 mod exec;
 pub mod journal;
+mod load;
 mod plan;
 mod rescan;
 
@@ -57,10 +59,40 @@ pub trait Transport {
     /// endings) from `from` (empty: the null sender) to `rcpts`; one outcome per recipient, in order. `Err` only
     /// when nothing of this message was sent and the transport cannot be used: the run stops there.
     fn send(&mut self, from: &str, rcpts: &[&str], parts: &[&[u8]]) -> std::result::Result<Vec<Outcome>, Down>;
+    /// Whether this transport sends SMTP DATA: then a release encodes each message (into
+    /// [`Encoded`](quarantine_mail::encode::Encoded)) on a loader thread, ahead of the sending, and hands it over
+    /// with [`Transport::send_encoded`].
+    fn wants_smtp_data(&self) -> bool {
+        false
+    }
+    /// [`Transport::send`] with `parts` already encoded as `data` ([`Encoded::encode`] of exactly `parts`): the
+    /// same outcomes, the same promise.
+    ///
+    /// [`Encoded::encode`]: quarantine_mail::encode::Encoded::encode
+    fn send_encoded(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        parts: &[&[u8]],
+        data: &quarantine_mail::encode::Encoded,
+    ) -> std::result::Result<Vec<Outcome>, Down> {
+        let _ = data;
+        self.send(from, rcpts, parts)
+    }
     /// Ends the session politely (SMTP QUIT). Called once at the end of a run.
     fn finish(&mut self) {}
     /// How the audit row and the summary name it, e.g. `smtp://127.0.0.1:10025`.
     fn describe(&self) -> String;
+}
+
+/// One message as a release's loader leaves it for the sender: the trace header (empty without one) and the
+/// original, read and re-hashed, and, for a transport that [wants it](Transport::wants_smtp_data), the two
+/// already encoded as SMTP DATA. The buffers are reused from message to message.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    pub(crate) header: Vec<u8>,
+    pub(crate) original: Vec<u8>,
+    pub(crate) smtp_data: Option<quarantine_mail::encode::Encoded>,
 }
 
 /// The transport cannot be used at all (connect, TLS or greeting failed; the command cannot be run), and why.
