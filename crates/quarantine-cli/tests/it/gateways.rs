@@ -61,6 +61,19 @@ fn listing(s: &Store) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Every acknowledged message (id → original bytes) is in the shared index exactly once, byte-exact when read
+/// through the other gateway, and both gateways verify clean.
+fn all_held_once(a: &Store, b: &Store, held: &[(String, Vec<u8>)]) {
+    let listed = listing(a);
+    assert_eq!(listed.len(), held.len(), "every acknowledged message held exactly once");
+    for (id, m) in held {
+        assert!(listed.contains_key(id), "{id} is held");
+        assert_eq!(b.raw(id), *m, "{id} byte-exact");
+    }
+    a.verify_deep_clean("gateway a after the outages");
+    b.verify_deep_clean("gateway b after the outages");
+}
+
 /// Holds 24 messages of its own and then `same` on `s`, with an ingest running in the background every 8 holds;
 /// the ids and bytes acknowledged.
 fn hold_while_ingesting(s: &Store, name: &str, same: &[u8]) -> Vec<(String, Vec<u8>)> {
@@ -434,14 +447,7 @@ fn gateways_survive_a_database_then_an_object_store_outage_during_ingest() {
         s.q(&["check"]).code_is(0, "check with both backends back");
     }
 
-    let listed = listing(&a);
-    assert_eq!(listed.len(), held.len(), "every acknowledged message held exactly once");
-    for (id, m) in &held {
-        assert!(listed.contains_key(id), "{id} is held");
-        assert_eq!(b.raw(id), *m, "{id} byte-exact");
-    }
-    a.verify_deep_clean("gateway a after both outages");
-    b.verify_deep_clean("gateway b after both outages");
+    all_held_once(&a, &b, &held);
 }
 
 /// The object store down while a release and a purge run (not an ingest): the release sends nothing and keeps
@@ -834,14 +840,7 @@ fn gateways_survive_both_backends_down_at_once_whichever_returns_first() {
         }
     }
 
-    let listed = listing(&a);
-    assert_eq!(listed.len(), held.len(), "every acknowledged message held exactly once");
-    for (id, m) in &held {
-        assert!(listed.contains_key(id), "{id} is held");
-        assert_eq!(b.raw(id), *m, "{id} byte-exact");
-    }
-    a.verify_deep_clean("gateway a after both outages");
-    b.verify_deep_clean("gateway b after both outages");
+    all_held_once(&a, &b, &held);
 }
 
 /// The same outage as above, but the database stays down past the release's wait (60 s): the release gives up,
