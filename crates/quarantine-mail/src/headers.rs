@@ -55,7 +55,12 @@ fn extract_inner(prefix: &[u8], complete: bool) -> HeaderFields {
         note: None,
     };
     if complete {
-        f.attachments = msg.attachments().filter_map(|p| p.attachment_name()).map(clip).collect();
+        let mut names = msg.attachments().filter_map(|p| p.attachment_name());
+        f.attachments = names.by_ref().take(MAX_ATTACHMENT_NAMES).map(clip).collect();
+        let more = names.count();
+        if more > 0 {
+            f.note = Some(format!("{more} more attachment names not indexed (the first {MAX_ATTACHMENT_NAMES} are)"));
+        }
     } else {
         f.note = Some(format!("larger than {} MiB: attachments not indexed", FULL_PARSE_LIMIT >> 20));
     }
@@ -64,6 +69,11 @@ fn extract_inner(prefix: &[u8], complete: bool) -> HeaderFields {
     }
     f
 }
+
+/// Attachment names indexed per message. The index keeps a message's names beside its row (schema 6), rewritten
+/// per name written, so n names cost n²: a hostile message of 20,000 tiny parts would stall the ingest batch it
+/// is in for a minute. Real mail has a handful; the message itself is always held whole.
+pub const MAX_ATTACHMENT_NAMES: usize = 1000;
 
 /// Windows-1252's characters for 0x80..=0x9F (the rest of the high half is Latin-1, i.e. the same code point);
 /// the five undefined bytes map to the C1 control of the same value, as WHATWG's decoder does.
@@ -173,6 +183,19 @@ mod tests {
         let m = b"From: a@b\nSubject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain\n\nhi\n--XX\nContent-Type: application/octet-stream; name=\"invoice.exe\"\nContent-Disposition: attachment; filename=\"invoice.exe\"\n\nMZ\n--XX--\n";
         let f = extract(m, m.len() as u64);
         assert_eq!(f.attachments, vec!["invoice.exe".to_string()]);
+    }
+
+    #[test]
+    fn attachment_names_are_capped_with_a_note() {
+        let mut m = String::from("Subject: parts\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XX\n\n");
+        for i in 0..MAX_ATTACHMENT_NAMES + 7 {
+            m.push_str(&format!("--XX\nContent-Disposition: attachment; filename=\"f{i}.txt\"\n\nx\n"));
+        }
+        m.push_str("--XX--\n");
+        let f = extract(m.as_bytes(), m.len() as u64);
+        assert_eq!(f.attachments.len(), MAX_ATTACHMENT_NAMES);
+        assert_eq!(f.attachments[0], "f0.txt");
+        assert_eq!(f.note.as_deref(), Some("7 more attachment names not indexed (the first 1000 are)"));
     }
 
     #[test]
