@@ -71,13 +71,26 @@ fn spawn(cmd: Command) -> Child {
     answer.recv().expect("the spawner answers").unwrap_or_else(|e| panic!("cannot start weed: {e}"))
 }
 
-/// A base port P with P..P+3 and their gRPC ports P+10000..P+10003 free on 127.0.0.1 right now.
+/// A base port P with P..P+3 and their gRPC ports P+10000..P+10003 free on 127.0.0.1 right now, all outside the
+/// kernel's ephemeral range: a killed server restarts on the same ports, and while it is down any outgoing
+/// connection of the machine may take an ephemeral port as its local address (a CI run lost a restart that way:
+/// "bind: address already in use" on the gRPC port).
 fn free_ports() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = ephemeral_range();
+    // Blocks wholly below the range, else wholly above it; a range that leaves no room falls back to 20000-40000.
+    let (first, last) = if lo >= 10000 + 10004 {
+        (10000, lo - 10004)
+    } else if hi + 1 + 10003 <= 65535 {
+        (hi + 1, 65535 - 10003)
+    } else {
+        (20000, 40000)
+    };
+    let blocks = (last - first) / 4 + 1;
     let seed = std::process::id().wrapping_mul(7919);
     for _ in 0..500 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let p = 20000 + ((seed.wrapping_add(n * 17)) % 20000) as u16 / 4 * 4;
+        let p = (first + seed.wrapping_add(n.wrapping_mul(17)) % blocks * 4) as u16;
         let all_free = (0..4).all(|i| {
             TcpListener::bind(("127.0.0.1", p + i)).is_ok() && TcpListener::bind(("127.0.0.1", p + i + 10000)).is_ok()
         });
@@ -86,6 +99,16 @@ fn free_ports() -> u16 {
         }
     }
     panic!("no free block of loopback ports for weed");
+}
+
+/// The kernel's ephemeral port range (Linux's default when it cannot be read).
+fn ephemeral_range() -> (u32, u32) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text.split_whitespace().filter_map(|n| n.parse::<u32>().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+        _ => (32768, 60999),
+    }
 }
 
 /// One running (or stopped) SeaweedFS server.
@@ -126,6 +149,34 @@ impl Weed {
     /// Starts the server (again, after [`Weed::kill`]: same directory and ports, same objects) and waits until it
     /// stores an object.
     pub fn start(&self) {
+        let mut log_start = self.log_len();
+        *self.child.lock().unwrap() = Some(spawn(self.command()));
+        let probe = "ready-probe";
+        let started = Instant::now();
+        loop {
+            if request(self.port + 3, "PUT", &format!("/{probe}"), b"").is_ok_and(|(s, _)| s == 200 || s == 409)
+                && request(self.port + 3, "PUT", &format!("/{probe}/x"), b"x").is_ok_and(|(s, _)| s == 200)
+            {
+                return;
+            }
+            if let Some(status) = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                // A port of ours held by someone else for a moment (a socket still closing): wait and try again.
+                let new_log = self.log_since(log_start);
+                if new_log.contains("address already in use") && started.elapsed() < READY {
+                    std::thread::sleep(Duration::from_secs(1));
+                    log_start = self.log_len();
+                    *self.child.lock().unwrap() = Some(spawn(self.command()));
+                    continue;
+                }
+                panic!("weed exited with {status} while starting; its log: {}", self.log());
+            }
+            assert!(started.elapsed() < READY, "weed not ready after {READY:?}; its log: {}", self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `weed server` on this server's directory and ports, its output appended to `weed.log`.
+    fn command(&self) -> Command {
         let p = self.port;
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -147,21 +198,16 @@ impl Weed {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        *self.child.lock().unwrap() = Some(spawn(cmd));
-        let probe = "ready-probe";
-        let started = Instant::now();
-        loop {
-            if request(self.port + 3, "PUT", &format!("/{probe}"), b"").is_ok_and(|(s, _)| s == 200 || s == 409)
-                && request(self.port + 3, "PUT", &format!("/{probe}/x"), b"x").is_ok_and(|(s, _)| s == 200)
-            {
-                return;
-            }
-            if let Some(status) = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("weed exited with {status} while starting; its log: {}", self.log());
-            }
-            assert!(started.elapsed() < READY, "weed not ready after {READY:?}; its log: {}", self.log());
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        cmd
+    }
+
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("weed.log")).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn log_since(&self, offset: u64) -> String {
+        let text = std::fs::read(self.dir.path().join("weed.log")).unwrap_or_default();
+        String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default()).into_owned()
     }
 
     /// SIGKILL, and wait for it to be gone: the object store is down.
