@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_scan.sql", include_str!("../../../migrations/sqlite/0004_scan.sql")),
     ("0005_search_cover.sql", include_str!("../../../migrations/sqlite/0005_search_cover.sql")),
     ("0006_search_rows.sql", include_str!("../../../migrations/sqlite/0006_search_rows.sql")),
+    ("0007_message_rowid.sql", include_str!("../../../migrations/sqlite/0007_message_rowid.sql")),
 ];
 
 /// The same versions for PostgreSQL; `migrations_are_all_registered` checks both lists name the same files.
@@ -43,6 +44,7 @@ pub const PG_MIGRATIONS: &[(&str, &str)] = &[
     ("0004_scan.sql", include_str!("../../../migrations/postgres/0004_scan.sql")),
     ("0005_search_cover.sql", include_str!("../../../migrations/postgres/0005_search_cover.sql")),
     ("0006_search_rows.sql", include_str!("../../../migrations/postgres/0006_search_rows.sql")),
+    ("0007_message_rowid.sql", include_str!("../../../migrations/postgres/0007_message_rowid.sql")),
 ];
 
 /// A line `-- @rust NAME` in a migration marks a step SQL cannot do (hashing): the SQL before it runs, then the
@@ -140,6 +142,8 @@ pub fn migrate(conn: &mut Conn, path: &Path) -> Result<()> {
     for (_, sql) in MIGRATIONS.iter().skip(current as usize) {
         apply(&tx, sql).map_err(&e)?;
     }
+    // Every upgrade changes the schema cookie the rowid copies are trusted under (migration 0007).
+    crate::search::refresh_message_rowids(&tx).map_err(&e)?;
     tx.execute_batch(&format!("PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"))
         .map_err(&e)?;
     tx.commit().map_err(&e)

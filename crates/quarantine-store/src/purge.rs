@@ -645,7 +645,19 @@ impl Store {
     /// Rewrites the index without its free pages. Takes the write lock for the whole run: holds wait (and may
     /// time out into a retry), so this is opt-in.
     pub fn vacuum(&self) -> Result<()> {
-        self.conn.execute_batch("VACUUM").map_err(self.sql_err())
+        self.conn.execute_batch("VACUUM").map_err(self.sql_err())?;
+        // A VACUUM may renumber message rowids, and changes the cookie their copies are trusted under.
+        if !self.conn.is_postgres() {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql_err())?;
+            let done = crate::search::refresh_message_rowids(&self.conn)
+                .and_then(|()| self.conn.execute_batch("COMMIT"))
+                .map_err(self.sql_err());
+            if done.is_err() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            done?;
+        }
+        Ok(())
     }
 }
 

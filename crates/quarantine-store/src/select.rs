@@ -55,18 +55,25 @@ pub struct Selector {
 }
 
 /// A `WHERE` clause over `messages m` and its parameters.
+#[derive(Clone)]
 pub struct Sql {
     pub clause: String,
     pub params: Vec<Value>,
     /// The clause is over `recipients r JOIN messages m` and names one recipient's live rows of the
     /// `recipients_live` index (see `search::by_rcpt`), which gives them newest first.
     pub(crate) by_rcpt: bool,
+    /// With `by_rcpt`: the recipients' copies of their message's rowid can be trusted, and the join goes through
+    /// them (migration 0007; see `search::refresh_message_rowids`).
+    pub(crate) by_rowid: bool,
 }
 
 impl Sql {
     /// The tables the clause is over.
     pub(crate) fn from(&self) -> &'static str {
-        if self.by_rcpt {
+        if self.by_rcpt && self.by_rowid {
+            // The id is checked as well: a stale copy can hide a row, never show another message's.
+            "recipients r JOIN messages m ON m.rowid = r.message_rowid AND m.id = r.message"
+        } else if self.by_rcpt {
             "recipients r JOIN messages m ON m.id = r.message"
         } else {
             "messages m"
@@ -205,7 +212,7 @@ impl Selector {
         } else {
             parts.push(format!("({})", state_ors.join(" OR ")));
         }
-        Sql { clause: parts.join(" AND "), params, by_rcpt: false }
+        Sql { clause: parts.join(" AND "), params, by_rcpt: false, by_rowid: false }
     }
 }
 
