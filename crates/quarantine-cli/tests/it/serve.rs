@@ -328,6 +328,9 @@ fn serve_http_rspamd_shapes_and_bad_requests() {
         (b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab".to_vec(), "400"),
         (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nX-Rspamd-Rcpt: unknown\r\n\r\nabc".to_vec(), "400"),
         (b"GET /rspamd HTTP/1.1\r\n\r\n".to_vec(), "405"),
+        // Two lengths for one body: neither may be trusted (the first would store "abc" of "abcde").
+        (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\nabcde".to_vec(), "400"),
+        (b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\n5\r\nabcde\r\n0\r\n\r\n".to_vec(), "400"),
         (b"POST /other HTTP/1.1\r\n\r\n".to_vec(), "404"),
     ] {
         let r = http(sv.http, &req);
