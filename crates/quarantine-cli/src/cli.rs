@@ -83,9 +83,9 @@ pub enum Command {
         .reason file and is never deleted. Exit status: 0, or 1 when any file was moved to spool/bad/.")]
     Ingest(crate::cmd::ingest::IngestArgs),
     /// Run the intake daemon: LMTP/ESMTP (Postfix's lmtp, amavis) and HTTP (rspamd's metadata_exporter).
-    #[command(
-        after_help = "Answers 250 (HTTP 200) only once the message is durable in the spool, 451 (503) when         it cannot be; `ingest` indexes it, as for `hold`. SIGTERM stops accepting and lets in-flight messages         finish; SIGHUP reloads the config. Recipes: docs/integration/postfix-lmtp.md, rspamd.md, amavis.md."
-    )]
+    #[command(after_help = "Answers 250 (HTTP 200) only once the message is durable in the spool, 451 (503) when it \
+            cannot be; `ingest` indexes it, as for `hold`. SIGTERM stops accepting and lets in-flight messages \
+            finish; SIGHUP reloads the config. Recipes: docs/integration/postfix-lmtp.md, rspamd.md, amavis.md.")]
     Serve(crate::cmd::serve::ServeArgs),
     /// Show one message: envelope, verdict, parsed headers, recipients and their release state.
     Show(crate::cmd::show::ShowArgs),
@@ -256,6 +256,21 @@ mod tests {
             sub.get_arguments().map(|a| format!("{:?}", a.get_id())).collect::<Vec<_>>()
         };
         assert_eq!(a(&full), a(&hold));
+    }
+
+    #[test]
+    fn help_prose_has_no_runs_of_spaces() {
+        // A string continued without a trailing `\` keeps the next line's indentation (`serve --help` read
+        // "451 (503) when         it"). Example lines are indented and may align their comments.
+        let mut seen = 0;
+        for sub in Cli::command().get_subcommands() {
+            let Some(help) = sub.get_after_help() else { continue };
+            for line in help.to_string().lines().filter(|l| !l.starts_with(' ')) {
+                seen += 1;
+                assert!(!line.contains("  "), "`{} --help`: a run of spaces in {line:?}", sub.get_name());
+            }
+        }
+        assert!(seen > 5, "after_help texts found: {seen}");
     }
 
     #[test]

@@ -182,6 +182,9 @@ pub struct ServeConfig {
     pub commit_delay: Duration,
     /// The name in the greeting and in replies.
     pub hostname: String,
+    /// Free bytes the spool's filesystem keeps: below it a message is tempfailed before anything is written,
+    /// as `hold` does (the CLI sets `min_free_space`, else hold's default). 0: none.
+    pub reserve: u64,
 }
 
 impl Default for ServeConfig {
@@ -194,6 +197,7 @@ impl Default for ServeConfig {
             mapping: Mapping::default(),
             commit_delay: defaults::COMMIT_DELAY,
             hostname: hostname(),
+            reserve: 0,
         }
     }
 }

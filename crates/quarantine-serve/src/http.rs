@@ -141,6 +141,12 @@ impl Head {
     fn text(&self, name: &str) -> Option<String> {
         self.get(name).map(|v| String::from_utf8_lossy(v).trim().to_string())
     }
+    /// Whether `name` occurs more than once with values that differ (RFC 9112 section 6.3: for the framing
+    /// fields, an error, never "take the first").
+    fn conflicting(&self, name: &str) -> bool {
+        let mut values = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim_ascii());
+        values.next().is_some_and(|first| values.any(|v| v != first))
+    }
 }
 
 fn read_head(c: &mut Conn) -> Result<(Head, usize), Option<Reply>> {
@@ -204,6 +210,12 @@ fn request(c: &mut Conn) -> Result<(Reply, Value), Option<Reply>> {
     let max = cfg.limits.max_message_size;
     // The multipart framing and metadata come on top of the message.
     let max_body = max + 1024 * 1024;
+    // Two framings for one body: taking the first stored a truncated message and answered 200 for it.
+    for framing in ["Content-Length", "Transfer-Encoding"] {
+        if head.conflicting(framing) {
+            return Err(Some(reply(400, format!("conflicting {framing} fields"))));
+        }
+    }
     let te = head.text("Transfer-Encoding");
     let cl = head.text("Content-Length");
     let body = match (te, cl) {

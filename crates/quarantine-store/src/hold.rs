@@ -49,9 +49,12 @@ pub(crate) fn validate(req: &HoldRequest) -> Result<Envelope> {
     }
     let from = address::envelope_sender(&req.from)?;
     let mut recipients: Vec<String> = Vec::new();
+    // A set, not a scan of the list: pipe(8) with a high destination_recipient_limit hands over tens of
+    // thousands of recipients, and n² comparisons ran a 20,000-recipient hold past half a minute.
+    let mut seen = std::collections::HashSet::new();
     for r in &req.recipients {
         let r = address::envelope_recipient(r)?;
-        if !recipients.iter().any(|x| address::fold(x) == address::fold(&r)) {
+        if seen.insert(address::fold(&r)) {
             recipients.push(r);
         }
     }
@@ -161,4 +164,30 @@ pub(crate) fn insert_recipients(tx: &crate::db::Conn, id: &str, recipients: &[St
         added += stmt.execute(params![id, r, address::fold(r)])? as u64;
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(recipients: Vec<String>) -> HoldRequest {
+        HoldRequest { from: "s@example.org".into(), recipients, verdict: "SPAM".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn recipients_deduplicate_case_insensitively_in_order() {
+        let env = validate(&request(vec!["A@X.example".into(), "b@x.example".into(), "a@x.EXAMPLE".into()])).unwrap();
+        assert_eq!(env.recipients, ["A@X.example", "b@x.example"]);
+    }
+
+    #[test]
+    fn many_recipients_validate_in_linear_time() {
+        // 60,000 distinct recipients: about a tenth of a second when linear, minutes when quadratic.
+        let n = 60_000;
+        let rcpts: Vec<String> = (0..n).map(|i| format!("user{i}@example.edu")).collect();
+        let t = std::time::Instant::now();
+        let env = validate(&request(rcpts)).unwrap();
+        assert_eq!(env.recipients.len(), n);
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t.elapsed());
+    }
 }

@@ -79,6 +79,16 @@ impl Context {
                 for b in &r.bad {
                     say!("quarantine: spool file {} moved to spool/bad/: {}", b.path.display(), b.reason);
                 }
+                // One bounded batch can leave a backlog (an incident, a stopped `ingest --watch`): without this
+                // line `search` says "no messages match" and `show` "no message with id" for mail that hold
+                // acknowledged, and the helpdesk concludes it was never quarantined.
+                if r.pending > 0 {
+                    say!(
+                        "quarantine: warning: {} held message(s) still in spool/, not yet indexed, so not shown \
+                         here; run `quarantine ingest` (or start its service) to index them",
+                        r.pending
+                    );
+                }
             }
             Err(e) => say!("quarantine: warning: ingesting the spool first failed: {e}"),
         }

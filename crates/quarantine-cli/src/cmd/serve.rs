@@ -20,7 +20,9 @@ pub struct ServeArgs {
     pub http: Option<String>,
 }
 
-fn apply(mut cfg: quarantine_serve::ServeConfig, a: &ServeArgs) -> Result<quarantine_serve::ServeConfig, String> {
+fn apply(c: &Config, a: &ServeArgs) -> Result<quarantine_serve::ServeConfig, String> {
+    let mut cfg = c.serve.clone();
+    cfg.reserve = c.min_free_space.unwrap_or(crate::config::defaults::HOLD_RESERVE);
     if let Some(l) = &a.lmtp {
         cfg.lmtp = Some(quarantine_serve::Listen::parse(l).map_err(|e| format!("--lmtp {e}"))?);
     }
@@ -31,10 +33,10 @@ fn apply(mut cfg: quarantine_serve::ServeConfig, a: &ServeArgs) -> Result<quaran
 }
 
 pub fn run(ctx: &Context, a: ServeArgs, config_flag: Option<PathBuf>) -> CmdResult {
-    let cfg = apply(ctx.config.serve.clone(), &a).map_err(CmdError::Usage)?;
+    let cfg = apply(&ctx.config, &a).map_err(CmdError::Usage)?;
     let reload = Box::new(move || {
         let (c, _) = Config::discover(config_flag.as_deref()).map_err(|e| e.to_string())?;
-        apply(c.serve, &a)
+        apply(&c, &a)
     });
     quarantine_serve::run(cfg, &ctx.store_path, reload)
         .map_err(|e| CmdError::Store(quarantine_store::Error::Invalid(format!("serve: {e}"))))?;

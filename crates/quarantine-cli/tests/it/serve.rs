@@ -328,6 +328,9 @@ fn serve_http_rspamd_shapes_and_bad_requests() {
         (b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab".to_vec(), "400"),
         (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nX-Rspamd-Rcpt: unknown\r\n\r\nabc".to_vec(), "400"),
         (b"GET /rspamd HTTP/1.1\r\n\r\n".to_vec(), "405"),
+        // Two lengths for one body: neither may be trusted (the first would store "abc" of "abcde").
+        (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\nabcde".to_vec(), "400"),
+        (b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\n5\r\nabcde\r\n0\r\n\r\n".to_vec(), "400"),
         (b"POST /other HTTP/1.1\r\n\r\n".to_vec(), "404"),
     ] {
         let r = http(sv.http, &req);
@@ -1067,4 +1070,34 @@ fn serve_behind_postfix_takes_a_burst_over_one_cached_lmtp_connection() {
     assert!(!ids.contains(&session_of(last).unwrap()), "a new session after the close: {last}\n{log}");
     assert!(pf.maillog().lines().any(|l| l.contains(&q) && l.contains("status=sent")));
     pf_nothing_bounced(&pf);
+}
+
+#[test]
+fn serve_keeps_the_free_space_reserve_hold_keeps() {
+    // A reserve no filesystem here has free: hold defers, and serve must too (451 per recipient, HTTP 503),
+    // before it writes anything, rather than fill the disk the index and purge need.
+    let sv = Serve::start("min_free_space = \"1000000T\"\n[serve]\n");
+    let before = sv.pending();
+    let msg = b"Subject: full\r\n\r\nx\r\n";
+    let cfg = sv.cfg.to_str().unwrap();
+    let hold = sv.store.run(
+        &["--config", cfg, "hold", "--verdict", "V", "--from", "s@example.org", "--", "r@example.edu"],
+        quarantine_testkit::Input::Bytes(msg),
+    );
+    assert_eq!(hold.code, 75, "{}", hold.brief());
+    let mut c = sv.lmtp();
+    assert!(c.cmd("LHLO gw").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<a@example.edu>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<b@example.edu>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: full\r\n\r\nx\r\n.\r\n");
+    for r in ["a", "b"] {
+        let reply = c.reply();
+        assert!(reply.starts_with("451 "), "{r}: {reply}");
+        assert!(reply.contains("reserve"), "{r}: {reply}");
+    }
+    let r = http(sv.http, &rspamd_request(msg, ""));
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert_eq!(sv.pending(), before, "nothing written, not even a temp file");
 }

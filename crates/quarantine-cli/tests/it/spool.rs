@@ -628,3 +628,27 @@ fn a_20_mib_hold_stays_under_64_mib_rss() {
     assert!(raw == m, "the 20 MiB message is not byte-exact");
     eprintln!("spool: 20 MiB hold peak RSS {kib} KiB");
 }
+
+#[test]
+fn a_backlog_past_one_batch_is_named_not_hidden() {
+    let s = store();
+    // Two messages of 17 MiB: the bounded ingest every command runs first (32 MiB a batch) takes only one.
+    let mut big = message("backlog-big", 1000);
+    big.extend(
+        std::iter::repeat_n(b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 17 << 14).flatten(),
+    );
+    hold_ok(&s, &big, "BIG1", &["b@x.example"]);
+    // Ingest takes the oldest first; file times are as coarse as a jiffy.
+    std::thread::sleep(Duration::from_millis(30));
+    big.extend_from_slice(b"2\r\n");
+    hold_ok(&s, &big, "BIG2", &["b@x.example"]);
+    std::thread::sleep(Duration::from_millis(30));
+    let small = hold_ok(&s, &message("backlog-small", 500), "SMALL", &["alice@x.example"]);
+    let show = s.q(&["show", &small]);
+    assert_eq!(show.code, 1, "{}", show.brief());
+    assert!(show.stderr.contains("2 held message(s) still in spool/, not yet indexed"), "{}", show.stderr);
+    // The next command's batch takes the rest: the message is there and nothing is left to warn about.
+    let search = s.q(&["search", "--rcpt", "alice@x.example"]);
+    assert!(search.success() && search.text().contains(&small), "{}", search.brief());
+    assert!(search.stderr.is_empty(), "{}", search.stderr);
+}
