@@ -44,7 +44,6 @@ pub fn deliver(sh: &Shared, cfg: &ServeConfig, m: Incoming) -> Result<Vec<String
                     quarantine_store::human_bytes(free),
                     quarantine_store::human_bytes(cfg.reserve)
                 );
-                let d = verdict::decide(&cfg.mapping, m.from, m.rcpts, m.bytes, &m.extra);
                 log(&m, &d, None, Some(&why));
                 return Err(why);
             }

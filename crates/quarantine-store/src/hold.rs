@@ -181,13 +181,13 @@ mod tests {
     }
 
     #[test]
-    fn many_recipients_validate_in_linear_time() {
-        // 60,000 distinct recipients: about a tenth of a second when linear, minutes when quadratic.
+    fn many_recipients_validate_each_once() {
+        // 60,000 distinct recipients, each given twice: a fraction of a second with the set; the list scan took
+        // minutes here (no timing is asserted: the suite's run time shows a regression).
         let n = 60_000;
-        let rcpts: Vec<String> = (0..n).map(|i| format!("user{i}@example.edu")).collect();
-        let t = std::time::Instant::now();
+        let rcpts: Vec<String> = (0..2 * n).map(|i| format!("user{}@example.edu", i % n)).collect();
         let env = validate(&request(rcpts)).unwrap();
         assert_eq!(env.recipients.len(), n);
-        assert!(t.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t.elapsed());
+        assert_eq!(env.recipients[n - 1], format!("user{}@example.edu", n - 1));
     }
 }
