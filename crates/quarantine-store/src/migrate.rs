@@ -286,6 +286,9 @@ impl Store {
             .prepare(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"))
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(local)?;
+        // SQLite's copy of each message's rowid (migration 0007) means nothing in PostgreSQL, which has no column
+        // for it: messages are joined by id there.
+        cols.retain(|c| c != "message_rowid");
         if matches!(table, "messages" | "recipients" | "attachments") {
             // SQLite's implicit rowid is the keyset and is carried over, so envelope order stays as it was.
             cols.insert(0, "rowid".into());
