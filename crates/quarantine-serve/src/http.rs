@@ -416,6 +416,13 @@ fn unknown(s: &str) -> bool {
 
 impl Meta {
     fn from_headers(h: &Head) -> Result<Meta, Option<Reply>> {
+        // Read lossily, an envelope address that is not UTF-8 would be held (and later released) with U+FFFD in
+        // place of its bytes, an address rspamd never gave.
+        for name in ["X-Rspamd-Rcpt", "X-Rspamd-From"] {
+            if h.get(name).is_some_and(|v| std::str::from_utf8(v).is_err()) {
+                return Err(Some(reply(400, format!("{name} is not valid UTF-8"))));
+            }
+        }
         let rcpt = h.text("X-Rspamd-Rcpt").ok_or_else(|| Some(reply(400, "no X-Rspamd-Rcpt header")))?;
         let rcpt: Value = serde_json::from_str(&rcpt).unwrap_or(Value::String(rcpt));
         let symbols = match h.text("X-Rspamd-Symbols") {

@@ -230,6 +230,17 @@ impl<'a, S: Conn> Session<'a, S> {
             self.say(500, "5.5.2", "Syntax error: bare CR, bare LF or NUL in a command line (end lines with CRLF)");
             return Ok(true);
         }
+        // The parser turns bytes that are not UTF-8 into U+FFFD: held that way, an address would later be released
+        // to one the MTA never gave. Refused like any other address that cannot be delivered to as written.
+        if std::str::from_utf8(body).is_err() {
+            let verb = body.get(..4).map(|v| v.to_ascii_uppercase());
+            match verb.as_deref() {
+                Some(b"MAIL") => self.say(553, "5.1.7", "Bad sender: the address is not valid UTF-8"),
+                Some(b"RCPT") => self.say(553, "5.1.3", "Bad recipient: the address is not valid UTF-8"),
+                _ => self.say(500, "5.5.2", "Syntax error: a command line that is not valid UTF-8"),
+            }
+            return Ok(true);
+        }
         let req = match Request::parse(&mut line.iter()) {
             Ok(r) => r,
             Err(e) => {

@@ -183,6 +183,18 @@ fn serve_lmtp_per_recipient_replies_verdicts_and_hostile_input() {
     assert!(c.reply().starts_with("500 5.5.2"));
     c.send(b"RCPT TO:<a\0@example.edu>\r\n");
     assert!(c.reply().starts_with("500 5.5.2"));
+    // An address that is not UTF-8 is refused, not held with U+FFFD in place of its bytes (a release would go to
+    // an address the MTA never gave); UTF-8 (SMTPUTF8) is accepted.
+    {
+        let mut u = sv.lmtp();
+        u.cmd("LHLO client.test");
+        u.send(b"MAIL FROM:<s\xe9@example.org>\r\n");
+        assert!(u.reply().starts_with("553 5.1.7"));
+        assert!(u.cmd("MAIL FROM:<sé@example.org>").starts_with("250"));
+        u.send(b"RCPT TO:<r\xfe@example.edu>\r\n");
+        assert!(u.reply().starts_with("553 5.1.3"));
+        assert!(u.cmd("RCPT TO:<ré@example.edu>").starts_with("250"));
+    }
     let mut long = vec![b'X'; 1 << 20];
     long.extend_from_slice(b"RSET\r\n");
     c.send(&long);
@@ -331,6 +343,9 @@ fn serve_http_rspamd_shapes_and_bad_requests() {
         // Two lengths for one body: neither may be trusted (the first would store "abc" of "abcde").
         (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\nabcde".to_vec(), "400"),
         (b"POST /rspamd HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\n5\r\nabcde\r\n0\r\n\r\n".to_vec(), "400"),
+        // An envelope address that is not UTF-8: refused, not held with U+FFFD in its place.
+        (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nX-Rspamd-Rcpt: [\"a\xfe@example.edu\"]\r\n\r\nabc".to_vec(), "400"),
+        (b"POST /rspamd HTTP/1.1\r\nContent-Length: 3\r\nX-Rspamd-From: s\xe9@example.org\r\nX-Rspamd-Rcpt: [\"a@example.edu\"]\r\n\r\nabc".to_vec(), "400"),
         (b"POST /other HTTP/1.1\r\n\r\n".to_vec(), "404"),
     ] {
         let r = http(sv.http, &req);
