@@ -300,7 +300,7 @@ impl<'a, S: Conn> Session<'a, S> {
                         &format!("Message size exceeds the limit of {} bytes", cfg.limits.max_message_size),
                     );
                 } else {
-                    match quarantine_mail::address::envelope_sender(&from.address) {
+                    match quarantine_mail::address::envelope_sender(&quarantine_mail::address::requote(&from.address)) {
                         Ok(a) => {
                             self.from = Some(a);
                             self.say(250, "2.1.0", "Sender OK");
@@ -315,7 +315,9 @@ impl<'a, S: Conn> Session<'a, S> {
                 } else if self.rcpts.len() >= cfg.limits.max_recipients {
                     self.say(452, "4.5.3", "Too many recipients");
                 } else {
-                    match quarantine_mail::address::envelope_recipient(&to.address) {
+                    // The parser hands over a quoted local part without its quotes: they are put back.
+                    match quarantine_mail::address::envelope_recipient(&quarantine_mail::address::requote(&to.address))
+                    {
                         Ok(a) => {
                             self.rcpts.push(a);
                             self.say(250, "2.1.5", "Recipient OK");

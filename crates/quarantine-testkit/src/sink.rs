@@ -34,7 +34,14 @@ impl Sunk {
     }
 
     pub fn rcpt_addrs(&self) -> Vec<String> {
-        self.rcpts.iter().map(|r| r.split_whitespace().next().unwrap().trim_matches(['<', '>']).to_string()).collect()
+        // `<"odd quoted"@d> NOTIFY=...`: the path is what the brackets enclose, spaces and all.
+        self.rcpts
+            .iter()
+            .map(|r| match r.strip_prefix('<') {
+                Some(rest) => rest.split_once('>').map_or(rest, |(path, _)| path).to_string(),
+                None => r.split_whitespace().next().unwrap_or("").to_string(),
+            })
+            .collect()
     }
 }
 

@@ -198,6 +198,23 @@ fn delivers_the_original_to_every_envelope_recipient_once() {
     assert_eq!(sink.messages().len(), 3);
 }
 
+/// A quoted local part may hold a space (RFC 5321 qtextSMTP; Postfix's pipe hands it over quoted): held, found
+/// and released exactly as given, where it used to make `hold` tempfail until Postfix bounced the message.
+#[test]
+fn a_quoted_local_part_with_a_space_is_held_and_released_as_given() {
+    let env = store();
+    let sink = Sink::start(&[]);
+    let odd = "\"odd quoted\"@example.net";
+    let id = env.hold_from("PMX:VIRUS", "alice@example.org", &[odd, "bob@example.net"], MSG);
+    assert_eq!(env.states(&id).iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), [odd, "bob@example.net"]);
+    let r = env.release(&["--verdict", "PMX:VIRUS", "--relay", &sink.url()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.text().contains("delivered 2 · deferred 0 · failed 0"), "{}", r.all());
+    let got = sink.messages();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].rcpt_addrs(), [odd, "bob@example.net"]);
+}
+
 #[test]
 fn no_trace_header_sends_the_original_bytes_only() {
     let env = store();

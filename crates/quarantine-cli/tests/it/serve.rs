@@ -194,6 +194,8 @@ fn serve_lmtp_per_recipient_replies_verdicts_and_hostile_input() {
         u.send(b"RCPT TO:<r\xfe@example.edu>\r\n");
         assert!(u.reply().starts_with("553 5.1.3"));
         assert!(u.cmd("RCPT TO:<ré@example.edu>").starts_with("250"));
+        // A space inside a quoted local part is legal SMTP: accepted (one outside it is not).
+        assert!(u.cmd("RCPT TO:<\"odd quoted\"@example.edu>").starts_with("250"));
     }
     let mut long = vec![b'X'; 1 << 20];
     long.extend_from_slice(b"RSET\r\n");
