@@ -173,7 +173,14 @@ impl Transaction {
 
     /// The recipient addresses, without brackets.
     pub fn rcpt_addrs(&self) -> Vec<String> {
-        self.rcpts.iter().map(|r| bare(r.split_whitespace().next().unwrap_or("")).to_string()).collect()
+        // `<"odd quoted"@d> NOTIFY=...`: the path is what the brackets enclose, spaces and all.
+        self.rcpts
+            .iter()
+            .map(|r| match r.strip_prefix('<') {
+                Some(rest) => rest.split_once('>').map_or(rest, |(path, _)| path).to_string(),
+                None => bare(r.split_whitespace().next().unwrap_or("")).to_string(),
+            })
+            .collect()
     }
 }
 
