@@ -782,7 +782,13 @@ fn sendmail_through_a_real_postfix_keeps_the_envelope_and_the_bytes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("delivered 3"), "{text}");
 
-    wait_for(std::time::Duration::from_secs(30), "both messages at the sink", || pf.sink_files().len() >= 2);
+    // smtp-sink creates each file before the message is in it: wait for both whole (their last lines in, and
+    // Postfix's queue empty: it had the sink's reply to the final dot).
+    wait_for(std::time::Duration::from_secs(30), "both messages whole at the sink", || {
+        let files = pf.sink_files();
+        ["line after a lone dot", "returned"].iter().all(|end| files.iter().any(|f| f.contains(end)))
+            && pf.queue().is_empty()
+    });
     let files = pf.sink_files();
     assert_eq!(files.len(), 2, "{files:#?}");
     let find =
