@@ -248,6 +248,11 @@ fn request(c: &mut Conn) -> Result<(Reply, Value), Option<Reply>> {
             let mut meta = None;
             let mut message = None;
             for (name, data) in parts {
+                // Two messages or two envelopes in one request: which one is meant cannot be known, and keeping the
+                // last silently held whichever came second.
+                if (name == "metadata" && meta.is_some()) || (name == "message" && message.is_some()) {
+                    return Err(Some(reply(400, format!("more than one {name} part"))));
+                }
                 match name.as_str() {
                     "metadata" => {
                         let v: Value = serde_json::from_slice(&data)

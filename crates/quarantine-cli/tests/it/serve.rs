@@ -331,7 +331,23 @@ fn serve_http_rspamd_shapes_and_bad_requests() {
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     // Bad requests: a clear status, nothing stored.
     let before = sv.pending();
+    let message_part =
+        "--0f3a\r\nContent-Disposition: form-data; name=\"message\"\r\n\r\nSubject: two\r\n\r\nx\r\n\r\n";
+    let twice = |first: &str, second: &str| {
+        let body = format!("{first}{second}--0f3a--\r\n");
+        let mut req = format!(
+            "POST /rspamd HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=0f3a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body.as_bytes());
+        req
+    };
+    let meta_part = format!("--0f3a\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{meta}\r\n");
     for (req, want) in [
+        // Two messages or two envelopes in one request: neither is guessed at.
+        (twice(&format!("{meta_part}{message_part}"), message_part), "400"),
+        (twice(&format!("{meta_part}{meta_part}"), message_part), "400"),
         (b"GARBAGE\r\n\r\n".to_vec(), "400"),
         (b"POST /rspamd HTTP/1.1\r\nContent-Len".to_vec(), "400"),
         (rspamd_request(msg, "")[..200].to_vec(), "400"),
