@@ -38,11 +38,32 @@ pub fn run() -> ExitCode {
             say!("quarantine hold: internal error{at}: {msg} (message not held; the MTA will retry)");
         }));
     }
+    if !holding {
+        report_sigbus();
+    }
     let result = std::panic::catch_unwind(move || run_inner(args, holding));
     match result {
         Ok(code) => code,
         Err(_) if holding => ExitCode::from(EX_TEMPFAIL),
         Err(_) => ExitCode::from(101),
+    }
+}
+
+/// A write into a memory-mapped page the filesystem cannot back is SIGBUS: SQLite maps the index's `-shm` and
+/// reserves it one byte per 4 KiB page, so on a full filesystem with smaller blocks a reader's first write into it
+/// kills the process with no word (exit 135, "Bus error" from the shell at best). Say what it is instead. (`hold`
+/// has its own handler, which exits 75.)
+#[allow(unsafe_code)]
+fn report_sigbus() {
+    const BUS: &[u8] = b"quarantine: bus error: a memory-mapped file of the index could not be written (is its \
+filesystem full?); free space and run the command again\n";
+    // SAFETY: the handler calls only write(2) and _exit(2), async-signal-safe, on a constant; it never returns,
+    // so the faulting access is never retried.
+    unsafe {
+        let _ = signal_hook::low_level::register(signal_hook::consts::SIGBUS, || {
+            libc::write(2, BUS.as_ptr().cast(), BUS.len());
+            libc::_exit(1);
+        });
     }
 }
 

@@ -182,8 +182,9 @@ pub struct ServeConfig {
     pub commit_delay: Duration,
     /// The name in the greeting and in replies.
     pub hostname: String,
-    /// Free bytes the spool's filesystem keeps: below it a message is tempfailed before anything is written,
-    /// as `hold` does (the CLI sets `min_free_space`, else hold's default). 0: none.
+    /// Free bytes the spool's filesystem keeps ([`quarantine_store::Spool::set_reserve`], as for `hold`): a message
+    /// that would take it below is tempfailed and nothing of it stays (the CLI sets `min_free_space`, else hold's
+    /// default). 0: none.
     pub reserve: u64,
 }
 

@@ -33,22 +33,6 @@ pub fn deliver(sh: &Shared, cfg: &ServeConfig, m: Incoming) -> Result<Vec<String
     let d = verdict::decide(&cfg.mapping, m.from, m.rcpts, m.bytes, &m.extra);
     let queue_id = m.queue_id.clone().or(d.queue_id.clone());
     let gc = &sh.commit;
-    // The reserve hold keeps, kept here too: a filesystem filled to the last byte leaves ingest no room to stage
-    // blobs (ENOSPC), so what was acknowledged cannot be indexed until someone frees space.
-    if cfg.reserve > 0 {
-        if let Ok(free) = quarantine_store::available_space(gc.spool().dir()) {
-            if free < cfg.reserve.saturating_add(m.bytes.len() as u64) {
-                let why = format!(
-                    "{} free on the spool's filesystem, below the {} reserve (min_free_space) once this message \
-                     is written",
-                    quarantine_store::human_bytes(free),
-                    quarantine_store::human_bytes(cfg.reserve)
-                );
-                log(&m, &d, None, Some(&why));
-                return Err(why);
-            }
-        }
-    }
     gc.writing();
     let mut staged: Vec<SpoolStaged> = Vec::new();
     for g in &d.groups {

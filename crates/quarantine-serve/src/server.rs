@@ -118,6 +118,7 @@ pub fn run(
         return Err("nothing to listen on: give --lmtp and/or --http (or serve.lmtp / serve.http)".into());
     }
     let spool = Spool::open(store).map_err(|e| e.to_string())?;
+    spool.set_reserve(cfg.reserve);
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -164,6 +165,7 @@ pub fn run(
                 None => Ok(c),
             }) {
                 Ok(c) => {
+                    sh.commit.spool().set_reserve(c.reserve);
                     *sh.config.write().expect("config lock") = Arc::new(c);
                     eprintln!("quarantine serve: configuration reloaded");
                 }

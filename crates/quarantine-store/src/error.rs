@@ -48,6 +48,15 @@ pub enum Error {
     /// The remote blob store failed or refused; `detail` says which (unreachable, no such bucket, access denied).
     #[error("object store {store}: {op} {name}: {detail}")]
     ObjectStore { store: String, op: &'static str, name: String, detail: String },
+    /// A write to the spool would leave less than `min_free_space` free ([`crate::Spool::set_reserve`]).
+    #[error(
+        "{}: only {} free on its filesystem, below the {} kept in reserve for indexing what is held (min_free_space); \
+         free space or lower min_free_space",
+        dir.display(),
+        crate::units::human_bytes(*free),
+        crate::units::human_bytes(*reserve)
+    )]
+    LowSpace { dir: PathBuf, free: u64, reserve: u64 },
     #[error("the deadline passed before the message was committed")]
     DeadlinePassed,
 }

@@ -1,6 +1,9 @@
 //! Ingest (DESIGN section 4): spool files into blobs and index rows, in batches.
 //!
-//! 1. Take a batch of spool files, oldest first, bounded in count, bytes and time. Each is checked while it is
+//! 1. Take a batch of spool files, oldest first, bounded in count, bytes, time and the free space it may take
+//!    ([`INDEX_ROOM`], [`INDEX_ROOM_PER_FILE`]: on a filesystem the spool filled to its reserve, smaller batches,
+//!    each freeing its spool files before the next, instead of one that fails for want of room to commit and
+//!    leaves everything where it was). Each is checked while it is
 //!    read ([`crate::spool::open_checked`] for the prefix, trailer and header; the body's BLAKE3 while it streams
 //!    into a staged blob): a file that does not check moves to `spool/bad/` with a `.reason` file and is never
 //!    deleted. An I/O error reading a file is not a verdict on it: the batch stops and the file stays.
@@ -41,6 +44,12 @@ use quarantine_mail::headers;
 pub const LOCK_FILE: &str = ".ingest.lock";
 /// Temp files of holds older than this are removed by ingest: no hold runs that long (its deadline kills it).
 pub const STALE_SPOOL_TMP: Duration = Duration::from_secs(24 * 3600);
+
+/// Free space a batch leaves for the index, besides its blobs: the WAL frames and the pages a checkpoint adds to
+/// the database file. A batch of 512 small messages writes ~2 MiB of WAL; twice that, for margin.
+pub const INDEX_ROOM: u64 = 4 << 20;
+/// Index room per message of a batch (its rows, header and text-index entries, written twice: WAL and database).
+pub const INDEX_ROOM_PER_FILE: u64 = 16 << 10;
 
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
@@ -167,11 +176,19 @@ impl Store {
             }
             let mut batch = Vec::new();
             let mut bytes = 0u64;
+            // A blob is never much larger than its spool file (zstd adds a few bytes to what it cannot shrink).
+            // The first file is always taken: if even it does not fit, staging says so and it stays.
+            let room = self.ingest_room();
+            let mut takes = INDEX_ROOM;
             while let Some(p) = queue.front() {
-                if !batch.is_empty() && (batch.len() >= opts.batch_files || bytes + p.len > opts.batch_bytes) {
+                let cost = p.len + INDEX_ROOM_PER_FILE;
+                if !batch.is_empty()
+                    && (batch.len() >= opts.batch_files || bytes + p.len > opts.batch_bytes || takes + cost > room)
+                {
                     break;
                 }
                 bytes += p.len;
+                takes += cost;
                 batch.push(queue.pop_front().expect("front exists"));
             }
             let (left, failed) = self.ingest_batch(&spool, batch, opts, &mut report)?;
@@ -189,6 +206,16 @@ impl Store {
         }
         report.pending = spool.pending()?.len() as u64;
         Ok(report)
+    }
+
+    /// Free bytes a batch may use: the least of the index's and the staged blobs' filesystems (remote blobs are
+    /// staged locally too). Unlimited when statvfs fails: staging then reports the real problem.
+    fn ingest_room(&self) -> u64 {
+        [self.root.as_path(), self.blobs.tmp_dir()]
+            .iter()
+            .filter_map(|p| durable::available_space(p).ok())
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Ingests one spool file at once (for [`Store::hold`]); returns the message id and whether it merged.

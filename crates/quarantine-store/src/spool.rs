@@ -305,6 +305,9 @@ pub fn fresh_id(id: &str, received_us: i64, hash: &str, k: u32) -> String {
 pub struct Spool {
     dir: PathBuf,
     owner: Owner,
+    /// Bytes every write leaves free ([`Spool::set_reserve`]); shared by clones, so `serve` can change it on a
+    /// reload while its sessions write.
+    reserve: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One pending spool file, as listed.
@@ -345,7 +348,7 @@ impl Spool {
             Err(e) => return Err(crate::store::permission_hint(e, &index)),
         }
         let owner = Owner::of(root)?;
-        let spool = Spool { dir: root.join(SPOOL_DIR), owner };
+        let spool = Spool::new(root, owner);
         // One stat in the common case (`spool/bad/` there means `spool/` is too); two mkdirs and two stats only
         // for a store made by an earlier version, or a damaged one (ensure_dirs then says what is wrong).
         if !fs::metadata(spool.bad_dir()).is_ok_and(|m| m.is_dir()) {
@@ -355,7 +358,28 @@ impl Spool {
     }
 
     pub(crate) fn new(root: &Path, owner: Owner) -> Spool {
-        Spool { dir: root.join(SPOOL_DIR), owner }
+        Spool { dir: root.join(SPOOL_DIR), owner, reserve: Default::default() }
+    }
+
+    /// Keeps `bytes` free on the spool's filesystem (`min_free_space`; 0: none): a write that would leave less
+    /// fails with [`Error::LowSpace`] and leaves nothing behind. Ingest needs that room to stage the blobs of what
+    /// was acknowledged before it may unlink the spool files (it sizes its batches to it): a spool that filled the
+    /// filesystem to the last byte holds mail that cannot be indexed until someone frees space.
+    pub fn set_reserve(&self, bytes: u64) {
+        self.reserve.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Fails when the filesystem has less than the reserve free. A statvfs that fails is not a reason to refuse
+    /// mail: the write that follows reports the real problem.
+    fn keep_reserve(&self) -> Result<()> {
+        let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
+        if reserve == 0 {
+            return Ok(());
+        }
+        match durable::available_space(&self.dir) {
+            Ok(free) if free < reserve => Err(Error::LowSpace { dir: self.dir.clone(), free, reserve }),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn ensure_dirs(&self) -> Result<()> {
@@ -402,6 +426,9 @@ impl Spool {
     /// [`Spool::sync_dir`]; on its failure the caller [`Staged::discard`]s the file.
     pub fn stage(&self, req: &HoldRequest, scan: Option<&ScanMeta>, input: &mut dyn Read) -> Result<Staged> {
         let env = hold::validate(req)?;
+        // Checked before writing (nothing is written on a full filesystem) and again once the file is complete
+        // (a large message, or many at once, may have taken the rest).
+        self.keep_reserve()?;
         let random_id = req.queue_id.is_none().then(ids::new_id);
         let mut header = SpoolHeader {
             id: random_id.clone().unwrap_or_else(|| ID_PLACEHOLDER.to_string()),
@@ -481,6 +508,7 @@ impl Spool {
         }
         durable::fsync_file(&file, &tmp)?;
         drop(file);
+        self.keep_reserve()?;
         let name = format!("{}.{:016x}", header.id, rand::random::<u64>());
         let path = self.dir.join(&name);
         durable::rename(&tmp, &path)?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use quarantine_store::{HoldRequest, Spool};
 
-use super::{CmdError, CmdResult, Context};
+use super::{CmdResult, Context};
 use crate::exit::{Status, EX_TEMPFAIL};
 
 #[derive(Debug, Args)]
@@ -51,7 +51,6 @@ pub struct HoldArgs {
 pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     let deadline = a.deadline.unwrap_or(ctx.config.hold_deadline);
     exit_75_on_deadline_and_sigbus(deadline);
-    refuse_when_nearly_full(ctx)?;
 
     let mut recipients = a.rcpt;
     recipients.extend(a.recipients);
@@ -68,6 +67,7 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
             .or_else(|| ctx.config.clamd.as_ref().and_then(|c| crate::clamd::version(&ctx.store_path, c))),
     };
     let spool = Spool::open(&ctx.store_path)?;
+    spool.set_reserve(ctx.config.min_free_space.unwrap_or(crate::config::defaults::HOLD_RESERVE));
     let outcome = match &a.file {
         Some(path) => {
             let mut f = std::fs::File::open(path).map_err(|e| {
@@ -81,23 +81,6 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
     let _ = writeln!(std::io::stdout(), "{}", outcome.id);
     let _ = std::io::stdout().flush();
     Ok(Status::Success)
-}
-
-/// Defers while the store's filesystem has less than the floor free, before anything is written.
-fn refuse_when_nearly_full(ctx: &Context) -> Result<(), CmdError> {
-    let floor = ctx.config.min_free_space.unwrap_or(crate::config::defaults::HOLD_RESERVE);
-    // If statvfs itself fails (no store yet, say), opening the store reports the real problem.
-    if let Ok(free) = quarantine_store::available_space(&ctx.store_path) {
-        if free < floor {
-            return Err(CmdError::Store(quarantine_store::Error::Invalid(format!(
-                "{} has only {} free, below the {} hold keeps in reserve (min_free_space)",
-                ctx.store_path.display(),
-                crate::output::human_bytes(free),
-                crate::output::human_bytes(floor)
-            ))));
-        }
-    }
-    Ok(())
 }
 
 /// Two ways a hold must end in 75 whatever it is doing (DESIGN section 4), both as signal handlers that call

@@ -1133,4 +1133,17 @@ fn serve_keeps_the_free_space_reserve_hold_keeps() {
     let r = http(sv.http, &rspamd_request(msg, ""));
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     assert_eq!(sv.pending(), before, "nothing written, not even a temp file");
+    // A reload that lowers the reserve applies to the next message (the sessions share the spool's reserve).
+    std::fs::write(&sv.cfg, "min_free_space = \"1M\"\n[serve]\n").unwrap();
+    sv.signal("HUP");
+    wait_for(Duration::from_secs(5), "reload", || sv.log().contains("configuration reloaded"));
+    let mut c = sv.lmtp();
+    assert!(c.cmd("LHLO gw").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<a@example.edu>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: room\r\n\r\nx\r\n.\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250 "), "after the reload: {reply}\n{}", sv.log());
+    assert_eq!(sv.pending(), before + 1, "the message is in the spool");
 }
