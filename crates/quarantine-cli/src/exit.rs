@@ -26,6 +26,11 @@ pub fn run() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let holding = is_hold_invocation(&args);
     if holding {
+        // Before anything can block (a config that is a FIFO, say), with `--deadline` if it reads as one, else the
+        // default: hold::run arms it again with the deadline the config gives.
+        crate::cmd::hold::exit_75_on_deadline_and_sigbus(
+            early_deadline(&args).unwrap_or(crate::config::defaults::HOLD_DEADLINE),
+        );
         // The hook prints one line; `catch_unwind` below turns the unwinding into 75.
         std::panic::set_hook(Box::new(|info| {
             let msg = info
@@ -95,8 +100,14 @@ fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // clap prints usage and exits 2 for errors.
-            e.exit();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print(); // `quarantine` alone: the help, on stderr, exit 2
+                return ExitCode::from(2);
+            }
+            // One line, as every other error (clap's own rendering is a paragraph, a usage and a tip), escaped:
+            // it can echo what was typed. Exit 2, as clap would.
+            say!("quarantine: {} (see --help)", crate::output::escape(&one_line(&e.to_string())));
+            return ExitCode::from(2);
         }
     };
     let is_hold = matches!(cli.command, Command::Hold(_));
@@ -141,11 +152,33 @@ fn is_hold_invocation(args: &[std::ffi::OsString]) -> bool {
 }
 
 /// clap's error text without the usage block and tips, on one line (an MTA logs only one).
+/// `--deadline D` or `--deadline=D` in a hold's argv, when it is a valid deadline; what clap makes of it later
+/// is what counts.
+fn early_deadline(args: &[std::ffi::OsString]) -> Option<std::time::Duration> {
+    let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or("")).collect();
+    let end = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    args[..end].iter().enumerate().find_map(|(i, a)| {
+        let v = match a.strip_prefix("--deadline") {
+            Some("") => *args.get(i + 1)?,
+            Some(v) => v.strip_prefix('=')?,
+            None => return None,
+        };
+        crate::config::hold_deadline(v).ok()
+    })
+}
+
 fn one_line(text: &str) -> String {
-    let words: Vec<&str> = text
-        .lines()
-        .take_while(|l| !l.starts_with("Usage:") && !l.trim_start().starts_with("tip:"))
-        .flat_map(str::split_whitespace)
-        .collect();
-    words.join(" ").trim_start_matches("error: ").to_string()
+    let mut out = String::new();
+    for l in text.lines().take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information")) {
+        if l.trim_start().starts_with("tip:") {
+            out.push(';'); // "unrecognized subcommand 'ho'; tip: some similar subcommands exist: 'hold', 'show'"
+        }
+        for w in l.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(w);
+        }
+    }
+    out.trim_start_matches("error: ").to_string()
 }

@@ -87,22 +87,37 @@ pub fn run(ctx: &Context, a: HoldArgs) -> CmdResult {
 /// only write(2) and _exit(2):
 ///
 /// - The deadline: a one-shot `ITIMER_REAL` fires SIGALRM when it passes, wherever the hold is stuck (a stdin that
-///   never closes, a slow disk). If the rename happened just before, the MTA retries and the queue id makes the
-///   retry the same message. (A timer, not a watchdog thread: a thread's stack, its malloc arena and the clone
-///   cost every hold more than the timer's one system call; docs/PERFORMANCE.md.)
+///   never closes, a slow disk, a config "file" that is a FIFO nobody writes). If the rename happened just before,
+///   the MTA retries and the queue id makes the retry the same message. (A timer, not a watchdog thread: a
+///   thread's stack, its malloc arena and the clone cost every hold more than the timer's one system call;
+///   docs/PERFORMANCE.md.)
 /// - A fault on a memory-mapped page (a full or failing filesystem) would kill hold with SIGBUS, which pipe(8) does
 ///   not report as "try again later". Exit 75 instead: the spool file is either not renamed into place (the MTA
 ///   retries) or it is (the retry's queue id gives it the same id, and ingest merges the two).
 ///
-/// If the timer cannot be armed (it always can on Linux), a thread sleeps out the deadline instead.
+/// Armed twice: with the default deadline before the arguments and the config are read (`exit::run`), then with
+/// the deadline they give; the second call only replaces the message and the timer. If the timer cannot be armed
+/// (it always can on Linux), a thread sleeps out the deadline instead.
 #[allow(unsafe_code)]
-fn exit_75_on_deadline_and_sigbus(deadline: Duration) {
+pub(crate) fn exit_75_on_deadline_and_sigbus(deadline: Duration) {
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+    use std::sync::Once;
     const BUS: &[u8] = b"quarantine hold: bus error (filesystem full?) (message not held; the MTA will retry)\n";
+    // The handler's message, replaced when the deadline is: leaked (once or twice a process), so a pointer the
+    // handler loaded stays valid whatever happens after.
+    static LATE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+    static LATE_LEN: AtomicUsize = AtomicUsize::new(0);
+    static HANDLERS: Once = Once::new();
+    static ALRM_HANDLED: AtomicBool = AtomicBool::new(false);
     let late = format!(
         "quarantine hold: deadline of {}s passed before the message was durable (message not held; the MTA will retry)\n",
         deadline.as_secs_f64()
     );
-    let late_bytes = late.clone().into_bytes();
+    let bytes: &'static mut [u8] = Box::leak(late.clone().into_bytes().into_boxed_slice());
+    // Null first: a handler running in between writes nothing rather than a torn message.
+    LATE.store(std::ptr::null_mut(), Ordering::SeqCst);
+    LATE_LEN.store(bytes.len(), Ordering::SeqCst);
+    LATE.store(bytes.as_mut_ptr(), Ordering::SeqCst);
     let timer = libc::itimerval {
         it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
         // (A zero it_value would disarm the timer: the parser allows 1 s to 1 d.)
@@ -112,20 +127,26 @@ fn exit_75_on_deadline_and_sigbus(deadline: Duration) {
         },
     };
     // SAFETY: both handlers call only write(2) and _exit(2), which are async-signal-safe, on memory that lives as
-    // long as the process (a constant, and bytes moved into the handler); they never return, so the faulting
+    // long as the process (a constant, and leaked bytes read through atomics); they never return, so the faulting
     // access is never retried. setitimer(2) is given a valid itimerval and no old value.
-    let armed = unsafe {
+    HANDLERS.call_once(|| unsafe {
         let _ = signal_hook::low_level::register(signal_hook::consts::SIGBUS, || {
             libc::write(2, BUS.as_ptr().cast(), BUS.len());
             libc::_exit(EX_TEMPFAIL as i32);
         });
-        signal_hook::low_level::register(signal_hook::consts::SIGALRM, move || {
-            libc::write(2, late_bytes.as_ptr().cast(), late_bytes.len());
+        let ok = signal_hook::low_level::register(signal_hook::consts::SIGALRM, || {
+            let p = LATE.load(Ordering::SeqCst);
+            if !p.is_null() {
+                libc::write(2, p.cast(), LATE_LEN.load(Ordering::SeqCst));
+            }
             libc::_exit(EX_TEMPFAIL as i32);
         })
-        .is_ok()
-            && libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) == 0
-    };
+        .is_ok();
+        ALRM_HANDLED.store(ok, Ordering::SeqCst);
+    });
+    // SAFETY: as above (and without a handler SIGALRM would kill the process: no timer then).
+    let armed = ALRM_HANDLED.load(Ordering::SeqCst)
+        && unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) == 0 };
     if !armed {
         std::thread::spawn(move || {
             std::thread::sleep(deadline);

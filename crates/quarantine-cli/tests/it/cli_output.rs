@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use quarantine_testkit::Store;
+use quarantine_testkit::{Input, Store};
 
 use crate::{store, BIN};
 
@@ -92,4 +92,32 @@ fn scanner_names_compare_case_insensitively_and_limit_zero_is_refused() {
     let out = s.q(&["search", "--limit", "0"]);
     out.code_is(2, "--limit 0");
     assert!(out.stderr.contains("--limit"), "{}", out.brief());
+}
+
+#[test]
+fn the_parsers_usage_errors_are_one_line_naming_the_problem() {
+    // clap renders a paragraph, a usage and a tip; every other error of the tool is one `quarantine: ` line.
+    let s = store();
+    let cases: [(&[&str], &str); 8] = [
+        (&["search", "--limit", "0"], "--limit"),
+        (&["show"], "<ID>"),
+        (&["release", "--rate", "abc"], "--rate"),
+        (&["ho"], "'ho'; tip: some similar subcommands exist"),
+        (&["stats", "--json", "--csv"], "--csv"),
+        (&["search", "--bogus", "x"], "--bogus"),
+        (&["freeze"], "--reason"),
+        (&["search", "\x1b]52;c;x\x07"], "unexpected argument"),
+    ];
+    for (args, names) in cases {
+        let out = s.q(args);
+        out.code_is(2, &format!("{args:?}"));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", out.brief());
+        assert_eq!(out.stderr.matches('\n').count(), 1, "{args:?}: not one line: {}", out.brief());
+        assert!(out.stderr.starts_with("quarantine: ") && out.stderr.contains(names), "{args:?}: {}", out.brief());
+        assert!(!out.stderr.contains('\x1b'), "{args:?}: a control character printed raw: {}", out.brief());
+    }
+    // `quarantine` alone still shows the help (on stderr, exit 2), as clap does.
+    let out = s.scratch.run::<&str>(&[], Input::Null);
+    out.code_is(2, "no arguments");
+    assert!(out.stderr.contains("Usage:") && out.stderr.lines().count() > 10, "{}", out.brief());
 }

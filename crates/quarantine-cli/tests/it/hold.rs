@@ -726,6 +726,23 @@ fn hold_exits_0_while_the_index_stays_locked_past_the_deadline() {
 }
 
 #[test]
+fn hold_exits_75_by_its_deadline_when_the_config_file_blocks() {
+    // A config "file" that is a FIFO nobody writes blocks open(2) before the config (and its deadline) is read:
+    // the deadline is armed before that, from --deadline (or the default), so the MTA gets 75, not a hang it
+    // would time out and bounce.
+    let ts = store();
+    let fifo = ts.scratch.path().join("config.fifo");
+    let ok = Command::new("mkfifo").arg(&fifo).status().unwrap().success();
+    assert!(ok, "mkfifo");
+    let mut args: Vec<&str> = vec!["--config", fifo.to_str().unwrap(), "hold", "--deadline", "1s"];
+    args.extend_from_slice(ENVELOPE);
+    let out = run(ts.cmd(&args), Input::Bytes(MSG), Duration::from_secs(30));
+    assert_tempfail(&out, "a config file that blocks");
+    assert!(out.stderr.contains("deadline of 1s"), "{}", out.brief());
+    assert!(ts.spool_files().is_empty(), "nothing held");
+}
+
+#[test]
 fn hold_exits_75_when_stdin_never_closes() {
     let ts = store();
     ts.hold_ok(b"seed", ENVELOPE);
