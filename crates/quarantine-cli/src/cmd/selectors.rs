@@ -28,7 +28,7 @@ pub struct SelectorArgs {
     /// Message-ID header, with or without angle brackets (repeatable).
     #[arg(long = "message-id", value_name = "ID")]
     pub message_id: Vec<String>,
-    /// Verdict, exact or a glob such as 'PMX:*' (repeatable); a backslash makes the next *, ? or [ literal.
+    /// Verdict, exact or a glob such as 'PMX:*' (repeatable); a backslash makes the next character literal.
     #[arg(long = "verdict", value_name = "V")]
     pub verdict: Vec<String>,
     /// Scanner name (repeatable).
