@@ -26,11 +26,6 @@ pub fn run() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let holding = is_hold_invocation(&args);
     if holding {
-        // Before anything can block (a config that is a FIFO, say), with `--deadline` if it reads as one, else the
-        // default: hold::run arms it again with the deadline the config gives.
-        crate::cmd::hold::exit_75_on_deadline_and_sigbus(
-            early_deadline(&args).unwrap_or(crate::config::defaults::HOLD_DEADLINE),
-        );
         // The hook prints one line; `catch_unwind` below turns the unwinding into 75.
         std::panic::set_hook(Box::new(|info| {
             let msg = info
@@ -73,6 +68,13 @@ filesystem full?); free space and run the command again\n";
 }
 
 fn run_inner(args: Vec<std::ffi::OsString>, holding: bool) -> ExitCode {
+    if holding {
+        // Before anything can block (a config that is a FIFO, say), with `--deadline` if it reads as one, else the
+        // default: hold::run arms it again with the deadline the config gives.
+        crate::cmd::hold::exit_75_on_deadline_and_sigbus(
+            early_deadline(&args).unwrap_or(crate::config::defaults::HOLD_DEADLINE),
+        );
+    }
     // A hold parses with a command tree of hold alone (cli::HoldCli): the MTA runs one process per message.
     let parsed = if holding && crate::cli::starts_with_hold(&args) {
         crate::cli::HoldCli::try_parse_from(&args).map(Cli::from)

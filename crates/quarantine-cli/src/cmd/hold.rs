@@ -148,7 +148,9 @@ pub(crate) fn exit_75_on_deadline_and_sigbus(deadline: Duration) {
     let armed = ALRM_HANDLED.load(Ordering::SeqCst)
         && unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) == 0 };
     if !armed {
-        std::thread::spawn(move || {
+        // If no thread can be started either (EAGAIN), the hold goes on without a deadline of its own: the MTA's
+        // time limit for the pipe still ends it, and refusing every message for want of a timer would be worse.
+        let _ = std::thread::Builder::new().spawn(move || {
             std::thread::sleep(deadline);
             say!("{}", late.trim_end());
             std::process::exit(EX_TEMPFAIL as i32);

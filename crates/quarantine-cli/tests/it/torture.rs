@@ -916,6 +916,11 @@ fn hold_exits_only_0_or_75() {
             "-e",
             "inject=setitimer:error=EINVAL",
         ];
+        // No timer and no thread for the deadline: the hold goes on without one (the MTA's own limit remains).
+        let out = run(strace_cmd(&s, &st, &a), Input::Bytes(&msg), HANG);
+        check("no timer and no thread", out, &[0]);
+        // A panic in the hold path (std's random source fails: HashMap keys, the spool file's name) is 75.
+        let st = ["-o", "/dev/null", "-e", "trace=getrandom", "-e", "inject=getrandom:error=EIO"];
         let out = run(strace_cmd(&s, &st, &a), Input::Bytes(&msg), HANG);
         assert!(out.stderr.contains("internal error") || out.stderr.contains("panic"), "{}", out.brief());
         check("a panic in the hold path", out, &[75]);
