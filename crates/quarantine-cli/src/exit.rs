@@ -153,7 +153,6 @@ fn is_hold_invocation(args: &[std::ffi::OsString]) -> bool {
     args.iter().skip(1).any(|a| a.as_encoded_bytes() == b"hold")
 }
 
-/// clap's error text without the usage block and tips, on one line (an MTA logs only one).
 /// `--deadline D` or `--deadline=D` in a hold's argv, when it is a valid deadline; what clap makes of it later
 /// is what counts.
 fn early_deadline(args: &[std::ffi::OsString]) -> Option<std::time::Duration> {
@@ -169,6 +168,7 @@ fn early_deadline(args: &[std::ffi::OsString]) -> Option<std::time::Duration> {
     })
 }
 
+/// clap's error text without the usage block, its tip kept after a semicolon, on one line (an MTA logs only one).
 fn one_line(text: &str) -> String {
     let mut out = String::new();
     for l in text.lines().take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information")) {
